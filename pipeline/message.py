@@ -1,0 +1,258 @@
+"""Turns raw RFC 5322 bytes into a ParsedMessage: decoded headers, body text, and the sender's own new words."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import mailparser
+from inscriptis import get_text
+from mailparser_reply import EmailReplyParser
+
+from pipeline.errors import MessageError
+from pipeline.resources import bundled_dir
+
+# Amazon's retail domains; mail from these (or a subdomain) is Amazon's own.
+AMAZON_TLDS = (
+    "com", "co.uk", "de", "fr", "it", "es", "co.jp", "ca", "com.mx", "com.au", "com.br", "in", "nl",
+    "se", "pl", "com.be", "com.tr", "sa", "ae", "sg", "eg", "ie",
+)
+# X-Marketplace-ID values (Amazon SP-API "Marketplace IDs") for the marketplaces we serve.
+MARKETPLACE_IDS = {
+    "ATVPDKIKX0DER": "amazon.com",
+    "A2EUQ1WTGCTBG2": "amazon.ca",
+    "A1AM78C64UM0Y8": "amazon.com.mx",
+    "A1F83G8C2ARO7P": "amazon.co.uk",
+    "A1PA6795UKMFR9": "amazon.de",
+    "A13V1IB3VIYZZH": "amazon.fr",
+    "APJ6JRA9NG5V4": "amazon.it",
+    "A1RKKUPIHCS9HS": "amazon.es",
+    "A1VC38T7YXB528": "amazon.co.jp",
+    "A28R8C7NBKEWEA": "amazon.ie",
+    "A1805IZSGTT6HS": "amazon.nl",
+}
+MARKETPLACE_LANGUAGE = {
+    "amazon.com": "en", "amazon.ca": "en", "amazon.co.uk": "en", "amazon.ie": "en", "amazon.com.au": "en",
+    "amazon.de": "de", "amazon.fr": "fr", "amazon.it": "it", "amazon.es": "es", "amazon.com.mx": "es",
+    "amazon.co.jp": "ja", "amazon.nl": "nl",
+}
+NOTIFICATION_HEADERS = ("X-Space-Notification-Type", "X-Marketplace-ID")
+# Amazon SES sends mail for anyone: a candidate worth reading, never proof that Amazon sent it.
+RELAY_DOMAINS = ("amazonses.com",)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """What the later stages need of one email, decoded."""
+
+    message_id: str | None
+    sender: str
+    sender_name: str
+    reply_to: str | None
+    to: tuple[str, ...]
+    subject: str
+    sent_at: datetime | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    notification_type: str | None
+    marketplace_id: str | None
+    text: str
+    new_text: str
+    had_markers: bool
+    defects: tuple[str, ...] = field(default=())
+
+    @property
+    def sender_domain(self) -> str:
+        """The domain of the From address, lower-cased."""
+        return self.sender.rpartition("@")[2].lower()
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse raw message bytes; raise MessageError when they are not an email at all."""
+    if not raw or not raw.strip():
+        raise MessageError("empty message")
+    try:
+        mail = mailparser.parse_from_bytes(raw)
+    except Exception as exc:  # mail-parser raises many kinds on broken input; all mean the same to us
+        raise MessageError(f"cannot parse MIME: {exc}") from None
+    senders = [(name, addr) for name, addr in (mail.from_ or []) if addr and "@" in addr]
+    if not senders:
+        raise MessageError("no sender address (From header missing or unreadable)")
+    sender_name, sender = senders[0]
+    headers = mail.headers
+    reply_to = next((addr for _, addr in (mail.reply_to or []) if addr and "@" in addr), None)
+    text = body_text(mail.text_plain, mail.text_html)
+    new_text, had_markers = sender_words(text)
+    return ParsedMessage(
+        message_id=normalize_message_id(mail.message_id),
+        sender=sender.strip().lower(),
+        sender_name=_one_line(sender_name),
+        reply_to=reply_to.strip() if reply_to else None,
+        to=tuple(addr for _, addr in (mail.to or []) if addr),
+        subject=_one_line(mail.subject or ""),
+        sent_at=_as_utc(mail.date),
+        in_reply_to=normalize_message_id(headers.get("In-Reply-To")),
+        references=tuple(re.findall(r"<[^<>\s]+>", str(headers.get("References") or ""))),
+        notification_type=_header(headers, "X-Space-Notification-Type"),
+        marketplace_id=_header(headers, "X-Marketplace-ID"),
+        text=text,
+        new_text=new_text,
+        had_markers=had_markers,
+        defects=tuple(sorted(mail.defects_categories or ())),
+    )
+
+
+def body_text(plain_parts: list[str], html_parts: list[str]) -> str:
+    """The readable body: the text/plain parts, else the HTML converted to text with its layout kept."""
+    plain = "\n".join(part for part in plain_parts if part.strip())
+    if plain.strip():
+        return _normalize(plain)
+    html = "\n".join(html_parts)
+    return _normalize(get_text(html)) if html.strip() else ""
+
+
+def sender_words(text: str) -> tuple[str, bool]:
+    """The sender's own new text: between Amazon's message markers, without quoted mail or signature."""
+    section, had_markers = _between_markers(text)
+    return strip_quoted(section), had_markers
+
+
+def strip_quoted(text: str) -> str:
+    """Remove quoted earlier mail ("On … wrote:", "> " lines) and signatures from a reply."""
+    cut = _quote_header_regex().search(text)
+    if cut:
+        text = text[: cut.start()]
+    try:
+        replies = _reply_parser().read(text).replies
+        body = replies[0].body if replies else text
+    except Exception:  # the reply parser is heuristic; on any failure keep our own cut
+        body = text
+    lines = [line for line in body.splitlines() if not line.lstrip().startswith(">")]
+    return "\n".join(lines).strip()
+
+
+def is_amazon_domain(domain: str) -> bool:
+    """True for amazon.<tld> and its subdomains (marketplace.amazon.de, …)."""
+    domain = domain.lower().rstrip(".")
+    return any(domain == f"amazon.{tld}" or domain.endswith(f".amazon.{tld}") for tld in AMAZON_TLDS)
+
+
+def is_candidate(sender: str, headers: dict[str, str]) -> bool:
+    """Whether a message is worth fetching whole: Amazon senders, SES relays, or notification headers."""
+    domain = sender.rpartition("@")[2].lower()
+    if is_amazon_domain(domain) or any(domain == d or domain.endswith("." + d) for d in RELAY_DOMAINS):
+        return True
+    return any(headers.get(name.lower()) for name in NOTIFICATION_HEADERS)
+
+
+def candidate_from_header_bytes(header_bytes: bytes) -> bool:
+    """is_candidate for a header block as fetched with BODY.PEEK[HEADER.FIELDS (...)]."""
+    parsed = email.message_from_bytes(header_bytes, policy=email.policy.compat32)
+    addresses = email.utils.getaddresses([str(v) for v in parsed.get_all("From", [])] +
+                                         [str(v) for v in parsed.get_all("Sender", [])])
+    headers = {name.lower(): str(parsed.get(name, "")) for name in NOTIFICATION_HEADERS}
+    return any(is_candidate(addr, headers) for _, addr in addresses if addr)
+
+
+def marketplace_of(message: ParsedMessage) -> str | None:
+    """The marketplace (amazon.de, …) from X-Marketplace-ID, else from an Amazon sender domain."""
+    if message.marketplace_id and message.marketplace_id.strip() in MARKETPLACE_IDS:
+        return MARKETPLACE_IDS[message.marketplace_id.strip()]
+    domain = message.sender_domain
+    if not is_amazon_domain(domain):
+        return None
+    for tld in sorted(AMAZON_TLDS, key=len, reverse=True):
+        if domain == f"amazon.{tld}" or domain.endswith(f".amazon.{tld}"):
+            return f"amazon.{tld}"
+    return None
+
+
+def language_of_marketplace(marketplace: str | None) -> str | None:
+    """The main language of a marketplace, or None when unknown."""
+    return MARKETPLACE_LANGUAGE.get(marketplace or "")
+
+
+# --- internals ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _marker_config() -> dict[str, list[str]]:
+    """Message markers and quote headers of every language, from models/<lang>/message.json."""
+    merged: dict[str, list[str]] = {"begin_markers": [], "end_markers": [], "quote_headers": []}
+    for path in sorted(Path(bundled_dir("models")).glob("*/message.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in merged:
+            merged[key].extend(data.get(key, []))
+    return merged
+
+
+@lru_cache(maxsize=1)
+def _marker_regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    config = _marker_config()
+
+    def alternation(words: list[str]) -> str:
+        return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+    begin = re.compile(rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['begin_markers'])})[ \t]*-{{3,}}[ \t]*$",
+                       re.MULTILINE | re.IGNORECASE)
+    end = re.compile(rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['end_markers'])})[ \t]*-{{3,}}[ \t]*$",
+                     re.MULTILINE | re.IGNORECASE)
+    return begin, end
+
+
+@lru_cache(maxsize=1)
+def _quote_header_regex() -> re.Pattern[str]:
+    patterns = _marker_config()["quote_headers"] or [r"(?!x)x"]
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.MULTILINE | re.IGNORECASE)
+
+
+@lru_cache(maxsize=1)
+def _reply_parser() -> EmailReplyParser:
+    return EmailReplyParser(languages=["en", "de", "fr", "it", "es", "ja"])
+
+
+def _between_markers(text: str) -> tuple[str, bool]:
+    begin, end = _marker_regexes()
+    start = begin.search(text)
+    if not start:
+        return text, False
+    stop = end.search(text, start.end())
+    return text[start.end(): stop.start() if stop else len(text)], True
+
+
+def _normalize(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _one_line(value: str) -> str:
+    return re.sub(r"\s+", " ", value or "").strip()
+
+
+def normalize_message_id(value: object) -> str | None:
+    """The `<id@host>` part of a Message-ID style header, or None."""
+    if not value:
+        return None
+    found = re.search(r"<[^<>\s]+>", str(value))
+    return found.group(0) if found else str(value).strip() or None
+
+
+def _header(headers: dict[str, object], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower() and value:
+            return str(value).strip()
+    return None
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

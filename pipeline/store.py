@@ -1,0 +1,169 @@
+"""The database: opening and migrating it, transactions, and the idempotent writes the stages need."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipeline.errors import StoreError
+from pipeline.schema import MailboxCursor, StoredMessage
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def message_key(message_id: str | None, raw: bytes) -> str:
+    """The idempotency key of a message: its Message-ID, or a hash of its bytes when it has none."""
+    if message_id and message_id.strip():
+        return message_id.strip()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Store:
+    """A migrated database and the sessions to work on it; one per process."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine = _make_engine(url)
+        except (ArgumentError, ImportError, ValueError) as exc:
+            raise StoreError(f"bad database url: {exc}") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self.upgrade()
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages and logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def upgrade(self) -> list[str]:
+        """Bring the schema to the newest migration; return the revisions applied (empty when up to date)."""
+        script = ScriptDirectory.from_config(self._alembic_config())
+        head = script.get_current_head()
+        try:
+            with self.engine.begin() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+                if current == head:
+                    return []
+                cfg = self._alembic_config()
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {exc.orig}") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate database {self.safe_url}: {exc}") from None
+        applied = []
+        rev = script.get_revision(head)
+        while rev is not None and rev.revision != current:
+            applied.append(rev.revision)
+            rev = script.get_revision(rev.down_revision) if rev.down_revision else None
+        return list(reversed(applied))
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def _alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on any exception."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def check(self) -> None:
+        """Open a connection and run a trivial query; raise StoreError when that fails."""
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {getattr(exc, 'orig', exc)}") from None
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def add_message(self, session: Session, **values: Any) -> tuple[StoredMessage, bool]:
+        """Store a message unless one with the same key is there; return it and whether it is new."""
+        key = values["message_key"]
+        existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+        if existing is not None:
+            return existing, False
+        row = StoredMessage(received_at=utcnow(), **values)
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:  # another process stored it between our look and our write
+            existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+            assert existing is not None
+            return existing, False
+        return row, True
+
+    def has_message(self, session: Session, key: str) -> bool:
+        """True when a message with this key is stored."""
+        return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == key)) is not None
+
+    # --- cursors ----------------------------------------------------------------------------------
+
+    def cursor(self, session: Session, account: str, folder: str) -> MailboxCursor | None:
+        """The poller's position in a folder, or None before the first poll."""
+        return session.get(MailboxCursor, (account, folder))
+
+    def set_cursor(self, session: Session, account: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        """Record that every UID up to `last_uid` under `uidvalidity` is done."""
+        row = session.get(MailboxCursor, (account, folder))
+        if row is None:
+            session.add(MailboxCursor(account=account, folder=folder, uidvalidity=uidvalidity,
+                                      last_uid=last_uid, updated_at=utcnow()))
+        else:
+            row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers (the CLI) never block the daemon
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
