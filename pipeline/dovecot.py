@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import ssl as ssl_module
+import stat
 import subprocess
 import tempfile
 import time
@@ -229,8 +230,15 @@ class ThrowawayDovecot:
         dovecot = _find_binary("dovecot")
         if dovecot is None or _find_binary("doveadm") is None:
             raise DovecotError("dovecot/doveadm not found: run pipeline.dovecot.ensure_installed() first")
+        if self._given_workdir is not None:
+            other = _running_master_pid(self._given_workdir)
+            if other is not None:
+                raise DovecotError(
+                    f"a Dovecot (pid {other}) is already running in {self._given_workdir}: stop it first"
+                )
         self._prepare_workdir()
         try:
+            self._check_reachable()
             last_error: DovecotError | None = None
             for _attempt in range(3):  # a free port can be taken between choosing it and binding it
                 self.port = _free_port()
@@ -299,7 +307,7 @@ class ThrowawayDovecot:
         if password is None:
             password = secrets.token_urlsafe(18)
         if not username or not set(username) <= _USERNAME_CHARS:
-            raise DovecotError(f"unsupported username {username!r} (use letters, digits and ._@+-)")
+            raise DovecotError(f"unsupported username {username!r} (use letters, digits and ._@-)")
         if any(ch in password for ch in ":\r\n\0") or not password:
             raise DovecotError("the password must be non-empty and contain no ':' or line breaks")
         if username in self._users or username in self._passwd_users():
@@ -419,6 +427,25 @@ class ThrowawayDovecot:
             self.ca_file, self._cert_file, self._key_file = make_certificates(self.workdir / "tls")
         else:
             self.ca_file = None
+
+    def _check_reachable(self) -> None:
+        """As root, the mail and auth processes run as `dovecot`: it must be able to enter the work dir."""
+        if os.geteuid() != 0:
+            return
+        uid, gid = self._mail_ids()
+        for directory in [self.workdir, *self.workdir.parents]:
+            st = directory.stat()
+            if st.st_uid == uid:
+                allowed = st.st_mode & stat.S_IXUSR
+            elif st.st_gid == gid:
+                allowed = st.st_mode & stat.S_IXGRP
+            else:
+                allowed = st.st_mode & stat.S_IXOTH
+            if not allowed:
+                raise DovecotError(
+                    f"the dovecot user cannot enter {directory} (mode {stat.S_IMODE(st.st_mode):04o}), "
+                    f"so it cannot reach the work dir {self.workdir}: choose a work dir outside it"
+                )
 
     def _passwd_users(self) -> list[str]:
         try:
@@ -630,6 +657,21 @@ service anvil {{
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self._owns_workdir = False
+
+
+def _running_master_pid(workdir: Path) -> int | None:
+    """Pid of a live Dovecot master started earlier in `workdir`, if any."""
+    base_dirs = [workdir / "run"]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        base_dirs.insert(0, Path(json.loads((workdir / _STATE_NAME).read_text())["base_dir"]))
+    for base_dir in base_dirs:
+        try:
+            pid = int((base_dir / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if _pid_alive(pid):
+            return pid
+    return None
 
 
 def _group_name(gid: int) -> str:

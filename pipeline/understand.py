@@ -202,7 +202,7 @@ class Understander:
         domain = message.sender_domain
         trusted = is_amazon_domain(domain)
         marketplace = marketplace_of(message) if trusted else None
-        is_buyer = trusted and domain.startswith("marketplace.") or (message.had_markers and not trusted
+        is_buyer = (trusted and domain.startswith("marketplace.")) or (message.had_markers and not trusted
                                                                      and "marketplace.amazon" in domain)
         text = _join_wrapped_ids(message.new_text if is_buyer else message.text)
         language = detect_language(message.subject + "\n" + text, language_of_marketplace(marketplace) or "en")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import ssl
+import tempfile
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import sqlalchemy
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from pipeline.dovecot import MailUser, ThrowawayDovecot
+from pipeline.dovecot import DovecotError, MailUser, ThrowawayDovecot, ensure_installed
 
 
 def _message(subject: str) -> bytes:
@@ -144,8 +148,6 @@ def test_set_uidvalidity(dovecot: ThrowawayDovecot, mail_user: MailUser, imap: I
 
 
 def test_doveadm_reports_errors(dovecot: ThrowawayDovecot, mail_user: MailUser) -> None:
-    from pipeline.dovecot import DovecotError
-
     with pytest.raises(DovecotError, match="doveadm"):
         dovecot.doveadm("mailbox", "status", "-u", mail_user.username, "messages", "No/Such/Mailbox")
 
@@ -196,3 +198,37 @@ def test_failed_logins_do_not_slow_down_later_logins(dovecot: ThrowawayDovecot, 
         client.login(mail_user.username, mail_user.password)
         client.logout()
     assert time.monotonic() - started < 5  # Dovecot's auth penalty would add 4 + 8 + 15 s
+
+
+def test_given_workdir_with_long_path_is_kept() -> None:
+    base = Path(tempfile.mkdtemp(prefix="dovecot-test-"))
+    base.chmod(0o711)  # as root, the dovecot user must be able to enter it
+    workdir = base / ("deeply-nested-work-directory-" * 3)  # too long a base for Unix socket paths
+    try:
+        with ThrowawayDovecot(workdir) as server:
+            user = server.add_user()
+            with IMAPClient(server.host, port=server.port, ssl=False) as client:
+                client.login(user.username, user.password)
+                client.logout()
+            with pytest.raises(DovecotError, match="already running"):
+                ThrowawayDovecot(workdir).start()
+            attached = ThrowawayDovecot.attach(workdir)
+            assert attached.port == server.port
+        assert not server.running
+        assert workdir.is_dir() and (workdir / "dovecot.log").is_file()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the mail processes as another user")
+def test_unreachable_workdir_is_refused_clearly() -> None:
+    base = Path(tempfile.mkdtemp(prefix="dovecot-test-"))  # mode 0700: closed to the dovecot user
+    try:
+        with pytest.raises(DovecotError, match="cannot enter"):
+            ThrowawayDovecot(base / "work").start()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ensure_installed_is_a_no_op_when_installed(dovecot: ThrowawayDovecot) -> None:
+    ensure_installed()

@@ -1,0 +1,226 @@
+"""The claim desk: each stored message is understood, linked to its claim, and the claim replayed.
+
+Stages run one message per transaction (a failure is kept on the message with its error and never blocks
+the rest); drafts are written to the mailbox afterwards, from what the claims want.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+from pipeline.message import parse_message
+from pipeline.playbook import ClaimView, Replayed, Rules, Shipment, replay
+from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+from pipeline.schema import Shipment as ShipmentRow
+from pipeline.store import Store, utcnow
+from pipeline.understand import Facts, Understander
+
+log = logging.getLogger(__name__)
+
+DERIVED_EVENTS = ("transition", "escalation", "flag", "note")
+
+
+def rules_from(settings: Settings) -> Rules:
+    """The playbook's numbers from the config."""
+    seller = settings.seller
+    return Rules(seller.response_days, seller.refund_margin_hours, tuple(seller.recognized_carriers))
+
+
+class ClaimDesk:
+    """Runs understand → link → playbook for stored messages, and escalation and drafts each cycle."""
+
+    def __init__(self, settings: Settings, store: Store, understander: Understander | None = None,
+                 drafts: Any | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = rules_from(settings)
+        self.understander = understander or Understander(settings.models.models_dir or None,
+                                                         response_days=settings.seller.response_days)
+        self.drafts = drafts
+
+    # --- the Stages protocol of the poller ------------------------------------------------------
+
+    def process_pending(self, now: datetime) -> tuple[int, int]:
+        """Process every message still pending, oldest first; return (done, failed)."""
+        with self.store.session() as session:
+            ids = list(session.scalars(select(StoredMessage.id).where(StoredMessage.status == "pending")
+                                       .order_by(StoredMessage.id)))
+        return self.process_ids(ids, now)
+
+    def after_poll(self, mailbox: Any, now: datetime) -> None:
+        """Deadline escalation, then the drafts the claims want (written, replaced, sent detection)."""
+        self.escalate_due(now)
+        if self.drafts is not None and self.settings.drafts.enabled:
+            self.drafts.sync(mailbox, now)
+
+    # --- processing -------------------------------------------------------------------------------
+
+    def process_ids(self, ids: Iterable[int], now: datetime) -> tuple[int, int]:
+        """Process the given messages, each in its own transaction."""
+        done = failed = 0
+        for message_id in ids:
+            try:
+                with self.store.session() as session:
+                    self.process_message(session, session.get_one(StoredMessage, message_id), now)
+                done += 1
+            except Exception as exc:  # one bad message must never stop the desk; it is kept with its error
+                failed += 1
+                error = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, PipelineError):
+                    log.exception("message %s failed", message_id)
+                else:
+                    log.warning("message %s failed: %s", message_id, error)
+                with self.store.session() as session:
+                    row = session.get_one(StoredMessage, message_id)
+                    row.status, row.error, row.processed_at = "failed", error[:4000], utcnow()
+        return done, failed
+
+    def understand(self, row: StoredMessage) -> Facts:
+        """The facts of a stored message (parsing its raw bytes again)."""
+        return self.understander.understand(parse_message(row.raw))
+
+    def process_message(self, session: Session, row: StoredMessage, now: datetime) -> None:
+        """Understand one message, link it to its order, and replay that claim."""
+        facts = self.understand(row)
+        row.facts = facts.to_json()
+        row.kind = facts.kind
+        row.sent_at = row.sent_at or facts.sent_at
+        row.order_id = self._link(session, row, facts)
+        row.status, row.error, row.processed_at = "done", None, utcnow()
+        session.flush()
+        if row.order_id and facts.kind == "buyer_message" and facts.buyer_address:
+            # earlier messages from this buyer that named no order belong to the same claim
+            session.execute(update(StoredMessage).where(
+                StoredMessage.sender == facts.buyer_address, StoredMessage.order_id.is_(None),
+                StoredMessage.kind == "buyer_message", StoredMessage.status == "done",
+            ).values(order_id=row.order_id))
+        if row.order_id:
+            self.replay_claim(session, row.order_id, now)
+
+    def _link(self, session: Session, row: StoredMessage, facts: Facts) -> str | None:
+        if facts.order_id:
+            return facts.order_id
+        if facts.kind == "buyer_message" and facts.buyer_address:
+            linked = session.scalar(select(StoredMessage.order_id).where(
+                StoredMessage.sender == facts.buyer_address, StoredMessage.order_id.is_not(None),
+                StoredMessage.id != row.id).order_by(StoredMessage.id.desc()).limit(1))
+            if linked:
+                return linked
+        refs = [r for r in (facts.in_reply_to, *facts.references) if r]
+        if refs:
+            linked = session.scalar(select(StoredMessage.order_id).where(
+                StoredMessage.message_key.in_(refs), StoredMessage.order_id.is_not(None)).limit(1))
+            if linked:
+                return linked
+            claim_id = session.scalar(select(Draft.claim_id).where(Draft.header_message_id.in_(refs)).limit(1))
+            if claim_id:
+                return session.get_one(Claim, claim_id).order_id
+        return None
+
+    # --- claims ---------------------------------------------------------------------------------
+
+    def replay_claim(self, session: Session, order_id: str, now: datetime) -> Claim | None:
+        """Rebuild one claim from its messages and shipment facts; store its derived events and wanted draft."""
+        rows = list(session.scalars(select(StoredMessage).where(
+            StoredMessage.order_id == order_id, StoredMessage.status == "done")))
+        messages = [(r.message_key, Facts.from_json(r.facts)) for r in rows if r.facts]
+        by_key = {r.message_key: r for r in rows}
+        result = replay(order_id, messages, self.shipment(session, order_id), now, self.rules)
+        claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
+        if not result.claim.opened:
+            return claim  # only buyer messages so far: kept on the messages, no claim yet
+        if claim is None:
+            claim = Claim(order_id=order_id, state="new", updated_at=now)
+            session.add(claim)
+            session.flush()
+        _copy_view(claim, result.claim, now)
+        self._write_events(session, claim, result, by_key)
+        self._want_draft(session, claim, result.claim, by_key, now)
+        return claim
+
+    def replay_all(self, session: Session, now: datetime, order_ids: Iterable[str] | None = None) -> int:
+        """Replay every claim (or the given ones); return how many."""
+        if order_ids is None:
+            order_ids = session.scalars(select(StoredMessage.order_id).where(
+                StoredMessage.order_id.is_not(None)).distinct())
+        count = 0
+        for order_id in list(order_ids):
+            self.replay_claim(session, order_id, now)
+            count += 1
+        return count
+
+    def escalate_due(self, now: datetime) -> int:
+        """Replay the claims whose refund margin has been reached while they wait for the buyer."""
+        margin = timedelta(hours=self.rules.refund_margin_hours)
+        with self.store.session() as session:
+            due = list(session.scalars(select(Claim.order_id).where(
+                Claim.state == "awaiting_buyer", Claim.deadline_at.is_not(None), Claim.deadline_at <= now + margin)))
+            for order_id in due:
+                self.replay_claim(session, order_id, now)
+        if due:
+            log.info("deadline check: %d claim(s) re-evaluated", len(due))
+        return len(due)
+
+    @staticmethod
+    def shipment(session: Session, order_id: str) -> Shipment | None:
+        """The imported shipment facts of an order, if any."""
+        row = session.get(ShipmentRow, order_id)
+        if row is None:
+            return None
+        return Shipment(row.carrier, row.tracking_number, row.ship_date, row.delivered_date)
+
+    def _write_events(self, session: Session, claim: Claim, result: Replayed,
+                      by_key: dict[str, StoredMessage]) -> None:
+        session.execute(delete(ClaimEvent).where(ClaimEvent.claim_id == claim.id,
+                                                 ClaimEvent.kind.in_(DERIVED_EVENTS)))
+        for seq, step in enumerate(result.transitions):
+            message = by_key.get(step.message_key) if step.message_key else None
+            session.add(ClaimEvent(
+                claim_id=claim.id, seq=seq, at=step.at, kind=step.kind, from_state=_state(step.before),
+                to_state=_state(step.after), strategy=step.after.strategy, rule=step.rule, reason=step.reason,
+                message_id=message.id if message else None))
+
+    def _want_draft(self, session: Session, claim: Claim, view: ClaimView, by_key: dict[str, StoredMessage],
+                    now: datetime) -> None:
+        plan = view.draft
+        if plan is None:
+            return
+        exists = session.scalar(select(Draft.id).where(Draft.claim_id == claim.id, Draft.step == plan.step))
+        if exists:
+            return  # one draft per claim and step: a re-run adds nothing
+        parent = by_key.get(plan.parent_key) if plan.parent_key else None
+        recipient = view.amazon_reply_to if plan.audience == "amazon" else view.buyer_address
+        session.add(Draft(claim_id=claim.id, step=plan.step, strategy=plan.strategy, recipient=recipient,
+                          language=view.language or self.settings.seller.language,
+                          parent_message_id=parent.id if parent else None, status="wanted", created_at=now))
+
+
+def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,
+                 message_id: int | None = None) -> None:
+    """Add a non-derived event (draft written/replaced/edited, reply sent) to a claim's timeline."""
+    seq = 1000 + len([e for e in claim.events if e.kind not in DERIVED_EVENTS])
+    session.add(ClaimEvent(claim_id=claim.id, seq=seq, at=at, kind=kind, from_state=claim.state,
+                           to_state=claim.state, strategy=claim.strategy, rule=kind, reason=reason,
+                           message_id=message_id))
+
+
+def _state(view: ClaimView) -> str | None:
+    return view.state if view.opened else None
+
+
+def _copy_view(claim: Claim, view: ClaimView, now: datetime) -> None:
+    for name in ("state", "strategy", "complaint_type", "marketplace", "language", "opened_at", "deadline_at",
+                 "buyer_address", "buyer_name", "amazon_reply_to", "tracking_number", "carrier", "delivered_on",
+                 "amount", "currency", "flagged", "flag_reason"):
+        value = getattr(view, name)
+        if getattr(claim, name) != value:
+            setattr(claim, name, value)
+            claim.updated_at = now
