@@ -191,6 +191,10 @@ class ClaimDesk:
     def _want_draft(self, session: Session, claim: Claim, view: ClaimView, by_key: dict[str, StoredMessage],
                     now: datetime) -> None:
         plan = view.draft
+        # a draft not yet written for a step the claim has left is no longer wanted
+        for stale in session.scalars(select(Draft).where(Draft.claim_id == claim.id, Draft.status == "wanted")):
+            if plan is None or stale.step != plan.step:
+                stale.status = "superseded"
         if plan is None:
             return
         exists = session.scalar(select(Draft.id).where(Draft.claim_id == claim.id, Draft.step == plan.step))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import sys
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +18,7 @@ from pipeline import __version__
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings, write_sample
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
+from pipeline.vocabulary import STATES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,6 +157,261 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
                    f"{stats.processed} processed, {stats.failed} failed")
     else:
         poll_forever(settings, metrics_port=metrics_port)
+
+
+STATE_COLOURS = {"new": "cyan", "awaiting_buyer": "yellow", "awaiting_amazon": "blue", "refund_needed": "red",
+                 "resolved": "green", "granted": "magenta"}
+
+
+def _parse_date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date (YYYY-MM-DD)", param_hint=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as a JSON object.")
+@click.pass_context
+@reports_errors
+def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Show what the pipeline understands of one message, with evidence.
+
+    Works without a config file (then [seller] response_days is 7).
+
+    \b
+    Examples:
+      pipeline inspect claim.eml
+      pipeline inspect --json buyer-message.eml | jq .complaint_type
+    """
+    from pipeline.inspect_view import format_inspect, inspect_file
+
+    obj: Context = ctx.obj
+    response_days, models_dir = 7, None
+    if obj.config_path.exists():
+        settings = obj.settings()
+        response_days, models_dir = settings.seller.response_days, settings.models.models_dir or None
+    data = inspect_file(file, response_days=response_days, models_dir=models_dir)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else format_inspect(data))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--state", type=click.Choice(STATES), help="Only claims in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+@reports_errors
+def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """List claims, most urgent first (time left to the deadline).
+
+    \b
+    Examples:
+      pipeline claims
+      pipeline claims --state refund_needed
+      pipeline claims --json
+      pipeline claims show 111-2233445-5566778
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.service import claim_rows
+
+    rows = claim_rows(ctx.obj.settings(), state)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    click.echo(format_claims(rows, now=datetime.now(UTC), color=None))
+
+
+def format_claims(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
+    """The claims table: order, state (coloured on a terminal), time left, complaint, strategy, flag."""
+    if not rows:
+        return "no claims"
+    header = f"{'ORDER':<20} {'STATE':<16} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"
+    lines = [header]
+    for row in rows:
+        left = ""
+        if row["deadline_at"] and row["state"] not in ("resolved", "granted"):
+            seconds = (datetime.fromisoformat(row["deadline_at"].replace("Z", "+00:00")) - now).total_seconds()
+            left = "overdue" if seconds < 0 else f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"
+        state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
+        note = row["flag_reason"] if row["flagged"] else ""
+        line = (f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
+                f"{row['strategy'] or '-':<26} {note}").rstrip()
+        lines.append(line if color is not False else click.unstyle(line))
+    return "\n".join(lines)
+
+
+@claims.command("show")
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
+@pass_context
+@reports_errors
+def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
+    """One claim's timeline: messages and their facts, transitions with reasons, drafts.
+
+    \b
+    Example:
+      pipeline claims show 111-2233445-5566778
+    """
+    from pipeline.service import claim_timeline
+
+    data = claim_timeline(obj.settings(), order_id)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    claim = data["claim"]
+    if claim:
+        click.echo(f"claim {claim['order_id']}: {claim['state']} ({claim['strategy'] or 'no strategy'}), "
+                   f"complaint {claim['complaint_type'] or '-'}, deadline {claim['deadline_at'] or '-'}")
+        if claim["flagged"]:
+            click.echo(f"  flagged: {claim['flag_reason']}")
+    else:
+        click.echo(f"order {order_id}: no claim yet (messages kept for when one arrives)")
+    click.echo("messages:")
+    for m in data["messages"]:
+        facts = ", ".join(f"{k}={v}" for k, v in m["facts"].items() if v not in (None, False))
+        click.echo(f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
+                   + (f"  [{facts}]" if facts else "") + (f"  FAILED: {m['error']}" if m["status"] == "failed" else ""))
+    click.echo("timeline:")
+    for e in data["events"]:
+        arrow = f"{e['from'] or '-'} -> {e['to'] or '-'}" if e["from"] != e["to"] else (e["to"] or "-")
+        click.echo(f"  {e['at']}  {e['kind']:<13} {arrow:<34} {e['rule']}: {e['reason']}")
+    click.echo("drafts:")
+    for d in data["drafts"] or []:
+        click.echo(f"  {d['strategy']:<26} {d['status']:<10} to {d['to'] or '(no address yet)'} ({d['language']})"
+                   + (f"  error: {d['error']}" if d["error"] else ""))
+    if not data["drafts"]:
+        click.echo("  none")
+
+
+@cli.group()
+def orders() -> None:
+    """Shipment facts (carrier, tracking, delivery) from your own records."""
+
+
+@orders.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_context
+@reports_errors
+def orders_import(obj: Context, file: Path) -> None:
+    """Import shipment facts from CSV or TSV with a header row.
+
+    Columns: order_id, carrier, tracking_number, ship_date, delivered_date (ISO dates; empty =
+    unknown), or Amazon's shipment-confirmation names (order-id, carrier-code, carrier-name,
+    tracking-number, ship-date). Re-importing updates rows; bad rows are reported and skipped.
+
+    \b
+    Example:
+      pipeline orders import shipments.csv
+    """
+    from pipeline.service import import_orders
+
+    report = import_orders(obj.settings(), file)
+    for line, reason in report.skipped:
+        click.echo(f"{file}:{line}: skipped: {reason}", err=True)
+    click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+               f"{len(report.skipped)} skipped")
+
+
+@cli.command()
+@click.option("--since", help="Only messages sent on or after this date (YYYY-MM-DD).")
+@click.option("--until", help="Only messages sent before this date (YYYY-MM-DD).")
+@click.option("--order", "order_id", help="Only this order's messages.")
+@click.option("--failed", "failed_only", is_flag=True, help="Only messages whose processing failed.")
+@click.option("--from-imap", is_flag=True, help="Re-read the watched folders first (date-limited by --since/--until).")
+@click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+@pass_context
+@reports_errors
+def reprocess(obj: Context, since: str | None, until: str | None, order_id: str | None, failed_only: bool,
+              from_imap: bool, dry_run: bool) -> None:
+    """Re-run understanding and the playbook over stored mail (backfill, or after rules improve).
+
+    Idempotent: running it twice, or again after Ctrl-C, gives the same claims.
+
+    \b
+    Examples:
+      pipeline reprocess --dry-run
+      pipeline reprocess --failed
+      pipeline reprocess --from-imap --since 2026-01-01
+      pipeline reprocess --order 111-2233445-5566778
+    """
+    from pipeline.service import reprocess as run_reprocess
+
+    settings = obj.settings()
+    state: dict[str, Any] = {}
+    tty = sys.stderr.isatty()
+
+    def start(total: int) -> None:
+        state["total"], state["done"], state["t0"] = total, 0, time.monotonic()
+        if tty and total:
+            state["bar"] = click.progressbar(length=total, label="reprocessing", file=sys.stderr,
+                                             show_eta=True, show_pos=True).__enter__()
+
+    def progress(step: int) -> None:
+        state["done"] += step
+        if "bar" in state:
+            state["bar"].update(step)
+        elif state["done"] % 100 == 0 or state["done"] == state["total"]:
+            rate = state["done"] / max(1e-6, time.monotonic() - state["t0"])
+            logging.getLogger("pipeline.reprocess").info("reprocessed %d/%d (%.0f/s)", state["done"],
+                                                          state["total"], rate)
+
+    try:
+        result = run_reprocess(settings, since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
+                               order_id=order_id, failed_only=failed_only, from_imap=from_imap, dry_run=dry_run,
+                               progress=progress, start=start)
+    finally:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+    prefix = "would change" if dry_run else "changed"
+    for line in result.changes:
+        click.echo(f"{prefix}: {line}")
+    fetched = f", {result.fetched} fetched from IMAP" if from_imap else ""
+    click.echo(f"{result.messages} messages{fetched}, {result.failed} failed, {len(result.changes)} changes"
+               + (" (dry run: nothing written)" if dry_run else ""))
+
+
+@cli.command()
+@pass_context
+@reports_errors
+def check(obj: Context) -> None:
+    """Check config, database, IMAP login, capabilities and the Drafts folder.
+
+    Exits non-zero when anything fails.
+
+    \b
+    Example:
+      pipeline check
+    """
+    from pipeline.service import check as run_check
+
+    lines = run_check(obj.settings())
+    for line in lines:
+        mark = click.style("ok  ", fg="green") if line.ok else click.style("FAIL", fg="red")
+        click.echo(f"{mark} {line.name}: {line.detail}")
+    if not all(line.ok for line in lines):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave the demo server and files in place and print where they are.")
+@reports_errors
+def demo(keep: bool) -> None:
+    """Run the whole pipeline on a sample mailbox served by a throwaway local Dovecot.
+
+    Starts Dovecot on a free port, fills a mailbox with one story per playbook rule,
+    polls it, prints the claims and the drafts written, and cleans up.
+
+    \b
+    Example:
+      pipeline demo
+    """
+    from pipeline.demo import run_demo
+
+    run_demo(echo=click.echo, keep=keep)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError, socket.timeout, ssl.SSLError, IMAPClientAbortError, EOFError,
 )
+# IDLE waits in slices of this many seconds, so a stop request is noticed quickly.
+IDLE_SLICE = 1.0
 HEADER_FIELDS = b"FROM SENDER MESSAGE-ID X-SPACE-NOTIFICATION-TYPE X-MARKETPLACE-ID"
 COMMON_DRAFTS_NAMES = ("Drafts", "[Gmail]/Drafts", "INBOX.Drafts", "INBOX/Drafts", "Entwürfe", "Brouillons",
                        "Bozze", "Borradores", "Draft")
@@ -110,14 +112,18 @@ class Mailbox:
         if not uids:
             return []
         item = b"BODY.PEEK[HEADER.FIELDS (" + HEADER_FIELDS + b")]"
-        key = b"BODY[HEADER.FIELDS (" + HEADER_FIELDS + b")]"
         response = self.client.fetch(list(uids), [item])
         result = []
         for uid in uids:
             data = response.get(uid)
             if data is None:  # expunged meanwhile
                 continue
-            header_bytes = data.get(key) or b""
+            # servers differ in how they echo the item name (case, quoting), so match on its start only
+            header_bytes = next((value for name, value in data.items()
+                                 if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER")), None)
+            if header_bytes is None:
+                raise MailboxError(f"{self.settings.host}: the server sent no headers for UID {uid}")
+            header_bytes = header_bytes or b""
             mid = re.search(rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]+>)", header_bytes,
                             re.IGNORECASE | re.MULTILINE)
             result.append(HeaderSummary(uid, header_bytes, mid.group(1).decode("ascii", "replace") if mid else None))
@@ -146,22 +152,29 @@ class Mailbox:
 
     # --- IDLE -----------------------------------------------------------------------------------
 
-    def wait_for_news(self, seconds: float) -> bool:
-        """Wait in IDLE up to `seconds` for new mail; True when something arrived. Raises when the link died.
+    def wait_for_news(self, seconds: float, should_stop: Callable[[], bool] | None = None) -> bool:
+        """Wait in one IDLE up to `seconds` for new mail; True when something arrived. Raises when the link died.
 
-        imapclient's idle_check returns quietly when the server closes the connection, so an IDLE that ends
-        early with nothing to show is checked with DONE and a NOOP, which fail on a dead connection.
+        `should_stop` is asked about once a second and ends the wait early. imapclient's idle_check returns
+        quietly (and at once) when the server has closed the connection, and a server that logs us out
+        sends BYE first: both are turned into IMAPClientAbortError, so the caller reconnects.
         """
+        deadline = time.monotonic() + max(0.0, seconds)
+        news = False
         self.client.idle()
-        started = time.monotonic()
-        try:
-            responses = self.client.idle_check(timeout=seconds)
-        finally:
-            elapsed = time.monotonic() - started
-        self.client.idle_done()
-        if not responses and elapsed < seconds * 0.9:
-            self.client.noop()
-        return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+        while not news:
+            left = deadline - time.monotonic()
+            if left <= 0 or (should_stop is not None and should_stop()):
+                break
+            step = min(IDLE_SLICE, left)
+            started = time.monotonic()
+            responses = self.client.idle_check(timeout=step)
+            news = _has_news(responses)
+            if not responses and time.monotonic() - started < step / 2:
+                break  # woke up early with nothing to read: end of file, or a spurious wake-up; DONE tells
+        _text, responses = self.client.idle_done()  # fails on a dead connection
+        news = _has_news(responses) or news
+        return news
 
     # --- drafts ---------------------------------------------------------------------------------
 
@@ -187,12 +200,12 @@ class Mailbox:
 
     def drafts_folder(self) -> str:
         """The Drafts folder: configured, else SPECIAL-USE \\Drafts, else a common name."""
-        return self.find_folder(self.settings.drafts, imapclient.DRAFTS, COMMON_DRAFTS_NAMES)
+        return self.find_folder(self.settings.drafts, b"\\Drafts", COMMON_DRAFTS_NAMES)
 
     def sent_folder(self) -> str | None:
         """The Sent folder, or None when there is none."""
         try:
-            return self.find_folder(self.settings.sent, imapclient.SENT, COMMON_SENT_NAMES)
+            return self.find_folder(self.settings.sent, b"\\Sent", COMMON_SENT_NAMES)
         except FolderNotFoundError:
             return None
 
@@ -210,8 +223,14 @@ class Mailbox:
         self.client.delete_messages(list(uids))
         if self.has("UIDPLUS"):
             self.client.uid_expunge(list(uids))
-        else:
-            self.client.expunge()
+            return
+        # A plain EXPUNGE removes every \\Deleted message of the folder, the user's too: only when ours are all.
+        others = set(self.client.search(["DELETED"])) - set(uids)
+        if others:
+            log.warning("%s has no UIDPLUS and %s holds other deleted messages: our %d old drafts stay flagged "
+                        "\\Deleted until the folder is expunged", self.settings.host, folder, len(uids))
+            return
+        self.client.expunge()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -222,6 +241,10 @@ class Mailbox:
         except Exception:  # logging out of a dead connection has nothing left to clean up
             with contextlib.suppress(Exception):
                 self.client.shutdown()
+
+    def abort(self) -> None:
+        """Drop a connection that failed, without the LOGOUT round trip that could wait for a read timeout."""
+        _drop(self.client)
 
     def __enter__(self) -> Mailbox:
         return self
@@ -288,6 +311,15 @@ def _drop(client: IMAPClient) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.replace("\r", " ").replace("\n", " ")[:300]
+
+
+def _has_news(responses: Sequence[tuple[object, ...]]) -> bool:
+    """Whether IDLE responses announce new mail; raise when the server said BYE (it is closing the link)."""
+    for response in responses:
+        if response and response[0] == b"BYE":
+            text = b" ".join(r for r in response[1:] if isinstance(r, bytes)).decode("ascii", "replace")
+            raise IMAPClientAbortError(f"server closed the connection: {text}".strip())
+    return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
 def _is_missing_folder(exc: IMAPClientError) -> bool:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from pipeline.understand import Facts
+from pipeline.vocabulary import STATES, STRATEGIES
 
-STATES = ("new", "awaiting_buyer", "awaiting_amazon", "refund_needed", "resolved", "granted")
+__all__ = ["STATES", "STRATEGIES", "ClaimView", "Rules", "Shipment", "Transition", "apply", "escalate", "replay"]
+
 CLOSED_STATES = ("resolved", "granted")
-STRATEGIES = ("represent_delivered", "offer_refund_or_resend", "represent_size", "persuade_withdraw_damaged",
-              "represent_misuse", "request_withdrawal", "manual_review")
 AMAZON_FACING = ("represent_delivered", "represent_size", "represent_misuse")
 BUYER_FACING = ("offer_refund_or_resend", "persuade_withdraw_damaged", "request_withdrawal")
 
@@ -227,8 +227,8 @@ def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, 
                        f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
                        f"delivered{' on ' + claim.delivered_on.isoformat() if claim.delivered_on else ''}")
         detail = ("no tracking" if not claim.tracking_number and not claim.carrier else
-                  f"carrier {claim.carrier or 'unknown'} not recognized by Amazon" if not rules.recognizes(claim.carrier)
-                  else "tracking does not show delivered")
+                  f"carrier {claim.carrier or 'unknown'} not recognized by Amazon"
+                  if not rules.recognizes(claim.carrier) else "tracking does not show delivered")
         return _go(before, claim, key, at, "offer_refund_or_resend", "awaiting_buyer", "not_received_untracked",
                    f"{why}: not received and {detail}")
     table = {

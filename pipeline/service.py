@@ -1,30 +1,319 @@
-"""Wires the stages together for the commands: the store, the claim desk, the poller, metrics."""
+"""Wires the stages together for the commands: store, claim desk, drafts, poller; queries for the views."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.claims import ClaimDesk
 from pipeline.config import Settings
+from pipeline.drafts import DraftSync
+from pipeline.errors import PipelineError
+from pipeline.mailbox import Mailbox, connect
 from pipeline.poller import Poller, PollStats
-from pipeline.store import Store
+from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+from pipeline.shipments import ImportReport, import_shipments
+from pipeline.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
 
 
-def open_store(settings: Settings) -> Store:
-    """The configured database, migrated."""
-    return Store(settings.database.url)
-
-
-def poll_one_pass(settings: Settings) -> PollStats:
-    """`pipeline poll --once`: one pass over the watched folders."""
-    store = open_store(settings)
+@contextmanager
+def opened(settings: Settings) -> Iterator[Store]:
+    """The configured database, migrated, closed afterwards."""
+    store = Store(settings.database.url)
     try:
-        return Poller(settings, store, stages=None).poll_once()
+        yield store
     finally:
         store.dispose()
 
 
-def poll_forever(settings: Settings, *, metrics_port: int | None = None) -> None:
+def make_desk(settings: Settings, store: Store) -> ClaimDesk:
+    """The claim desk with its draft writer."""
+    return ClaimDesk(settings, store, drafts=DraftSync(settings, store))
+
+
+def poll_one_pass(settings: Settings, *, clock: Clock = utcnow) -> PollStats:
+    """`pipeline poll --once`: one pass over the watched folders, processing and drafts included."""
+    with opened(settings) as store:
+        return Poller(settings, store, make_desk(settings, store), clock=clock).poll_once()
+
+
+def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: Clock = utcnow) -> None:
     """`pipeline poll`: the daemon, until SIGTERM/SIGINT."""
-    store = open_store(settings)
+    from pipeline.metrics import Metrics
+
+    with opened(settings) as store:
+        metrics = Metrics(store, metrics_port) if metrics_port else None
+        poller = Poller(settings, store, make_desk(settings, store), clock=clock, metrics=metrics)
+        if metrics:
+            metrics.attach(poller)
+        poller.run()
+
+
+def import_orders(settings: Settings, path: Path, *, clock: Clock = utcnow) -> ImportReport:
+    """`pipeline orders import`: store shipment facts, then replay the claims they touch."""
+    with opened(settings) as store:
+        with store.session() as session:
+            report = import_shipments(session, path)
+        desk = ClaimDesk(settings, store)
+        with store.session() as session:
+            desk.replay_all(session, clock(), [o for o in report.order_ids
+                                               if session.scalar(select(Claim.id).where(Claim.order_id == o))])
+        return report
+
+
+# --- reprocess ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReprocessResult:
+    """What a reprocess run did (or, with --dry-run, would do)."""
+
+    messages: int = 0
+    fetched: int = 0
+    failed: int = 0
+    changes: list[str] = field(default_factory=list)
+
+
+def select_messages(session: Session, *, since: datetime | None, until: datetime | None, order_id: str | None,
+                    failed_only: bool) -> list[int]:
+    """Stored messages matching the reprocess filters, oldest first."""
+    query = select(StoredMessage.id).order_by(StoredMessage.sent_at, StoredMessage.id)
+    if since:
+        query = query.where(StoredMessage.sent_at >= since)
+    if until:
+        query = query.where(StoredMessage.sent_at < until)
+    if order_id:
+        query = query.where(StoredMessage.order_id == order_id)
+    if failed_only:
+        query = query.where(StoredMessage.status == "failed")
+    return list(session.scalars(query))
+
+
+def reprocess(settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
+              order_id: str | None = None, failed_only: bool = False, from_imap: bool = False,
+              dry_run: bool = False, progress: Callable[[int], Any] | None = None,
+              start: Callable[[int], Any] | None = None, clock: Clock = utcnow) -> ReprocessResult:
+    """Re-run understanding and the playbook over stored messages (optionally re-read from IMAP first)."""
+    result = ReprocessResult()
+    now = clock()
+    with opened(settings) as store:
+        desk = ClaimDesk(settings, store)
+        if from_imap:
+            result.fetched = _refetch(settings, store, since, until, dry_run)
+        with store.session() as session:
+            ids = select_messages(session, since=since, until=until, order_id=order_id, failed_only=failed_only)
+            before = _snapshot(session)
+        result.messages = len(ids)
+        if start:
+            start(len(ids))
+        if dry_run:
+            session = Session(store.engine)
+            try:
+                for message_id in ids:
+                    with session.begin_nested():
+                        try:
+                            desk.process_message(session, session.get_one(StoredMessage, message_id), now)
+                        except Exception as exc:  # a dry run reports failures, it never stops on one
+                            result.failed += 1
+                            result.changes.append(f"message {message_id} would fail: {exc}")
+                    if progress:
+                        progress(1)
+                session.flush()
+                result.changes += _diff(before, _snapshot(session))
+            finally:
+                session.rollback()
+                session.close()
+            return result
+        for message_id in ids:
+            _done, failed = desk.process_ids([message_id], now)
+            result.failed += failed
+            if progress:
+                progress(1)
+        with store.session() as session:
+            result.changes = _diff(before, _snapshot(session))
+    return result
+
+
+def _refetch(settings: Settings, store: Store, since: datetime | None, until: datetime | None,
+             dry_run: bool) -> int:
+    """Re-scan the watched folders (date-limited) and store any Amazon message we do not have."""
+    from pipeline.message import candidate_from_header_bytes
+    from pipeline.poller import _envelope
+
+    added = 0
+    with connect(settings.imap) as mailbox:
+        for folder in settings.imap.watched_folders:
+            state = mailbox.select(folder)
+            uids = mailbox.uids_between(since, until)
+            for start in range(0, len(uids), settings.imap.batch_size):
+                batch = uids[start:start + settings.imap.batch_size]
+                heads = [h for h in mailbox.fetch_headers(batch) if candidate_from_header_bytes(h.header_bytes)]
+                with store.session() as session:
+                    wanted = [h.uid for h in heads if not (h.message_id and store.has_message(session, h.message_id))]
+                for uid, raw in mailbox.fetch_raw(wanted).items():
+                    if dry_run:
+                        added += 1
+                        continue
+                    with store.session() as session:
+                        _row, created = store.add_message(session, account=mailbox.account, folder=folder,
+                                                          uidvalidity=state.uidvalidity, uid=uid, raw=raw,
+                                                          **_envelope(raw))
+                        added += created
+    return added
+
+
+def _snapshot(session: Session) -> dict[str, tuple[Any, ...]]:
+    rows = session.execute(select(Claim.order_id, Claim.state, Claim.strategy, Claim.flagged, Claim.deadline_at))
+    snap = {r.order_id: (r.state, r.strategy, r.flagged, r.deadline_at) for r in rows}
+    for order_id, step, status in session.execute(select(Claim.order_id, Draft.step, Draft.status).join(Draft)):
+        snap[f"draft {order_id} {step}"] = (status,)
+    return snap
+
+
+def _diff(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> list[str]:
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        if key.startswith("draft "):
+            lines.append(f"{key}: {old[0] if old else 'none'} -> {new[0] if new else 'none'}")
+        elif old is None:
+            lines.append(f"claim {key}: new, {new[0]} ({new[1] or 'no strategy'})")
+        else:
+            lines.append(f"claim {key}: {old[0]} ({old[1] or '-'}) -> {new[0]} ({new[1] or '-'})")
+    return lines
+
+
+# --- views ----------------------------------------------------------------------------------------
+
+
+def claim_rows(settings: Settings, state: str | None = None) -> list[dict[str, Any]]:
+    """Every claim as a JSON-ready dict, most urgent first (open claims by deadline, then closed ones)."""
+    with opened(settings) as store, store.session() as session:
+        query = select(Claim)
+        if state:
+            query = query.where(Claim.state == state)
+        claims = list(session.scalars(query))
+        rows = [claim_dict(c) for c in claims]
+    closed = ("resolved", "granted")
+    return sorted(rows, key=lambda r: (r["state"] in closed, r["deadline_at"] or "9999", r["order_id"]))
+
+
+def claim_dict(claim: Claim) -> dict[str, Any]:
+    """One claim in the JSON vocabulary of DESIGN.md."""
+    return {
+        "order_id": claim.order_id,
+        "state": claim.state,
+        "complaint_type": claim.complaint_type,
+        "strategy": claim.strategy,
+        "marketplace": claim.marketplace,
+        "language": claim.language,
+        "opened_at": _iso(claim.opened_at),
+        "deadline_at": _iso(claim.deadline_at),
+        "buyer_address": claim.buyer_address,
+        "buyer_name": claim.buyer_name,
+        "tracking_number": claim.tracking_number,
+        "carrier": claim.carrier,
+        "delivered_on": claim.delivered_on.isoformat() if claim.delivered_on else None,
+        "amount": claim.amount,
+        "currency": claim.currency,
+        "flagged": claim.flagged,
+        "flag_reason": claim.flag_reason,
+    }
+
+
+def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
+    """One claim with its messages (and their facts), transitions with reasons, and drafts."""
+    with opened(settings) as store, store.session() as session:
+        claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
+        messages = list(session.scalars(select(StoredMessage).where(StoredMessage.order_id == order_id)
+                                        .order_by(StoredMessage.sent_at, StoredMessage.id)))
+        if claim is None and not messages:
+            raise PipelineError(f"no claim and no message for order {order_id}")
+        events = [] if claim is None else list(session.scalars(
+            select(ClaimEvent).where(ClaimEvent.claim_id == claim.id).order_by(ClaimEvent.at, ClaimEvent.seq)))
+        drafts = [] if claim is None else list(session.scalars(select(Draft).where(Draft.claim_id == claim.id)
+                                                               .order_by(Draft.id)))
+        return {
+            "claim": claim_dict(claim) if claim else None,
+            "messages": [{
+                "at": _iso(m.sent_at), "kind": m.kind, "sender": m.sender, "subject": m.subject,
+                "status": m.status, "error": m.error,
+                "facts": {k: (m.facts or {}).get(k) for k in ("complaint_type", "buyer_intent", "tracking_number",
+                                                              "carrier", "delivered", "deadline_hours")},
+            } for m in messages],
+            "events": [{"at": _iso(e.at), "kind": e.kind, "from": e.from_state, "to": e.to_state,
+                        "strategy": e.strategy, "rule": e.rule, "reason": e.reason} for e in events],
+            "drafts": [{"strategy": d.strategy, "step": d.step, "status": d.status, "to": d.recipient,
+                        "language": d.language, "written_at": _iso(d.written_at), "error": d.error}
+                       for d in drafts],
+        }
+
+
+def failed_messages(settings: Settings) -> list[dict[str, Any]]:
+    """Messages whose processing failed, with their error."""
+    with opened(settings) as store, store.session() as session:
+        rows = session.scalars(select(StoredMessage).where(StoredMessage.status == "failed"))
+        return [{"id": r.id, "subject": r.subject, "sender": r.sender, "error": r.error} for r in rows]
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckLine:
+    """One line of `pipeline check`."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check(settings: Settings) -> list[CheckLine]:
+    """Config, database, IMAP login, capabilities, folders; stops at the first failure that blocks the rest."""
+    lines = [CheckLine("config", True, str(settings.source))]
     try:
-        Poller(settings, store, stages=None).run()
-    finally:
-        store.dispose()
+        with opened(settings) as store:
+            store.check()
+            lines.append(CheckLine("database", True, f"{store.safe_url} at revision {store.revision()}"))
+    except PipelineError as exc:
+        lines.append(CheckLine("database", False, str(exc)))
+    try:
+        mailbox: Mailbox = connect(settings.imap)
+    except PipelineError as exc:
+        lines.append(CheckLine("imap login", False, str(exc)))
+        return lines
+    with mailbox:
+        lines.append(CheckLine("imap login", True, f"{settings.imap.username} on {settings.imap.host}:"
+                               f"{settings.imap.effective_port} ({settings.imap.security})"))
+        caps = [c for c in ("IDLE", "UIDPLUS", "SPECIAL-USE") if mailbox.has(c)]
+        missing = [c for c in ("IDLE", "UIDPLUS", "SPECIAL-USE") if not mailbox.has(c)]
+        lines.append(CheckLine("capabilities", True, " ".join(caps) + (f" (missing: {' '.join(missing)}; "
+                                                                      "handled without)" if missing else "")))
+        for folder in settings.imap.watched_folders:
+            try:
+                state = mailbox.select(folder)
+                lines.append(CheckLine(f"folder {folder}", True, f"UIDVALIDITY {state.uidvalidity}"))
+            except PipelineError as exc:
+                lines.append(CheckLine(f"folder {folder}", False, str(exc)))
+        try:
+            lines.append(CheckLine("drafts folder", True, mailbox.drafts_folder()))
+        except PipelineError as exc:
+            lines.append(CheckLine("drafts folder", False, str(exc)))
+    return lines
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

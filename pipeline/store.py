@@ -14,20 +14,38 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import StoreError
 from pipeline.schema import MailboxCursor, StoredMessage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A btree index entry must stay under ~2700 bytes in PostgreSQL; the column holds 998 characters.
+MAX_KEY_BYTES = 900
+# Text columns of a message with a length limit (characters).
+_TEXT_LIMITS = {"account": 320, "folder": 500, "sender": 320, "subject": None, "error": None}
 
 
 def message_key(message_id: str | None, raw: bytes) -> str:
-    """The idempotency key of a message: its Message-ID, or a hash of its bytes when it has none."""
+    """The idempotency key of a message: its Message-ID, or a hash of its bytes when it has none.
+
+    A Message-ID that cannot be stored as is (NUL bytes, longer than the column or a PostgreSQL index
+    entry allows) is replaced by a hash of it, so the same message always gets the same key.
+    """
     if message_id and message_id.strip():
-        return message_id.strip()
+        return normal_key(message_id.strip())
     return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def normal_key(key: str) -> str:
+    """A message key as stored: valid UTF-8 without NUL, short enough for the unique index (idempotent)."""
+    cleaned = _clean_text(key)
+    if len(cleaned.encode("utf-8")) > MAX_KEY_BYTES:
+        return "mid-sha256:" + hashlib.sha256(cleaned.encode("utf-8")).hexdigest()
+    return cleaned
 
 
 def utcnow() -> datetime:
@@ -114,24 +132,45 @@ class Store:
     # --- messages ---------------------------------------------------------------------------------
 
     def add_message(self, session: Session, **values: Any) -> tuple[StoredMessage, bool]:
-        """Store a message unless one with the same key is there; return it and whether it is new."""
-        key = values["message_key"]
+        """Store a message unless one with the same key is there; return it and whether it is new.
+
+        The write joins the caller's transaction (no savepoint: on SQLite, releasing one would commit
+        the message on its own, apart from the cursor the caller moves with it). Text fields are made
+        storable on every backend (no NUL, valid UTF-8, within the column's length).
+        """
+        values = dict(values)
+        values["message_key"] = key = normal_key(values["message_key"])
+        for name, limit in _TEXT_LIMITS.items():
+            if isinstance(values.get(name), str):
+                values[name] = _clean_text(values[name])[:limit]
         existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
         if existing is not None:
             return existing, False
-        row = StoredMessage(received_at=utcnow(), **values)
-        try:
-            with session.begin_nested():
-                session.add(row)
-        except IntegrityError:  # another process stored it between our look and our write
-            existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
-            assert existing is not None
-            return existing, False
+        values.setdefault("received_at", utcnow())
+        dialect = session.get_bind().dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+            # another process may store the same message between our look and our write: then nothing is
+            # inserted and theirs is returned
+            statement = (insert(StoredMessage).values(**values)
+                         .on_conflict_do_nothing(index_elements=["message_key"])
+                         .returning(StoredMessage.id))
+            new_id = session.execute(statement).scalar()
+            if new_id is None:
+                existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+                if existing is None:  # pragma: no cover - the other writer rolled back after blocking us
+                    raise StoreError(f"message {key!r} could neither be inserted nor found")
+                return existing, False
+            return session.get_one(StoredMessage, new_id), True
+        row = StoredMessage(**values)
+        session.add(row)
+        session.flush()
         return row, True
 
     def has_message(self, session: Session, key: str) -> bool:
-        """True when a message with this key is stored."""
-        return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == key)) is not None
+        """True when a message with this key (or Message-ID) is stored."""
+        return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == normal_key(key))) \
+            is not None
 
     # --- cursors ----------------------------------------------------------------------------------
 
@@ -147,6 +186,11 @@ class Store:
                                       last_uid=last_uid, updated_at=utcnow()))
         else:
             row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
+
+
+def _clean_text(value: str) -> str:
+    """Text every backend accepts: no NUL characters (PostgreSQL refuses them), no lone surrogates."""
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _make_engine(url: str) -> Engine:
