@@ -94,6 +94,10 @@ class Mailbox:
         # "n:*" also matches the highest UID when it is below n
         return sorted(uid for uid in found if uid > last_uid)
 
+    def exists(self, uid: int) -> bool:
+        """Whether a UID is (still) in the selected folder."""
+        return uid in self.client.search(["UID", str(uid)])
+
     def all_uids(self) -> list[int]:
         """Every UID in the selected folder, ascending."""
         return sorted(self.client.search(["ALL"]))
@@ -319,7 +323,7 @@ def _has_news(responses: Sequence[tuple[object, ...]]) -> bool:
         if response and response[0] == b"BYE":
             text = b" ".join(r for r in response[1:] if isinstance(r, bytes)).decode("ascii", "replace")
             raise IMAPClientAbortError(f"server closed the connection: {text}".strip())
-    return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+    return any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses)
 
 
 def _is_missing_folder(exc: IMAPClientError) -> bool:
