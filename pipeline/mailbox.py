@@ -266,7 +266,7 @@ def connect(settings: ImapSettings) -> Mailbox:
     try:
         client = IMAPClient(host, port=port, ssl=settings.security == "ssl", ssl_context=context, timeout=timeout)
     except ssl.SSLCertVerificationError as exc:
-        raise MailboxError(f"TLS certificate of {host}:{port} not trusted: {exc.verify_message}") from None
+        raise MailboxError(_untrusted(host, port, exc, settings)) from None
     except (OSError, IMAPClientError) as exc:
         raise MailboxError(f"cannot connect to {host}:{port}: {_describe(exc)}") from None
     try:
@@ -274,6 +274,12 @@ def connect(settings: ImapSettings) -> Mailbox:
             if b"STARTTLS" not in client.capabilities():
                 raise MailboxError(f"{host}:{port} does not offer STARTTLS; refusing to log in unencrypted")
             client.starttls(context)
+        if settings.uses_oauth2 and settings.security != "starttls":  # (before STARTTLS the list may be stale)
+            mechanisms = {c.upper() for c in client.capabilities() if c.upper().startswith(b"AUTH=")}
+            if mechanisms and b"AUTH=XOAUTH2" not in mechanisms:
+                offered = ", ".join(m.decode()[5:] for m in sorted(mechanisms))
+                raise LoginError(f"{host}: the server does not offer XOAUTH2 login (it offers {offered}); "
+                                 "use a password instead of oauth2_token_command")
         secret = settings.secret()
         try:
             if settings.uses_oauth2:
@@ -287,7 +293,7 @@ def connect(settings: ImapSettings) -> Mailbox:
         return Mailbox(client, settings)
     except ssl.SSLCertVerificationError as exc:
         _drop(client)
-        raise MailboxError(f"TLS certificate of {host}:{port} not trusted: {exc.verify_message}") from None
+        raise MailboxError(_untrusted(host, port, exc, settings)) from None
     except (OSError, IMAPClientError) as exc:
         _drop(client)
         raise MailboxError(f"{host}:{port}: {_describe(exc)}") from None
@@ -305,6 +311,11 @@ def tls_context(settings: ImapSettings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise MailboxError(f"cannot load imap.ca_file {settings.ca_file}: {exc}") from None
     return context
+
+
+def _untrusted(host: str, port: int, exc: ssl.SSLCertVerificationError, settings: ImapSettings) -> str:
+    hint = "" if settings.ca_file else "; if the server uses a private CA, set [imap] ca_file"
+    return f"TLS certificate of {host}:{port} not trusted: {exc.verify_message}{hint}"
 
 
 def _drop(client: IMAPClient) -> None:

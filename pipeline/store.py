@@ -42,7 +42,7 @@ def message_key(message_id: str | None, raw: bytes) -> str:
 
 def normal_key(key: str) -> str:
     """A message key as stored: valid UTF-8 without NUL, short enough for the unique index (idempotent)."""
-    cleaned = _clean_text(key)
+    cleaned = _clean_text(key).strip()
     if len(cleaned.encode("utf-8")) > MAX_KEY_BYTES:
         return "mid-sha256:" + hashlib.sha256(cleaned.encode("utf-8")).hexdigest()
     return cleaned
@@ -209,5 +209,9 @@ def _make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        # No SAVEPOINTs on SQLite: the sqlite3 module commits a released savepoint on its own. Its deferred
+        # BEGIN before the first write is kept on purpose: writers then wait for each other (busy_timeout)
+        # instead of failing with "database is locked" when a read transaction tries to upgrade.
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
