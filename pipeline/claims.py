@@ -7,11 +7,12 @@ the rest); drafts are written to the mailbox afterwards, from what the claims wa
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from pipeline.config import Settings
@@ -48,12 +49,15 @@ class ClaimDesk:
 
     # --- the Stages protocol of the poller ------------------------------------------------------
 
-    def process_pending(self, now: datetime) -> tuple[int, int]:
-        """Process every message still pending, oldest first; return (done, failed)."""
+    def process_pending(self, now: datetime, *, stop: Callable[[], bool] | None = None) -> tuple[int, int]:
+        """Process every message still pending, oldest first; return (done, failed).
+
+        `stop` is asked before each message: once it is true the rest stay pending for the next run.
+        """
         with self.store.session() as session:
             ids = list(session.scalars(select(StoredMessage.id).where(StoredMessage.status == "pending")
                                        .order_by(StoredMessage.id)))
-        return self.process_ids(ids, now)
+        return self.process_ids(ids, now, stop=stop)
 
     def after_poll(self, mailbox: Any, now: datetime) -> None:
         """Deadline escalation, then the drafts the claims want (written, replaced, sent detection)."""
@@ -63,10 +67,13 @@ class ClaimDesk:
 
     # --- processing -------------------------------------------------------------------------------
 
-    def process_ids(self, ids: Iterable[int], now: datetime) -> tuple[int, int]:
-        """Process the given messages, each in its own transaction."""
+    def process_ids(self, ids: Iterable[int], now: datetime, *,
+                    stop: Callable[[], bool] | None = None) -> tuple[int, int]:
+        """Process the given messages, each in its own transaction (until `stop` says so)."""
         done = failed = 0
         for message_id in ids:
+            if stop is not None and stop():
+                break
             try:
                 with self.store.session() as session:
                     self.process_message(session, session.get_one(StoredMessage, message_id), now)
@@ -90,28 +97,28 @@ class ClaimDesk:
     def process_message(self, session: Session, row: StoredMessage, now: datetime) -> None:
         """Understand one message, link it to its order, and replay that claim."""
         facts = self.understand(row)
+        before = row.order_id if row.status == "done" else None
         row.facts = facts.to_json()
         row.kind = facts.kind
         row.sent_at = row.sent_at or facts.sent_at
         row.order_id = self._link(session, row, facts)
         row.status, row.error, row.processed_at = "done", None, utcnow()
         session.flush()
-        if row.order_id and facts.kind == "buyer_message" and facts.buyer_address:
-            # earlier messages from this buyer that named no order belong to the same claim
-            session.execute(update(StoredMessage).where(
-                StoredMessage.sender == facts.buyer_address, StoredMessage.order_id.is_(None),
-                StoredMessage.kind == "buyer_message", StoredMessage.status == "done",
-            ).values(order_id=row.order_id))
         if row.order_id:
+            self._link_earlier(session, row, facts)
             self.replay_claim(session, row.order_id, now)
+        if before and before != row.order_id:
+            # reprocessed with better rules, the message belongs elsewhere now: its old claim forgets it
+            self.replay_claim(session, before, now)
 
     def _link(self, session: Session, row: StoredMessage, facts: Facts) -> str | None:
         if facts.order_id:
             return facts.order_id
-        if facts.kind == "buyer_message" and facts.buyer_address:
+        if facts.kind == "buyer_message" and facts.buyer_address and facts.trusted:
             linked = session.scalar(select(StoredMessage.order_id).where(
-                StoredMessage.sender == facts.buyer_address, StoredMessage.order_id.is_not(None),
-                StoredMessage.id != row.id).order_by(StoredMessage.id.desc()).limit(1))
+                func.lower(StoredMessage.sender) == facts.buyer_address.lower(),
+                StoredMessage.order_id.is_not(None), StoredMessage.id != row.id,
+            ).order_by(StoredMessage.id.desc()).limit(1))
             if linked:
                 return linked
         refs = [r for r in (facts.in_reply_to, *facts.references) if r]
@@ -124,6 +131,36 @@ class ClaimDesk:
             if claim_id:
                 return session.get_one(Claim, claim_id).order_id
         return None
+
+    def _link_earlier(self, session: Session, row: StoredMessage, facts: Facts) -> None:
+        """Messages processed before this one that could not be linked then, but belong to its order now.
+
+        A buyer message without an order ID is linked by its relay address or by what it answers; when it
+        is processed before the message that names the order, it is linked here, so the processing order
+        never changes which claim a message belongs to.
+        """
+        unlinked = (select(StoredMessage).where(StoredMessage.order_id.is_(None), StoredMessage.status == "done",
+                                                StoredMessage.id != row.id))
+        if facts.kind == "buyer_message" and facts.buyer_address and facts.trusted:
+            relay = facts.buyer_address.lower()
+            for other in session.scalars(unlinked.where(StoredMessage.kind == "buyer_message",
+                                                        func.lower(StoredMessage.sender) == relay)):
+                if (other.facts or {}).get("trusted"):
+                    other.order_id = row.order_id
+        # a reply is written after what it answers (messages without a date are checked too)
+        answers = unlinked.where(StoredMessage.kind != "other")
+        if row.sent_at is not None:
+            answers = answers.where(or_(StoredMessage.sent_at.is_(None), StoredMessage.sent_at >= row.sent_at))
+        candidates = [m for m in session.scalars(answers) if m.order_id is None]
+        keys = {row.message_key}
+        while keys and candidates:  # replies to replies follow their thread
+            linked = [m for m in candidates
+                      if keys & {(m.facts or {}).get("in_reply_to"), *((m.facts or {}).get("references") or ())}]
+            for other in linked:
+                other.order_id = row.order_id
+            keys = {m.message_key for m in linked}
+            candidates = [m for m in candidates if m.order_id is None]
+        session.flush()
 
     # --- claims ---------------------------------------------------------------------------------
 
@@ -141,9 +178,13 @@ class ClaimDesk:
             claim = Claim(order_id=order_id, state="new", updated_at=now)
             session.add(claim)
             session.flush()
-        _copy_view(claim, result.claim, now)
+        view = result.claim
+        failed = self._failed_draft(session, claim, view)
+        if failed is not None:  # a draft that could not be written keeps the claim flagged
+            view = replace(view, flagged=True, flag_reason=f"draft {failed.strategy} not written: {failed.error}")
+        changed = _copy_view(claim, view, now)
         self._write_events(session, claim, result, by_key)
-        self._want_draft(session, claim, result.claim, by_key, now)
+        self._want_draft(session, claim, view, by_key, now, changed=changed)
         return claim
 
     def replay_all(self, session: Session, now: datetime, order_ids: Iterable[str] | None = None) -> int:
@@ -170,6 +211,13 @@ class ClaimDesk:
         return len(due)
 
     @staticmethod
+    def _failed_draft(session: Session, claim: Claim | None, view: ClaimView) -> Draft | None:
+        if claim is None or claim.id is None or view.draft is None:
+            return None
+        return session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == view.draft.step,
+                                                  Draft.status == "failed"))
+
+    @staticmethod
     def shipment(session: Session, order_id: str) -> Shipment | None:
         """The imported shipment facts of an order, if any."""
         row = session.get(ShipmentRow, order_id)
@@ -189,7 +237,7 @@ class ClaimDesk:
                 message_id=message.id if message else None))
 
     def _want_draft(self, session: Session, claim: Claim, view: ClaimView, by_key: dict[str, StoredMessage],
-                    now: datetime) -> None:
+                    now: datetime, *, changed: bool = False) -> None:
         plan = view.draft
         # a draft not yet written for a step the claim has left is no longer wanted
         for stale in session.scalars(select(Draft).where(Draft.claim_id == claim.id, Draft.status == "wanted")):
@@ -197,20 +245,30 @@ class ClaimDesk:
                 stale.status = "superseded"
         if plan is None:
             return
-        exists = session.scalar(select(Draft.id).where(Draft.claim_id == claim.id, Draft.step == plan.step))
-        if exists:
-            return  # one draft per claim and step: a re-run adds nothing
+        existing = session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == plan.step))
+        if existing is not None:
+            # one draft per claim and step: a re-run adds nothing; a failed one is tried again once the
+            # claim has learned something new (e.g. the delivery date from a shipments import)
+            if existing.status == "failed" and changed:
+                existing.status = "wanted"
+            return
         parent = by_key.get(plan.parent_key) if plan.parent_key else None
         recipient = view.amazon_reply_to if plan.audience == "amazon" else view.buyer_address
+        language = view.language or self.settings.seller.language
+        if plan.audience == "buyer" and parent is not None and parent.kind == "buyer_message" and parent.facts:
+            # a reply to the buyer is written in the language the buyer wrote in
+            language = parent.facts.get("language") or language
         session.add(Draft(claim_id=claim.id, step=plan.step, strategy=plan.strategy, recipient=recipient,
-                          language=view.language or self.settings.seller.language,
-                          parent_message_id=parent.id if parent else None, status="wanted", created_at=now))
+                          language=language, parent_message_id=parent.id if parent else None, status="wanted",
+                          created_at=now))
 
 
 def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,
                  message_id: int | None = None) -> None:
     """Add a non-derived event (draft written/replaced/edited, reply sent) to a claim's timeline."""
-    seq = 1000 + len([e for e in claim.events if e.kind not in DERIVED_EVENTS])
+    last = session.scalar(select(func.max(ClaimEvent.seq)).where(ClaimEvent.claim_id == claim.id,
+                                                                  ClaimEvent.seq >= 1000))
+    seq = 1000 if last is None else last + 1
     session.add(ClaimEvent(claim_id=claim.id, seq=seq, at=at, kind=kind, from_state=claim.state,
                            to_state=claim.state, strategy=claim.strategy, rule=kind, reason=reason,
                            message_id=message_id))
@@ -220,11 +278,18 @@ def _state(view: ClaimView) -> str | None:
     return view.state if view.opened else None
 
 
-def _copy_view(claim: Claim, view: ClaimView, now: datetime) -> None:
-    for name in ("state", "strategy", "complaint_type", "marketplace", "language", "opened_at", "deadline_at",
-                 "buyer_address", "buyer_name", "amazon_reply_to", "tracking_number", "carrier", "delivered_on",
-                 "amount", "currency", "flagged", "flag_reason"):
+FACT_FIELDS = ("state", "strategy", "complaint_type", "marketplace", "language", "opened_at", "deadline_at",
+               "buyer_address", "buyer_name", "amazon_reply_to", "tracking_number", "carrier", "delivered_on",
+               "amount", "currency")
+
+
+def _copy_view(claim: Claim, view: ClaimView, now: datetime) -> bool:
+    """Copy the replayed view onto the row; True when a fact (not just the flag) changed."""
+    changed = False
+    for name in (*FACT_FIELDS, "flagged", "flag_reason"):
         value = getattr(view, name)
         if getattr(claim, name) != value:
             setattr(claim, name, value)
             claim.updated_at = now
+            changed = changed or name in FACT_FIELDS
+    return changed

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import email.policy
+import email.utils
 import hashlib
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 
 import jinja2
@@ -118,7 +122,7 @@ def format_date(value: date | datetime | None, language: str) -> str | None:
 
 def reply_subject(original: str) -> str:
     """'Re: ' plus the original subject without its reply/forward prefixes (never 'Re: Re:')."""
-    return "Re: " + REPLY_PREFIX.sub("", one_line(original)).strip()
+    return "Re: " + REPLY_PREFIX.sub("", header_text(original)).strip()
 
 
 def one_line(value: str) -> str:
@@ -126,37 +130,140 @@ def one_line(value: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f\u2028\u2029\x85]+", " ", value or "").strip()
 
 
-def build_message(request: DraftRequest, body: str, *, from_address: str, store_name: str,
-                  now: datetime) -> RenderedDraft:
-    """The draft as MIME: threaded under its parent, addressed, UTF-8 plain text, our headers."""
-    message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = email.utils.formataddr((one_line(store_name), from_address))
-    if request.recipient:
-        message["To"] = _safe_address(request.recipient)
-    message["Subject"] = reply_subject(request.parent_subject)
-    message["Date"] = format_datetime(now)
+ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def header_text(value: str) -> str:
+    """Text taken from mail, made inert for a header we write.
+
+    Line breaks and control characters become spaces. RFC 2047 encoded words are decoded here, again
+    and again, and the result cleaned each time: the email package decodes them when a header is set,
+    so one left in would bring back the CR/LF it hides ("=?utf-8?q?x=0D=0ABcc:...?="). Whatever still
+    looks like the start of one is broken up.
+    """
+    text = one_line(value)
+    for _ in range(5):
+        if not ENCODED_WORD.search(text):
+            break
+        try:
+            decoded = str(email.header.make_header(email.header.decode_header(text)))
+        except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+            break
+        decoded = one_line(decoded)
+        if decoded == text:
+            break
+        text = decoded
+    return text.replace("=?", "= ?")
+
+
+def greeting_name(value: str | None) -> str | None:
+    """The buyer's name as the greeting may use it, or None (generic greeting) when it looks like anything else.
+
+    The name comes from the mail's From header, which anyone can fill: an address, header syntax or
+    template syntax in it means it is not a name to greet.
+    """
+    if not value:
+        return None
+    name = header_text(value)
+    if not name or len(name) > 60 or re.search(r"[@<>:;\\\"=?{}%\[\]|]|https?|www\.", name, re.IGNORECASE):
+        return None
+    return name
+
+
+MESSAGE_ID = re.compile(r"<[!-;=?-~]+>")  # printable ASCII, no spaces, no angle brackets inside
+
+
+def safe_message_id(value: object) -> str | None:
+    """A Message-ID from mail fit for In-Reply-To/References, or None (a header can hide nothing in it)."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if len(value) > 250 or not MESSAGE_ID.fullmatch(value) or "=?" in value:
+        return None
+    return value
+
+
+def new_message_id(from_address: str) -> str:
+    """A fresh Message-ID on the seller's domain, short enough that its header line is never folded."""
     domain = from_address.rpartition("@")[2] or "pipeline.invalid"
-    message_id = make_msgid(idstring="pipeline", domain=domain)
-    message["Message-ID"] = message_id
-    if request.parent_message_id:
-        message["In-Reply-To"] = request.parent_message_id
-        message["References"] = " ".join([*request.parent_references, request.parent_message_id])
-    message["X-Pipeline-Claim"] = request.order_id
-    message["X-Pipeline-Strategy"] = request.strategy
-    message.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
-    raw = message.as_bytes()
-    return RenderedDraft(message_id, raw, hashlib.sha256(body.encode()).hexdigest(), request.language)
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        domain = "pipeline.invalid"
+    return f"<pipeline.{secrets.token_hex(8)}@{domain}>"
+
+
+def fingerprint(raw: bytes) -> str:
+    """What the person sees of a draft (To, Subject, body text), hashed: a changed hash means it was edited."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    part = parsed.get_body(("plain",))
+    try:
+        body = part.get_content() if part is not None else ""
+    except (LookupError, ValueError):
+        body = ""
+    seen = "\n".join([one_line(str(parsed.get("To") or "")), one_line(str(parsed.get("Subject") or "")),
+                      body.replace("\r\n", "\n").rstrip()])
+    return hashlib.sha256(seen.encode("utf-8", "replace")).hexdigest()
+
+
+OUR_HEADERS = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references", "x-pipeline-claim",
+               "x-pipeline-strategy", "content-type", "content-transfer-encoding", "mime-version"}
+
+
+def build_message(request: DraftRequest, body: str, *, from_address: str, store_name: str,
+                  now: datetime, message_id: str | None = None) -> RenderedDraft:
+    """The draft as MIME: threaded under its parent, addressed, UTF-8 plain text, our headers.
+
+    Text from mail (subject, addresses, message IDs) can neither add nor change a header: it is cleaned
+    first, and the finished message is parsed back and refused (DraftError) if it holds any header
+    that is not ours or one of ours twice.
+    """
+    message_id = message_id or new_message_id(from_address)
+    parent = safe_message_id(request.parent_message_id)
+    references = [r for r in (safe_message_id(r) for r in request.parent_references) if r and r != parent]
+    message = EmailMessage(policy=email.policy.SMTP)
+    try:
+        message["From"] = email.utils.formataddr((header_text(store_name), from_address))
+        if request.recipient:
+            message["To"] = _safe_address(request.recipient)
+        message["Subject"] = reply_subject(request.parent_subject)
+        message["Date"] = format_datetime(now)
+        message["Message-ID"] = message_id
+        if parent:
+            message["In-Reply-To"] = parent
+            message["References"] = " ".join([*references[-20:], parent])
+        message["X-Pipeline-Claim"] = request.order_id
+        message["X-Pipeline-Strategy"] = request.strategy
+        message.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
+        raw = message.as_bytes()
+    except (ValueError, TypeError, email.errors.MessageError) as exc:
+        raise DraftError(f"cannot build the draft message: {exc}") from None
+    _verify_headers(raw, request)
+    return RenderedDraft(message_id, raw, fingerprint(raw), request.language)
+
+
+def _verify_headers(raw: bytes, request: DraftRequest) -> None:
+    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+    names = [name.lower() for name in parsed]
+    unexpected = sorted(set(names) - OUR_HEADERS)
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if unexpected or doubled or parsed.get("X-Pipeline-Claim") != request.order_id:
+        raise DraftError(f"draft refused: text from the mail would change its headers "
+                         f"(unexpected {', '.join(unexpected + doubled) or 'values'})")
 
 
 def _safe_address(value: str) -> str:
     cleaned = one_line(value)
-    if not re.fullmatch(r"[^\s<>@,;:\"]+@[^\s<>@,;:\"]+", cleaned):
+    if "=?" in cleaned or not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+                                           cleaned):
         raise DraftError(f"recipient address {cleaned!r} is not a plain email address")
     return cleaned
 
 
 class DraftSync:
-    """Keeps the Drafts folder in step with what the claims want: write, replace untouched, notice sent/edited."""
+    """Keeps the Drafts folder in step with what the claims want: write, replace untouched, notice sent/edited.
+
+    `Draft.body_sha256` holds the draft's fingerprint (To, Subject and body text as written): a draft in
+    the folder whose fingerprint differs was changed by a person and is never deleted by us.
+    """
 
     def __init__(self, settings: Settings, store: Store, renderer: DraftRenderer | None = None) -> None:
         self.settings = settings
@@ -166,8 +273,7 @@ class DraftSync:
     def sync(self, mailbox: Mailbox, now: datetime) -> int:
         """Write every wanted draft, then check the written ones; return how many were written."""
         with self.store.session() as session:
-            wanted = list(session.scalars(select(Draft).where(Draft.status == "wanted").order_by(Draft.id)))
-            pending = [d.id for d in wanted]
+            pending = list(session.scalars(select(Draft.id).where(Draft.status == "wanted").order_by(Draft.id)))
         if not pending and not self._has_written():
             return 0
         folder = mailbox.drafts_folder()
@@ -175,6 +281,8 @@ class DraftSync:
         for draft_id in pending:
             with self.store.session() as session:
                 draft = session.get_one(Draft, draft_id)
+                if draft.status != "wanted":
+                    continue
                 newer = session.scalar(select(Draft.id).where(Draft.claim_id == draft.claim_id, Draft.id > draft.id,
                                                               Draft.status.in_(("wanted", "written"))))
                 if newer:
@@ -194,17 +302,36 @@ class DraftSync:
             request = self.request_for(session, draft)
             body = self.renderer.render(draft.strategy, request.language, request.context)
             rendered = build_message(request, body, from_address=self.settings.seller.from_address,
-                                     store_name=self.settings.seller.store_name, now=now)
+                                     store_name=self.settings.seller.store_name, now=now,
+                                     message_id=draft.header_message_id)
         except DraftError as exc:
+            again = draft.error == str(exc)  # tried again after the claim changed, and failed the same way
             draft.status, draft.error = "failed", str(exc)
             claim.flagged, claim.flag_reason = True, f"draft {draft.strategy} not written: {exc}"
-            record_event(session, claim, "draft_failed", str(exc), now)
-            log.warning("claim %s: draft %s failed: %s", claim.order_id, draft.strategy, exc)
+            if not again:
+                record_event(session, claim, "draft_failed", str(exc), now)
+                log.warning("claim %s: draft %s failed: %s", claim.order_id, draft.strategy, exc)
             return 0
-        uid = mailbox.append(folder, rendered.raw, [b"\\Draft", b"\\Seen"], now)
-        draft.status, draft.folder, draft.uid = "written", folder, uid
-        draft.header_message_id, draft.body_sha256, draft.written_at = rendered.message_id, rendered.body_sha256, now
+        uid, fingerprint_ = None, rendered.body_sha256
+        found: list[int] = []
+        if draft.header_message_id:
+            # an earlier run got as far as the APPEND but not as recording it: that copy is the draft
+            mailbox.select(folder, readonly=True)
+            found = mailbox.search_header("Message-ID", draft.header_message_id)
+        else:
+            # the Message-ID is recorded before the APPEND, so a crash in between cannot double the draft
+            draft.header_message_id = rendered.message_id
+            session.commit()
+        if found:
+            uid = found[-1]
+            fingerprint_ = next((fingerprint(raw) for raw in mailbox.fetch_raw([uid]).values()), fingerprint_)
+        else:
+            uid = mailbox.append(folder, rendered.raw, [b"\\Draft", b"\\Seen"], now)
+        draft.status, draft.folder, draft.uid, draft.error = "written", folder, uid, None
+        draft.body_sha256, draft.written_at = fingerprint_, now
         draft.language, draft.recipient = request.language, request.recipient
+        if claim.flagged and (claim.flag_reason or "").startswith(f"draft {draft.strategy} not written"):
+            claim.flagged, claim.flag_reason = False, None
         record_event(session, claim, "draft_written",
                      f"{draft.strategy} draft ({request.language}) to {request.recipient or 'no address yet'}", now)
         log.info("claim %s: wrote %s draft", claim.order_id, draft.strategy)
@@ -218,14 +345,15 @@ class DraftSync:
         claim = draft.claim
         parent = session.get(StoredMessage, draft.parent_message_id) if draft.parent_message_id else None
         facts = parent.facts if parent is not None and parent.facts else {}
-        language = self.renderer.language_for(draft.strategy, claim.language or self.settings.seller.language)
+        language = self.renderer.language_for(draft.strategy, draft.language or claim.language
+                                              or self.settings.seller.language)
         context: dict[str, object] = {
             "store_name": self.settings.seller.store_name,
             "order_id": claim.order_id,
             "marketplace": claim.marketplace or "amazon.com",
             "info_request": "#info" in draft.step,
             "deadline": format_date(claim.deadline_at, language),
-            "buyer_name": one_line(claim.buyer_name) if claim.buyer_name else None,
+            "buyer_name": greeting_name(claim.buyer_name),
             "tracking_number": claim.tracking_number,
             "carrier": claim.carrier,
             "delivery_date": format_date(claim.delivered_on, language),
@@ -247,13 +375,19 @@ class DraftSync:
         """Replace an older step's draft: delete it if untouched; if edited or sent, leave it and say so."""
         mailbox.select(folder, readonly=False)
         uids = self._locate(mailbox, older.header_message_id)
-        if uids:
-            mailbox.delete(folder, uids)
+        if not uids:
+            self._gone(session, mailbox, older, now)
+            return
+        raws = mailbox.fetch_raw(uids)
+        if raws and all(fingerprint(raw) == older.body_sha256 for raw in raws.values()):
+            mailbox.delete(folder, list(raws))
             older.status = "replaced"
             record_event(session, older.claim, "draft_replaced",
                          f"untouched {older.strategy} draft replaced by the newer step", now)
             return
-        self._gone(session, mailbox, older, now)
+        older.status = "edited"
+        record_event(session, older.claim, "draft_edited",
+                     f"the {older.strategy} draft was changed by hand; kept next to the newer one", now)
 
     def _check_written(self, mailbox: Mailbox, folder: str, now: datetime) -> None:
         """Drafts that left the Drafts folder were sent or edited by the person: record which, once."""
@@ -272,11 +406,13 @@ class DraftSync:
                 mailbox.select(folder, readonly=True)
 
     def _gone(self, session: Session, mailbox: Mailbox, draft: Draft, now: datetime) -> None:
+        """Our draft is no longer in Drafts: sent (a reply in Sent) or edited/removed by the person."""
         sent = mailbox.sent_folder()
         found = False
         if sent:
             mailbox.select(sent, readonly=True)
-            found = bool(mailbox.search_header("X-Pipeline-Claim", draft.claim.order_id))
+            ours = set(mailbox.search_header("X-Pipeline-Claim", draft.claim.order_id))
+            found = bool(ours and ours & set(mailbox.search_header("X-Pipeline-Strategy", draft.strategy)))
             if not found and draft.parent_message_id:
                 parent = session.get(StoredMessage, draft.parent_message_id)
                 if parent is not None and parent.message_key.startswith("<"):

@@ -6,6 +6,7 @@ messages there are (and `now`), never on the order or the number of times they w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -30,8 +31,12 @@ class Rules:
                                             "China Post", "Yanwen", "YunExpress", "4PX")
 
     def recognizes(self, carrier: str | None) -> bool:
-        """Whether Amazon recognizes this carrier (case-insensitive)."""
-        return bool(carrier) and carrier.casefold() in {c.casefold() for c in self.recognized_carriers}
+        """Whether Amazon recognizes this carrier (case, spaces and punctuation ignored: "Yun Express")."""
+        return bool(carrier) and _carrier_key(carrier) in {_carrier_key(c) for c in self.recognized_carriers}
+
+
+def _carrier_key(name: str) -> str:
+    return re.sub(r"[\W_]+", "", name).casefold()
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,12 @@ class Replayed:
 
 def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipment | None, now: datetime,
            rules: Rules) -> Replayed:
-    """Fold a claim's messages (key, facts) in date order, checking the deadline before each and at `now`."""
-    ordered = sorted(messages, key=lambda item: (item[1].sent_at or now, item[0]))
+    """Fold a claim's messages (key, facts) in date order, checking the deadline before each and at `now`.
+
+    A message given twice (the same key) counts once, so neither the processing order nor repeats matter.
+    """
+    unique = dict(messages)
+    ordered = sorted(unique.items(), key=lambda item: (item[1].sent_at or now, item[0]))
     claim = ClaimView(order_id=order_id)
     transitions: list[Transition] = []
     for key, facts in ordered:
@@ -134,6 +143,14 @@ def apply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, r
           at: datetime) -> Transition | None:
     """The transition one message causes, or None when it changes nothing."""
     if facts.kind == "buyer_message":
+        if not facts.trusted:
+            # a look-alike relay address: its words must not steer the claim, nor its address get a draft
+            if not claim.opened:
+                return None
+            after = replace(claim, flagged=True,
+                            flag_reason=f"mail claiming to be a buyer message came from {facts.sender}")
+            return Transition(at, "untrusted_sender", f"buyer message from {facts.sender} ignored: "
+                              "not an Amazon relay address", claim, after, key, kind="flag")
         return _buyer_message(claim, key, facts, shipment, rules, at)
     if facts.kind in ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn"):
         if not facts.trusted:
@@ -293,6 +310,10 @@ def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment 
                           "ship it and follow up by hand", claim, after, key, kind="flag")
     if claim.strategy in (None, "manual_review") and claim.state == "new" and base.complaint_type:
         return _decide(claim, base, key, rules, at, "buyer described the complaint")
+    if (claim.strategy == "offer_refund_or_resend" and base.complaint_type == "not_received"
+            and base.delivered and not claim.delivered and rules.recognizes(base.carrier)):
+        # the buyer's own words: tracking shows delivered (by a carrier Amazon recognizes)
+        return _decide(claim, base, key, rules, at, "buyer says tracking shows delivered")
     return Transition(at, "buyer_message", f"buyer wrote (intent {intent or 'other'})", claim, base, key, kind="note")
 
 
@@ -300,7 +321,8 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, *, from_a
     """Merge what a message and the shipment records tell about the order; known facts are not overwritten."""
     complaint = claim.complaint_type
     if facts.complaint_type and (complaint is None or complaint == "other" or
-                                 (from_amazon and facts.kind == "claim_filed")):
+                                 (from_amazon and facts.kind == "claim_filed" and facts.complaint_type != "other")):
+        # Amazon's claim reason wins over the buyer's words, unless Amazon's says no more than "other"
         complaint = facts.complaint_type
     tracking = claim.tracking_number or facts.tracking_number
     carrier = claim.carrier or facts.carrier
@@ -314,7 +336,8 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, *, from_a
     marketplace = claim.marketplace or (facts.marketplace if facts.trusted else None)
     language = claim.language
     if from_amazon and facts.marketplace:
-        language = claim.language or facts.language
+        # the marketplace's language, as Amazon writes to the seller, wins over a buyer's who wrote first
+        language = facts.language if not claim.opened else (claim.language or facts.language)
     elif not from_amazon and facts.language and not claim.language:
         language = facts.language
     return replace(

@@ -16,14 +16,17 @@ from pipeline.schema import Shipment
 from pipeline.store import utcnow
 
 ORDER_ID = re.compile(r"^(?:\d{3}|D01)-\d{7}-\d{7}$")
-# our column -> the names accepted for it (ours first, then Amazon's shipment-confirmation names)
+# our column -> the names accepted for it (ours first, then Amazon's shipment-confirmation names);
+# header names are compared lower-cased, with spaces and hyphens read as underscores
 COLUMNS = {
-    "order_id": ("order_id", "order-id", "amazon-order-id"),
-    "carrier": ("carrier", "carrier-name", "carrier-code"),
-    "tracking_number": ("tracking_number", "tracking-number"),
-    "ship_date": ("ship_date", "ship-date"),
-    "delivered_date": ("delivered_date", "delivered-date", "delivery-date"),
+    "order_id": ("order_id", "amazon_order_id"),
+    "carrier": ("carrier", "carrier_name", "carrier_code"),
+    "tracking_number": ("tracking_number",),
+    "ship_date": ("ship_date",),
+    "delivered_date": ("delivered_date", "delivery_date"),
 }
+# Amazon's carrier-code for "the carrier is named in carrier-name"
+OTHER_CARRIER = {"other", "others", ""}
 
 
 @dataclass
@@ -50,10 +53,15 @@ def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") >= max(1, first.count(",")) else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    header = [normal_column(h) for h in (reader.fieldnames or [])]
     reader.fieldnames = header
     rows = [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k}) for row in reader]
     return header, rows
+
+
+def normal_column(name: str) -> str:
+    """A header name as compared: lower case, spaces and hyphens as underscores ("Order-ID" -> "order_id")."""
+    return re.sub(r"[\s\-]+", "_", (name or "").strip().lower())
 
 
 def column_map(header: list[str], path: Path) -> dict[str, str]:
@@ -64,10 +72,8 @@ def column_map(header: list[str], path: Path) -> dict[str, str]:
         if found:
             mapping[ours] = found
     if "order_id" not in mapping:
-        raise PipelineError(f"{path}: no order_id column (expected one of: {', '.join(COLUMNS['order_id'])}); "
+        raise PipelineError(f"{path}: no order_id column (expected order_id, order-id or amazon-order-id); "
                             f"found: {', '.join(header) or 'nothing'}")
-    if "carrier-name" in header and "carrier-code" in header:
-        mapping["carrier"] = "carrier-name"  # the readable name, when Amazon's report gives both
     return mapping
 
 
@@ -77,13 +83,32 @@ def parse_row(row: dict[str, str], mapping: dict[str, str]) -> dict[str, object]
     if not ORDER_ID.match(order_id):
         raise ImportRowError(f"order_id {order_id!r} is not an Amazon order ID (123-1234567-1234567)")
     values: dict[str, object] = {"order_id": order_id}
+    if "carrier" in mapping:
+        values["carrier"] = _carrier(row, mapping)
+    if "tracking_number" in mapping:
+        values["tracking_number"] = re.sub(r"\s+", "", row.get(mapping["tracking_number"], "")).upper() or None
     for name in ("carrier", "tracking_number"):
-        if name in mapping:
-            values[name] = row.get(mapping[name]) or None
+        value = values.get(name)
+        if isinstance(value, str) and len(value) > 64:
+            raise ImportRowError(f"{name} {value[:20]!r}… is longer than 64 characters")
     for name in ("ship_date", "delivered_date"):
         if name in mapping:
             values[name] = _date(row.get(mapping[name], ""), name)
+    shipped, delivered = values.get("ship_date"), values.get("delivered_date")
+    if isinstance(shipped, date) and isinstance(delivered, date) and delivered < shipped:
+        raise ImportRowError(f"delivered_date {delivered.isoformat()} is before ship_date {shipped.isoformat()}")
     return values
+
+
+def _carrier(row: dict[str, str], mapping: dict[str, str]) -> str | None:
+    """Our `carrier`, else Amazon's carrier-name when given (it names the carrier when the code is "Other"),
+    else the carrier-code."""
+    if mapping["carrier"] == "carrier":
+        return row.get("carrier") or None
+    name, code = row.get("carrier_name", ""), row.get("carrier_code", "")
+    if name:
+        return name
+    return None if code.casefold() in OTHER_CARRIER else code
 
 
 def _date(value: str, name: str) -> date | None:
@@ -115,7 +140,8 @@ def import_shipments(session: Session, path: Path) -> ImportReport:
         else:
             changed = False
             for key, value in values.items():
-                if key != "order_id" and getattr(existing, key) != value:
+                # an empty cell means "unknown", never "forget what we knew"
+                if key != "order_id" and value is not None and getattr(existing, key) != value:
                     setattr(existing, key, value)
                     changed = True
             if changed:

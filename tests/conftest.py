@@ -291,7 +291,11 @@ def ops_cli() -> Iterator[Callable[..., Any]]:
 
     def run(config: Path | None, *args: str, color: bool = False, **kwargs: Any) -> Any:
         argv = (["--config", str(config)] if config is not None else []) + list(args)
-        return CliRunner().invoke(cli, argv, color=color, catch_exceptions=False, prog_name="pipeline", **kwargs)
+        # the caller's own log settings must not change what the tests see
+        env = {"PIPELINE_LOG_LEVEL": None, "PIPELINE_LOG_FORMAT": None, "PIPELINE_METRICS_PORT": None,
+               **kwargs.pop("env", {})}
+        return CliRunner().invoke(cli, argv, color=color, catch_exceptions=False, prog_name="pipeline", env=env,
+                                  **kwargs)
 
     try:
         yield run
@@ -406,7 +410,7 @@ class DeskMail:
     @property
     def body(self) -> str:
         part = self.message.get_body(("plain",))
-        return part.get_content() if part is not None else ""
+        return part.get_content().replace("\r\n", "\n") if part is not None else ""
 
     def __repr__(self) -> str:
         return f"DeskMail(uid={self.uid}, subject={self.message['Subject']!r})"
@@ -421,6 +425,7 @@ class DeskEnv:
         from pipeline.config import load_settings
 
         self.dovecot, self.user, self.workdir = dovecot, user, workdir
+        self.shift: Any = None  # how far the world moved its messages' dates (a timedelta)
         workdir.mkdir(parents=True, exist_ok=True)
         secret = workdir / "imap-password"
         secret.write_text(user.password, encoding="utf-8")
@@ -562,7 +567,7 @@ def playbook_world(dovecot: ThrowawayDovecot, tmp_path_factory: pytest.TempPathF
 
     env = DeskEnv(dovecot, dovecot.add_user(), tmp_path_factory.mktemp("playbook-world"))
     shift = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1) - datetime.fromisoformat(WORLD_LATEST)
-    env.shift = shift  # type: ignore[attr-defined]
+    env.shift = shift
     for name in WORLD_FILES:
         env.append(name, shift=shift)
     env.cli("orders", "import", str(PLAYBOOK_DATA / "shipments.csv"))

@@ -1,0 +1,528 @@
+"""The playbook as pure functions (every row of DESIGN.md's table), deadlines, and convergence.
+
+Convergence: the final claim depends on which messages there are, never on the order they were processed
+in nor on how often. Checked with hypothesis on the pure `replay`, and on the database with ClaimDesk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PLAYBOOK_DATA
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.playbook import ClaimView, Rules, Shipment, apply, escalate, replay
+from pipeline.understand import Facts
+
+RULES = Rules()
+ORDER = "111-2233445-5566778"
+T0 = datetime(2026, 11, 9, 12, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)
+RELAY = "q1w2e3r4t5y6buy@marketplace.amazon.com"
+REPLY_TO = "atoz-guarantee-reply+Ab12Cd34Ef@amazon.com"
+
+
+def facts(kind: str, *, at: datetime | None = T0, **values: Any) -> Facts:
+    """Facts as the Understander gives them, with the values a test cares about."""
+    amazon = kind != "buyer_message"
+    base: dict[str, Any] = {
+        "kind": kind, "order_id": ORDER, "complaint_type": None, "buyer_intent": None, "tracking_number": None,
+        "carrier": None, "delivered": False, "deadline_hours": None, "deadline_at": None, "amount": None,
+        "currency": None, "marketplace": "amazon.com", "language": "en", "trusted": True, "sent_at": at,
+        "sender": "atoz-guarantee-no-reply@amazon.com" if amazon else RELAY,
+        "reply_to": REPLY_TO if amazon else None, "buyer_address": None if amazon else RELAY,
+        "buyer_name": None if amazon else "Jane", "subject": f"Claim received on order {ORDER}",
+        "message_id": None, "in_reply_to": None, "references": (),
+    }
+    if kind == "claim_filed" and at is not None:
+        base["deadline_hours"] = 168
+        base["deadline_at"] = at + timedelta(days=7)
+    if kind == "buyer_message":
+        base["buyer_intent"] = "other"
+    base.update(values)
+    return Facts(**base)
+
+
+def claim(complaint: str | None, **values: Any) -> Facts:
+    return facts("claim_filed", complaint_type=complaint, **values)
+
+
+def buyer(intent: str, *, at: datetime = T0 + timedelta(hours=5), **values: Any) -> Facts:
+    return facts("buyer_message", buyer_intent=intent, at=at, **values)
+
+
+def run(*messages: Facts, shipment: Shipment | None = None, now: datetime = NOW,
+        rules: Rules = RULES) -> tuple[ClaimView, list[Any]]:
+    result = replay(ORDER, [(f"<m{i}@x>", m) for i, m in enumerate(messages)], shipment, now, rules)
+    return result.claim, result.transitions
+
+
+DELIVERED_UPS = Shipment("UPS", "1Z4V82W80312457006", date(2026, 10, 29), date(2026, 11, 3))
+
+# --- every row of the table ------------------------------------------------------------------------------------
+
+
+def test_not_received_delivered_per_shipment_records() -> None:
+    view, steps = run(claim("not_received"), shipment=DELIVERED_UPS)
+    assert (view.state, view.strategy) == ("awaiting_amazon", "represent_delivered")
+    assert (view.tracking_number, view.carrier, view.delivered_on) == ("1Z4V82W80312457006", "UPS", date(2026, 11, 3))
+    assert view.draft.audience == "amazon" and view.draft.parent_key == "<m0@x>"
+    assert steps[-1].rule == "not_received_delivered"
+    assert "UPS tracking 1Z4V82W80312457006 shows delivered on 2026-11-03" in steps[-1].reason
+
+
+def test_not_received_delivered_per_amazons_own_words() -> None:
+    view, _ = run(claim("not_received", tracking_number="1ZA8E5960348210005", carrier="UPS", delivered=True))
+    assert (view.state, view.strategy) == ("awaiting_amazon", "represent_delivered")
+    assert view.delivered_on is None  # the words give no date: the draft will say what is missing
+
+
+def test_not_received_delivered_per_the_buyers_words() -> None:
+    # "UPS says it was delivered but nothing is here": the claim was drafted to the buyer, now to Amazon
+    view, steps = run(claim("not_received"),
+                      buyer("other", delivered=True, tracking_number="1Z4V82W80312457006", carrier="UPS"))
+    assert (view.state, view.strategy, view.carrier) == ("awaiting_amazon", "represent_delivered", "UPS")
+    assert view.draft.audience == "amazon" and view.draft.parent_key == "<m0@x>"
+    assert steps[-1].message_key == "<m1@x>" and "buyer says tracking shows delivered" in steps[-1].reason
+    # a carrier Amazon does not recognize changes nothing; a buyer who wants a refund gets refund_needed
+    assert run(claim("not_received"), buyer("other", delivered=True, carrier="SlowBoat"))[0].strategy == \
+        "offer_refund_or_resend"
+    assert run(claim("not_received"), buyer("wants_refund", delivered=True, carrier="UPS"))[0].state == \
+        "refund_needed"
+
+
+@pytest.mark.parametrize(("shipment", "why"), [
+    (None, "no tracking"),
+    (Shipment("SlowBoat Parcel", "SB123", None, date(2026, 11, 3)), "carrier SlowBoat Parcel not recognized"),
+    (Shipment("DHL", "JJD0003900078", date(2026, 10, 29), None), "tracking does not show delivered"),
+])
+def test_not_received_without_delivery_by_a_recognized_carrier(shipment: Shipment | None, why: str) -> None:
+    view, steps = run(claim("not_received"), shipment=shipment)
+    assert (view.state, view.strategy) == ("awaiting_buyer", "offer_refund_or_resend")
+    assert view.draft.audience == "buyer"
+    assert steps[-1].rule == "not_received_untracked" and why in steps[-1].reason
+
+
+def test_recognized_carriers_come_from_the_rules() -> None:
+    rules = Rules(recognized_carriers=("SlowBoat Parcel",))
+    view, _ = run(claim("not_received"), shipment=Shipment("slowboat parcel", "SB1", None, date(2026, 11, 3)),
+                  rules=rules)
+    assert view.strategy == "represent_delivered"
+    assert not Rules().recognizes(None) and Rules().recognizes("ups")
+    assert Rules().recognizes("Yun Express") and Rules().recognizes("china-post")
+    assert not Rules().recognizes("") and not Rules().recognizes("SlowBoat")
+
+
+@pytest.mark.parametrize(("complaint", "state", "strategy", "audience"), [
+    ("size", "awaiting_amazon", "represent_size", "amazon"),
+    ("damaged_on_arrival", "awaiting_buyer", "persuade_withdraw_damaged", "buyer"),
+    ("damaged_after_use", "awaiting_amazon", "represent_misuse", "amazon"),
+])
+def test_complaint_rows(complaint: str, state: str, strategy: str, audience: str) -> None:
+    view, steps = run(claim(complaint))
+    assert (view.state, view.strategy, view.draft.audience, view.flagged) == (state, strategy, audience, False)
+    assert steps[-1].message_key == "<m0@x>"
+
+
+@pytest.mark.parametrize(("intent", "state"), [("resolved", "awaiting_buyer"), ("will_withdraw", "awaiting_amazon")])
+def test_buyer_satisfied_asks_for_withdrawal(intent: str, state: str) -> None:
+    view, steps = run(claim("damaged_on_arrival"), buyer(intent))
+    assert (view.state, view.strategy) == (state, "request_withdrawal")
+    assert view.draft.parent_key == "<m1@x>" and view.buyer_address == RELAY
+    assert steps[-1].rule == f"buyer_{intent}"
+
+
+def test_buyer_wants_refund() -> None:
+    view, steps = run(claim("not_received"), buyer("wants_refund"))
+    assert (view.state, view.strategy, view.draft) == ("refund_needed", None, None)
+    assert steps[-1].rule == "buyer_wants_refund"
+
+
+def test_buyer_wants_a_replacement_is_flagged() -> None:
+    view, steps = run(claim("damaged_on_arrival"), buyer("wants_resend"))
+    assert (view.state, view.strategy, view.flagged) == ("awaiting_buyer", "manual_review", True)
+    assert steps[-1].kind == "flag"
+
+
+@pytest.mark.parametrize(("kind", "state", "rule"), [
+    ("claim_withdrawn", "resolved", "claim_withdrawn"),
+    ("claim_denied", "resolved", "claim_denied"),
+    ("claim_granted", "granted", "claim_granted"),
+])
+def test_amazons_decisions_close_the_claim(kind: str, state: str, rule: str) -> None:
+    view, steps = run(claim("not_as_described"), facts(kind, at=T0 + timedelta(days=2)))
+    assert (view.state, view.strategy, view.draft, view.flagged) == (state, None, None, False)
+    assert steps[-1].rule == rule
+    after, _ = run(claim("not_as_described"), facts(kind, at=T0 + timedelta(days=2)), buyer("resolved",
+                                                                                          at=T0 + timedelta(days=3)))
+    assert after.state == state  # a buyer writing after the close changes nothing
+
+
+@pytest.mark.parametrize(("complaint", "why"), [
+    ("not_as_described", "no rule for 'not as described'"), (None, "unclear"), ("other", "unclear")])
+def test_no_rule_means_manual_review(complaint: str | None, why: str) -> None:
+    view, steps = run(claim(complaint))
+    assert (view.state, view.strategy, view.flagged, view.draft) == ("new", "manual_review", True, None)
+    assert why in steps[-1].reason
+
+
+def test_info_request_moves_the_deadline_and_drafts_to_amazon_again() -> None:
+    info_at = T0 + timedelta(days=2)
+    info = facts("claim_info_request", at=info_at, deadline_hours=48, deadline_at=info_at + timedelta(hours=48),
+                 reply_to="atoz-guarantee-reply+Info1@amazon.com")
+    view, steps = run(claim("size"), info)
+    assert (view.state, view.strategy, view.flagged) == ("awaiting_amazon", "represent_size", True)
+    assert view.deadline_at == info_at + timedelta(hours=48)
+    assert view.draft.step == "represent_size#info1" and view.draft.parent_key == "<m1@x>"
+    assert view.amazon_reply_to == "atoz-guarantee-reply+Info1@amazon.com"
+    assert steps[-1].rule == "info_request"
+    second = facts("claim_info_request", at=info_at + timedelta(days=1))
+    view2, _ = run(claim("size"), info, second)
+    assert view2.draft.step == "represent_size#info2" and view2.deadline_at == view.deadline_at
+
+
+def test_info_request_without_a_representation_is_manual() -> None:
+    view, steps = run(claim("damaged_on_arrival"), facts("claim_info_request", at=T0 + timedelta(days=1)))
+    assert (view.state, view.strategy, view.flagged) == ("awaiting_buyer", "manual_review", True)
+    assert steps[-1].rule == "info_request_manual"
+
+
+# --- trust -------------------------------------------------------------------------------------------------------
+
+
+def test_untrusted_mail_cannot_open_a_claim() -> None:
+    view, steps = run(claim("not_received", trusted=False, sender="x@amazon-claims-support.net"))
+    assert view.opened is False and steps == []
+
+
+def test_untrusted_mail_cannot_close_a_claim() -> None:
+    spoof = facts("claim_withdrawn", at=T0 + timedelta(days=1), trusted=False, sender="x@amazon.evil.example")
+    view, steps = run(claim("damaged_on_arrival"), spoof)
+    assert (view.state, view.strategy) == ("awaiting_buyer", "persuade_withdraw_damaged")
+    assert view.flagged and "x@amazon.evil.example" in view.flag_reason
+    assert steps[-1].rule == "untrusted_sender"
+
+
+def test_untrusted_buyer_message_cannot_steer_a_claim() -> None:
+    spoof = buyer("resolved", trusted=False, sender="q1w2@marketplace.amazon.com.evil.test",
+                  buyer_address="q1w2@marketplace.amazon.com.evil.test")
+    view, _ = run(claim("not_received"), spoof)
+    assert (view.state, view.strategy, view.buyer_address, view.flagged) == (
+        "awaiting_buyer", "offer_refund_or_resend", None, True)
+    assert run(spoof)[0] == ClaimView(order_id=ORDER)
+
+
+# --- early buyer messages -------------------------------------------------------------------------------------
+
+
+def test_early_buyer_message_fills_a_notification_without_a_complaint() -> None:
+    early = buyer("other", at=T0 - timedelta(days=2), complaint_type="damaged_on_arrival")
+    view, steps = run(early, claim(None))
+    assert (view.state, view.strategy, view.complaint_type) == (
+        "awaiting_buyer", "persuade_withdraw_damaged", "damaged_on_arrival")
+    assert view.buyer_address == RELAY and view.draft.parent_key == "<m0@x>"  # answers the buyer's message
+    assert view.opened_at == T0
+    assert [s.rule for s in steps] == ["buyer_message_before_claim", "damaged_on_arrival"]
+
+
+def test_amazons_reason_wins_over_the_buyers_words_unless_it_says_other() -> None:
+    early = buyer("other", at=T0 - timedelta(days=2), complaint_type="damaged_on_arrival")
+    assert run(early, claim("size"))[0].strategy == "represent_size"
+    assert run(early, claim("other"))[0].strategy == "persuade_withdraw_damaged"
+
+
+def test_the_marketplaces_language_wins_over_an_early_buyers() -> None:
+    early = buyer("other", at=T0 - timedelta(days=1), language="en", marketplace="amazon.de")
+    view, _ = run(early, claim("size", language="de", marketplace="amazon.de"))
+    assert (view.language, view.marketplace) == ("de", "amazon.de")
+    later, _ = run(claim("size", language="de", marketplace="amazon.de"), buyer("other", language="en"))
+    assert later.language == "de"
+
+
+def test_buyer_describes_the_complaint_after_an_unclear_claim() -> None:
+    view, _ = run(claim(None), buyer("other", complaint_type="size"))
+    assert (view.state, view.strategy, view.flagged) == ("awaiting_amazon", "represent_size", False)
+
+
+def test_a_buyer_message_alone_opens_no_claim() -> None:
+    view, steps = run(buyer("wants_refund"))
+    assert view.opened is False and view.state == "new"
+    assert [s.kind for s in steps] == ["note"]
+
+
+# --- deadlines --------------------------------------------------------------------------------------------------
+
+
+def test_deadline_is_the_notifications_own() -> None:
+    view, _ = run(claim("size", deadline_hours=72, deadline_at=T0 + timedelta(hours=72)))
+    assert view.deadline_at == T0 + timedelta(hours=72) and view.opened_at == T0
+
+
+def test_escalation_before_and_after_the_margin() -> None:
+    deadline = T0 + timedelta(days=7)
+    edge = deadline - timedelta(hours=RULES.refund_margin_hours)
+    before, _ = run(claim("not_received"), now=edge - timedelta(seconds=1))
+    assert before.state == "awaiting_buyer"
+    after, steps = run(claim("not_received"), now=edge)
+    assert (after.state, after.strategy, after.draft) == ("refund_needed", None, None)
+    assert (steps[-1].kind, steps[-1].rule, steps[-1].at) == ("escalation", "deadline_near_no_buyer_reply", edge)
+
+
+def test_escalation_uses_the_configured_margin() -> None:
+    rules = Rules(refund_margin_hours=72)
+    view, _ = run(claim("not_received"), now=T0 + timedelta(days=4, minutes=1), rules=rules)
+    assert view.state == "refund_needed"
+
+
+def test_no_escalation_once_the_buyer_answered() -> None:
+    view, _ = run(claim("not_received"), buyer("other", at=T0 + timedelta(days=1)), now=T0 + timedelta(days=30))
+    assert view.state == "awaiting_buyer"
+
+
+def test_a_buyer_answer_after_the_escalation_still_counts() -> None:
+    late = buyer("resolved", at=T0 + timedelta(days=6, hours=12))
+    view, steps = run(claim("not_received"), late, now=T0 + timedelta(days=7))
+    assert [s.rule for s in steps] == ["not_received_untracked", "deadline_near_no_buyer_reply", "buyer_resolved"]
+    assert (view.state, view.strategy) == ("awaiting_buyer", "request_withdrawal")
+
+
+def test_escalate_only_waits_for_the_buyer() -> None:
+    view, _ = run(claim("size"), now=T0 + timedelta(days=30))
+    assert view.state == "awaiting_amazon"
+    assert escalate(view, T0 + timedelta(days=30), RULES) is None
+
+
+def test_apply_ignores_other_mail() -> None:
+    assert apply(ClaimView(order_id=ORDER), "<x@y>", facts("other"), None, RULES, T0) is None
+
+
+# --- convergence: the pure replay --------------------------------------------------------------------------------
+
+KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn", "buyer_message",
+         "other")
+COMPLAINTS = (None, "not_received", "size", "damaged_on_arrival", "damaged_after_use", "not_as_described", "other")
+INTENTS = ("wants_refund", "wants_resend", "resolved", "will_withdraw", "other")
+HOURS = st.integers(min_value=-72, max_value=24 * 9)
+
+
+@st.composite
+def a_message(draw: st.DrawFn) -> Facts:
+    kind = draw(st.sampled_from(KINDS))
+    undated = draw(st.integers(0, 9)) == 0  # now and then a message without a Date
+    sent = None if undated else T0 + timedelta(hours=draw(HOURS))
+    deadline = None
+    if kind in ("claim_filed", "claim_info_request") and sent is not None and draw(st.booleans()):
+        deadline = sent + timedelta(hours=draw(st.sampled_from([48, 72, 168])))
+    return facts(
+        kind, at=sent, complaint_type=draw(st.sampled_from(COMPLAINTS)), deadline_at=deadline,
+        buyer_intent=draw(st.sampled_from(INTENTS)) if kind == "buyer_message" else None,
+        trusted=draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True,
+        delivered=draw(st.booleans()),
+        tracking_number=draw(st.sampled_from([None, "1Z4V82W80312457006"])),
+        carrier=draw(st.sampled_from([None, "UPS", "SlowBoat"])),
+        buyer_address=draw(st.sampled_from([RELAY, "z9x8c7v6b5n4buy@marketplace.amazon.com"]))
+        if kind == "buyer_message" else None,
+        language=draw(st.sampled_from(["en", "de"])),
+    )
+
+
+SHIPMENTS = st.sampled_from([None, DELIVERED_UPS, Shipment("DHL", "JJD1", date(2026, 10, 29), None),
+                             Shipment("SlowBoat", "SB1", None, date(2026, 11, 3))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(a_message(), min_size=1, max_size=8), shipment=SHIPMENTS, data=st.data(),
+       now_hours=st.integers(min_value=0, max_value=24 * 12))
+def test_replay_ignores_processing_order_and_repeats(messages: list[Facts], shipment: Shipment | None,
+                                                     data: st.DataObject, now_hours: int) -> None:
+    now = T0 + timedelta(hours=now_hours)
+    keyed = [(f"<m{i}@x>", m) for i, m in enumerate(messages)]
+    reference = replay(ORDER, keyed, shipment, now, RULES)
+    shuffled = data.draw(st.permutations(keyed))
+    repeats = data.draw(st.lists(st.sampled_from(keyed), max_size=4))
+    again = replay(ORDER, shuffled + repeats, shipment, now, RULES)
+    assert again.claim == reference.claim
+    assert again.transitions == reference.transitions
+
+
+def test_replay_of_the_same_message_twice_counts_once() -> None:
+    messages = [("<a@x>", claim("not_received")), ("<b@x>", buyer("other"))]
+    once = replay(ORDER, messages, None, NOW, RULES)
+    twice = replay(ORDER, [*messages, messages[0], messages[1]], None, NOW, RULES)
+    assert (twice.claim, twice.transitions) == (once.claim, once.transitions)
+    assert [t.rule for t in twice.transitions] == ["not_received_untracked", "buyer_message"]
+
+
+# --- convergence: real mail through the understanding, the pure replay ----------------------------------------------
+
+STORIES = {
+    "113-8820461-1175320": ["request_withdrawal__claim_not_received.eml", "request_withdrawal__buyer_found_parcel.eml"],
+    "111-3346720-5508813": ["info_request__claim_size.eml", "info_request__amazon_more_information_48h.eml"],
+    "113-5529047-6618230": ["early_buyer__buyer_arrived_broken.eml", "early_buyer__claim_no_reason.eml"],
+    "114-1185530-7762094": ["untrusted__claim_damaged_on_arrival.eml", "untrusted__spoof_claim_withdrawn.eml"],
+    "205-6620913-4418357": ["escalation_answered__claim_not_received_3_calendar_days.eml",
+                            "escalation_answered__buyer_still_waiting.eml"],
+    "113-0045712-8893326": ["granted__claim_not_received.eml", "granted__amazon_granted.eml"],
+}
+
+
+@pytest.fixture(scope="module")
+def understood() -> dict[str, list[tuple[str, Facts]]]:
+    from pipeline.message import parse_message
+    from pipeline.understand import Understander
+
+    understander = Understander()
+    result = {}
+    for order, names in STORIES.items():
+        result[order] = [(name, understander.understand(parse_message((PLAYBOOK_DATA / name).read_bytes())))
+                         for name in names]
+    return result
+
+
+@pytest.mark.parametrize("order", sorted(STORIES))
+def test_real_stories_replay_the_same_in_any_order(understood: dict[str, list[tuple[str, Facts]]],
+                                                   order: str) -> None:
+    messages = understood[order]
+    now = datetime(2026, 11, 12, 11, tzinfo=UTC)
+    forward = replay(order, messages, None, now, RULES)
+    backward = replay(order, list(reversed(messages)) + messages[:1], None, now, RULES)
+    assert forward.claim == backward.claim and forward.claim.opened
+    assert forward.transitions == backward.transitions
+
+
+# --- convergence: the claim desk on the database -----------------------------------------------------------------
+
+DB_FILES = [
+    "relay_link__claim_not_received.eml", "relay_link__buyer_where_is_it.eml",
+    "relay_link__buyer_arrived_no_order_id.eml",
+    "info_request__claim_size.eml", "info_request__amazon_more_information_48h.eml",
+    "early_buyer__buyer_arrived_broken.eml", "early_buyer__claim_no_reason.eml",
+    "untrusted__claim_damaged_on_arrival.eml", "untrusted__spoof_claim_withdrawn.eml",
+    "escalation_answered__claim_not_received_3_calendar_days.eml", "escalation_answered__buyer_still_waiting.eml",
+    "refund_needed__claim_not_received.eml", "refund_needed__buyer_wants_refund.eml",
+    "granted__claim_not_received.eml", "granted__amazon_granted.eml",
+    "untrusted__spoof_claim_filed_lookalike_domain.eml",
+]
+DB_NOW = datetime(2026, 11, 12, 13, tzinfo=UTC)
+
+
+def reply_by_reference() -> bytes:
+    """A buyer reply naming no order, from a relay address seen nowhere else: only its References link it."""
+    raw = (PLAYBOOK_DATA / "relay_link__buyer_arrived_no_order_id.eml").read_bytes()
+    return (raw.replace(b"a7s9d1f3g5h7buy@", b"n0r3f3r3nc3sbuy@")
+            .replace(b"0100019b22a3b4ca-", b"0100019b22a3b4ff-")
+            .replace(b"Message-ID: <", b"In-Reply-To: <01000197a1c2d3f5-2c3d538e-1b2c-4c5d-8e7f-2a3b4c5d6e74-000000"
+                     b"@email.amazonses.com>\nMessage-ID: <", 1))
+
+
+@pytest.fixture(scope="module")
+def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A SQLite database holding DB_FILES (plus a reply linked only by References) as stored by the poller,
+    not processed yet; and a claim desk class that understands each message once for all examples."""
+    from pipeline.claims import ClaimDesk
+    from pipeline.message import parse_message
+    from pipeline.poller import _envelope
+    from pipeline.store import Store
+    from pipeline.understand import Understander
+
+    path = tmp_path_factory.mktemp("convergence") / "template.db"
+    store = Store(f"sqlite:///{path}")
+    raws = [(PLAYBOOK_DATA / name).read_bytes() for name in DB_FILES] + [reply_by_reference()]
+    with store.session() as session:
+        for uid, raw in enumerate(raws, start=1):
+            store.add_message(session, account="seller@localhost", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
+                              **_envelope(raw))
+    store.dispose()
+    understander = Understander()
+    cache: dict[bytes, Facts] = {}
+
+    class CachedDesk(ClaimDesk):
+        def understand(self, row: Any) -> Facts:
+            if row.raw not in cache:
+                cache[row.raw] = understander.understand(parse_message(row.raw))
+            return cache[row.raw]
+
+    return path, CachedDesk
+
+
+def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int]) -> dict[str, Any]:
+    """Process the stored messages one at a time in the given order; the claims and their wanted drafts."""
+    from sqlalchemy import select
+
+    from pipeline.config import settings_from_dict
+    from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+    from pipeline.store import Store
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "pipeline.db"
+    shutil.copyfile(template, db)
+    config = settings_from_dict({
+        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
+        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
+        "database": {"url": f"sqlite:///{db}"},
+    }, Path("t.toml"))
+    store = Store(config.database.url)
+    try:
+        desk = desk_class(config, store)
+        for message_id in order:
+            assert desk.process_ids([message_id], DB_NOW) == (1, 0)
+        desk.escalate_due(DB_NOW)
+        with store.session() as session:
+            claims = {}
+            for row in session.scalars(select(Claim)):
+                events = session.scalars(select(ClaimEvent).where(ClaimEvent.claim_id == row.id)
+                                         .order_by(ClaimEvent.seq))
+                drafts = session.scalars(select(Draft).where(Draft.claim_id == row.id, Draft.status == "wanted"))
+                claims[row.order_id] = {
+                    "fields": (row.state, row.strategy, row.complaint_type, row.deadline_at, row.opened_at,
+                               row.buyer_address, row.flagged, row.flag_reason, row.language),
+                    "events": [(e.kind, e.rule, e.at, e.from_state, e.to_state, e.strategy) for e in events],
+                    "drafts": sorted((d.step, d.strategy, d.recipient) for d in drafts),
+                }
+            links = {row.id: row.order_id for row in session.execute(select(StoredMessage.id, StoredMessage.order_id))}
+        return {"claims": claims, "links": links}
+    finally:
+        store.dispose()
+
+
+@pytest.fixture(scope="module")
+def reference_outcome(message_store: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    template, desk_class = message_store
+    return desk_outcome(template, desk_class, tmp_path_factory.mktemp("reference"),
+                        list(range(1, len(DB_FILES) + 2)))
+
+
+def test_reference_outcome_is_what_the_playbook_says(reference_outcome: dict[str, Any]) -> None:
+    claims = reference_outcome["claims"]
+    assert set(claims) == {"114-8845120-3390276", "111-3346720-5508813", "113-5529047-6618230",
+                           "114-1185530-7762094", "205-6620913-4418357", "114-6602918-3357140",
+                           "113-0045712-8893326"}  # the spoofed notice opened nothing
+    assert claims["114-8845120-3390276"]["fields"][:2] == ("awaiting_buyer", "request_withdrawal")
+    assert claims["113-5529047-6618230"]["fields"][:3] == ("awaiting_buyer", "request_withdrawal",
+                                                           "damaged_on_arrival")
+    assert claims["113-0045712-8893326"]["fields"][:2] == ("granted", None)
+    links = reference_outcome["links"]
+    assert links[len(DB_FILES) + 1] == "113-5529047-6618230"  # linked by References only
+    assert links[3] == "114-8845120-3390276"  # linked by relay address only
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_claim_desk_converges_whatever_the_processing_order(message_store: tuple[Path, Any],
+                                                           reference_outcome: dict[str, Any],
+                                                           tmp_path: Path, data: st.DataObject) -> None:
+    template, desk_class = message_store
+    ids = list(range(1, len(DB_FILES) + 2))
+    order = data.draw(st.permutations(ids), label="order")
+    repeats = data.draw(st.lists(st.sampled_from(ids), max_size=5), label="processed again")
+    for position, message_id in enumerate(repeats):
+        order.insert(data.draw(st.integers(min_value=order.index(message_id) + 1, max_value=len(order)),
+                               label=f"again {position}"), message_id)
+    workdir = tmp_path / f"run{data.draw(st.integers(0, 10**9), label='dir')}"
+    outcome = desk_outcome(template, desk_class, workdir, order)
+    assert outcome == reference_outcome
