@@ -16,7 +16,7 @@ import click
 
 from pipeline import __version__
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings, write_sample
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.logs import setup_logging
 from pipeline.vocabulary import STATES
 
@@ -152,6 +152,8 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
 
     settings = obj.settings()
     if once:
+        if metrics_port:
+            click.echo("warning: --metrics-port is ignored with --once", err=True)
         stats = poll_one_pass(settings)
         click.echo(f"{stats.stored} new, {stats.known} already stored, {stats.ignored} not Amazon; "
                    f"{stats.processed} processed, {stats.failed} failed")
@@ -161,6 +163,10 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
 
 STATE_COLOURS = {"new": "cyan", "awaiting_buyer": "yellow", "awaiting_amazon": "blue", "refund_needed": "red",
                  "resolved": "green", "granted": "magenta"}
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:
@@ -227,15 +233,14 @@ def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
 
 def format_claims(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
     """The claims table: order, state (coloured on a terminal), time left, complaint, strategy, flag."""
+    from pipeline.service import CLOSED_STATES, time_left
+
     if not rows:
         return "no claims"
     header = f"{'ORDER':<20} {'STATE':<16} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"
     lines = [header]
     for row in rows:
-        left = ""
-        if row["deadline_at"] and row["state"] not in ("resolved", "granted"):
-            seconds = (datetime.fromisoformat(row["deadline_at"].replace("Z", "+00:00")) - now).total_seconds()
-            left = "overdue" if seconds < 0 else f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"
+        left = "" if row["state"] in CLOSED_STATES else time_left(row["deadline_at"], now)
         state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
         note = row["flag_reason"] if row["flagged"] else ""
         line = (f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
@@ -341,37 +346,55 @@ def reprocess(obj: Context, since: str | None, until: str | None, order_id: str 
     from pipeline.service import reprocess as run_reprocess
 
     settings = obj.settings()
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"total": 0, "done": 0}
     tty = sys.stderr.isatty()
+    log = logging.getLogger("pipeline.reprocess")
 
     def start(total: int) -> None:
-        state["total"], state["done"], state["t0"] = total, 0, time.monotonic()
+        state.update(total=total, done=0, t0=time.monotonic(), logged=time.monotonic())
         if tty and total:
-            state["bar"] = click.progressbar(length=total, label="reprocessing", file=sys.stderr,
-                                             show_eta=True, show_pos=True).__enter__()
+            state["bar"] = click.progressbar(length=total, label="reprocessing", file=sys.stderr, show_eta=True,
+                                             show_pos=True, item_show_func=lambda rate: rate).__enter__()
 
     def progress(step: int) -> None:
         state["done"] += step
+        now = time.monotonic()
+        rate = state["done"] / max(1e-6, now - state["t0"])
         if "bar" in state:
-            state["bar"].update(step)
-        elif state["done"] % 100 == 0 or state["done"] == state["total"]:
-            rate = state["done"] / max(1e-6, time.monotonic() - state["t0"])
-            logging.getLogger("pipeline.reprocess").info("reprocessed %d/%d (%.0f/s)", state["done"],
-                                                          state["total"], rate)
+            state["bar"].update(step, f"{rate:.0f} msg/s")
+        elif state["done"] % 100 == 0 or state["done"] == state["total"] or now - state["logged"] >= 10:
+            state["logged"] = now
+            left = (state["total"] - state["done"]) / rate if rate else 0
+            log.info("reprocessed %d/%d messages (%.0f/s, about %.0f s left)", state["done"], state["total"],
+                     rate, left)
+
+    def close_bar() -> None:
+        bar = state.pop("bar", None)
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
     try:
         result = run_reprocess(settings, since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
                                order_id=order_id, failed_only=failed_only, from_imap=from_imap, dry_run=dry_run,
                                progress=progress, start=start)
+    except KeyboardInterrupt:
+        close_bar()
+        kept = "nothing was written" if dry_run else "the messages done so far are kept"
+        click.echo(f"interrupted after {state['done']} of {state['total']} messages; {kept}. "
+                   "Run the same command again to finish.", err=True)
+        raise click.exceptions.Exit(130) from None
     finally:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+        close_bar()
     prefix = "would change" if dry_run else "changed"
     for line in result.changes:
         click.echo(f"{prefix}: {line}")
-    fetched = f", {result.fetched} fetched from IMAP" if from_imap else ""
-    click.echo(f"{result.messages} messages{fetched}, {result.failed} failed, {len(result.changes)} changes"
-               + (" (dry run: nothing written)" if dry_run else ""))
+    for message_id, error in result.failures:
+        click.echo(f"{'would fail' if dry_run else 'failed'}: message {message_id}: {error}")
+    fetched = ""
+    if from_imap:
+        fetched = f", {result.fetched} {'to fetch' if dry_run else 'fetched'} from IMAP"
+    click.echo(f"{_count(result.messages, 'message')}{fetched}, {result.failed} failed, "
+               f"{_count(len(result.changes), 'change')}" + (" (dry run: nothing written)" if dry_run else ""))
 
 
 @cli.command()
@@ -388,12 +411,53 @@ def check(obj: Context) -> None:
     """
     from pipeline.service import check as run_check
 
-    lines = run_check(obj.settings())
+    try:
+        settings = obj.settings()
+    except ConfigError as exc:
+        click.echo(f"{click.style('FAIL', fg='red')} config: {exc}")
+        raise click.exceptions.Exit(exc.exit_code) from None
+    lines = run_check(settings)
     for line in lines:
         mark = click.style("ok  ", fg="green") if line.ok else click.style("FAIL", fg="red")
         click.echo(f"{mark} {line.name}: {line.detail}")
     if not all(line.ok for line in lines):
         raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--hours", type=click.IntRange(1, 24 * 31), default=48, show_default=True,
+              help="List claims whose deadline is within this many hours.")
+@click.option("--print", "print_only", is_flag=True, help="Print the message instead of putting it in the INBOX.")
+@click.option("--always", is_flag=True, help="Write a digest even when no claim needs action.")
+@pass_context
+@reports_errors
+def digest(obj: Context, hours: int, print_only: bool, always: bool) -> None:
+    """Put one unread summary message in the INBOX: the claims that need action soon.
+
+    Lists open claims whose deadline is within --hours (default 48), claims that need a
+    refund, and flagged claims, each with its state, strategy, time left and flag reason.
+    From and to your [seller] from_address; the poller ignores it (not from Amazon).
+    Without claims to list nothing is written, unless --always.
+
+    \b
+    Examples:
+      pipeline digest                 e.g. daily from a systemd timer or cron
+      pipeline digest --print
+    """
+    from pipeline.digest import append_digest, build_digest
+    from pipeline.store import utcnow
+
+    settings = obj.settings()
+    now = utcnow()
+    message = build_digest(settings, now=now, hours=hours)
+    if print_only:
+        click.echo(message.message.as_string(policy=message.message.policy.clone(linesep="\n")), nl=False)
+        return
+    if not message.count and not always:
+        click.echo(f"no claims need action in the next {hours} hours; no digest written")
+        return
+    folder = append_digest(settings, message, now=now)
+    click.echo(f"digest of {message.count} claim(s) put in {folder}: {message.subject}")
 
 
 @cli.command()
@@ -418,3 +482,7 @@ def main() -> None:
     """Console-script entry point."""
     logging.captureWarnings(True)
     cli(prog_name="pipeline")
+
+
+if __name__ == "__main__":
+    main()

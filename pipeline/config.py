@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import shlex
 import subprocess
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ DEFAULT_CARRIERS = (
 )
 SECURITY_MODES = ("ssl", "starttls", "plain")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def settings_from_dict(raw: dict[str, Any], path: Path) -> Settings:
     """Validate an already-parsed TOML document; see load_settings."""
     for name in raw:
         if name not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{name}] (expected one of: {', '.join(SECTIONS)})")
+            raise ConfigError(f"{path}: unknown section [{name}] ({_expected(name, SECTIONS)})")
         if not isinstance(raw[name], dict):
             raise ConfigError(f"{path}: [{name}] must be a table, got {_type_name(raw[name])}")
     for name in REQUIRED_SECTIONS:
@@ -184,17 +188,28 @@ def _build_section(path: Path, section: str, cls: type, values: dict[str, Any]) 
     known = {f.name: f for f in fields(cls)}
     for key in values:
         if key not in known:
-            raise ConfigError(
-                f"{path}: unknown key [{section}] {key} (expected one of: {', '.join(known)})"
-            )
+            raise ConfigError(f"{path}: unknown key [{section}] {key} ({_expected(key, known)})")
     kwargs: dict[str, Any] = {}
     for name, spec in known.items():
         if name not in values:
             if _is_required(spec):
-                raise ConfigError(f"{path}: missing key [{section}] {name}")
+                raise ConfigError(f"{path}: missing key [{section}] {name} (expected {_describe(spec.type)})")
             continue
         kwargs[name] = _coerce(path, section, name, spec.type, values[name])
     return cls(**kwargs)
+
+
+def _expected(name: str, choices: Iterable[str]) -> str:
+    """`did you mean X?` for a near miss, else the list of what is allowed."""
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f"did you mean {close[0]}?" if close else f"expected one of: {', '.join(choices)}"
+
+
+def _describe(type_name: Any) -> str:
+    kind = str(type_name)
+    return {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number"}.get(
+        kind, "a list of strings" if kind.startswith("tuple[str") else kind)
 
 
 def _is_required(spec: Any) -> bool:
@@ -249,6 +264,9 @@ def _type_name(value: Any) -> str:
 
 def _check_semantics(path: Path, settings: Settings) -> None:
     imap = settings.imap
+    for key in ("host", "username"):
+        if not getattr(imap, key).strip():
+            raise ConfigError(f"{path}: [imap] {key}: expected a non-empty string, got string ''")
     if imap.security not in SECURITY_MODES:
         raise ConfigError(
             f"{path}: [imap] security: expected one of {', '.join(SECURITY_MODES)}, got {imap.security!r}"
@@ -271,6 +289,9 @@ def _check_semantics(path: Path, settings: Settings) -> None:
     if settings.log.format not in LOG_FORMATS:
         raise ConfigError(f"{path}: [log] format: expected one of {', '.join(LOG_FORMATS)}, "
                           f"got {settings.log.format!r}")
+    if settings.log.level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"{path}: [log] level: expected one of {', '.join(LOG_LEVELS)}, "
+                          f"got {settings.log.level!r}")
     if settings.seller.response_days < 1:
         raise ConfigError(f"{path}: [seller] response_days: expected at least 1, got {settings.seller.response_days}")
     if "@" not in settings.seller.from_address:
@@ -284,9 +305,9 @@ def _resolve_relative_paths(settings: Settings, path: Path) -> Settings:
 
     base = path.resolve().parent
     url = settings.database.url
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://" and ":memory:" not in url:
-        url = prefix + str(base / url[len(prefix):])
+    relative_sqlite = re.match(r"(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)(.+)", url)
+    if relative_sqlite:
+        url = relative_sqlite.group(1) + str(base / Path(relative_sqlite.group(2)).expanduser())
 
     def rel(value: str) -> str:
         return str(base / Path(value).expanduser()) if value and not Path(value).expanduser().is_absolute() else value

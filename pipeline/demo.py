@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.policy
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -37,6 +36,16 @@ def decision(order_id: str, subject: str, text: str, sent: datetime) -> bytes:
                  sent, extra={"X-Marketplace-ID": "ATVPDKIKX0DER"})
 
 
+def info_request(order_id: str, sent: datetime, *, hours: int) -> bytes:
+    """Amazon asking for more information on an open claim, with a new deadline."""
+    body = (f"Dear Seller,\n\nWe need more information about the A-to-z Guarantee claim on order {order_id}. "
+            f"Please provide proof of delivery within {hours} hours in Seller Central.\n\nAmazon Services\n")
+    return _mail("atoz-guarantee-no-reply@amazon.com", f"Action required: Claim on order {order_id}", body, sent,
+                 reply_to=f"atoz-guarantee-reply+{order_id[-7:]}@amazon.com",
+                 extra={"X-Space-Notification-Type": "A_Z_CLAIM_RESPONDENT_NOTIFY",
+                        "X-Marketplace-ID": "ATVPDKIKX0DER"})
+
+
 def buyer_message(order_id: str, name: str, relay: str, text: str, sent: datetime) -> bytes:
     """A buyer message relayed by Amazon, the buyer's words between the markers."""
     body = (f"Order ID: {order_id}\n\n------------- Begin message -------------\n\n{text}\n\n"
@@ -63,7 +72,7 @@ def _mail(sender: str, subject: str, body: str, sent: datetime, *, name: str = "
 
 def stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
     """(story title, raw message) in arrival order, and the shipments CSV the seller would import."""
-    day = timedelta(days=1)
+    day, hour = timedelta(days=1), timedelta(hours=1)
     t = now - 2 * day
     mails = [
         ("not received, tracking delivered -> represent_delivered",
@@ -73,7 +82,8 @@ def stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
         ("size -> represent_size",
          claim_notice("113-2000003-0000003", "Wrong size", "The jacket is too small, it does not fit.", t)),
         ("damaged on arrival -> persuade_withdraw_damaged",
-         claim_notice("113-2000004-0000004", "Item damaged", "The lamp arrived broken, glass shattered in the box.", t)),
+         claim_notice("113-2000004-0000004", "Item damaged", "The lamp arrived broken, glass shattered in the box.",
+                      t)),
         ("damaged after use -> represent_misuse",
          claim_notice("113-2000005-0000005", "Item defective", "Worked fine for two months, then the handle cracked.",
                       t)),
@@ -93,11 +103,20 @@ def stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
          claim_notice("113-2000009-0000009", "Item not received", "Lost in transit.", t - 5 * day)),
         ("", decision("113-2000009-0000009", "Claim decision on order 113-2000009-0000009",
                       "We have granted an A-to-z Guarantee claim of $24.99 on order 113-2000009-0000009.", t)),
-        ("not as described -> manual_review",
+        ("not as described -> manual_review (flagged)",
          claim_notice("113-2000010-0000010", "Item not as described", "Looks nothing like the picture.", t)),
+        ("Amazon asks for more information -> represent_delivered again, 48 h deadline (flagged)",
+         claim_notice("113-2000011-0000011", "Item not received", "It never came.", t)),
+        ("", info_request("113-2000011-0000011", t + day, hours=48)),
+        ("unclear complaint -> manual_review (flagged)",
+         claim_notice("113-2000012-0000012", "Other", "Please call me about this order.", t)),
+        ("no buyer reply and the deadline is near -> refund_needed",
+         claim_notice("113-2000013-0000013", "Item not received", "Where is it?", now - 6 * day - 3 * hour)),
     ]
     shipments = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                 f"113-2000001-0000001,UPS,1Z999AA10123456784,{(now - 9 * day).date()},{(now - 5 * day).date()}\n")
+                 f"113-2000001-0000001,UPS,1Z999AA10123456784,{(now - 9 * day).date()},{(now - 5 * day).date()}\n"
+                 f"113-2000011-0000011,USPS,9400111899223344556677,{(now - 9 * day).date()},"
+                 f"{(now - 5 * day).date()}\n")
     return [(title, raw) for title, raw in mails], shipments
 
 
@@ -130,11 +149,10 @@ def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
             f'username = "{user.username}"\npassword_file = "password"\n\n'
             f'[database]\nurl = "sqlite:///pipeline.db"\n\n'
             f'[seller]\nstore_name = "Acme Store"\nfrom_address = "{SELLER}"\n\n[log]\nlevel = "WARNING"\n')
-        os.environ.setdefault("PIPELINE_CONFIG", str(config))
         settings = load_settings(config)
         (workdir / "shipments.csv").write_text(shipments)
         report = import_orders(settings, workdir / "shipments.csv")
-        echo(f"imported {report.added} shipment record(s)")
+        echo(f"imported {report.added} shipment records")
         stats = poll_one_pass(settings)
         echo(f"poll: {stats.stored} stored, {stats.processed} processed, {stats.failed} failed\n")
         echo(format_claims(claim_rows(settings), now=now, color=None))

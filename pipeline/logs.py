@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+HANDLER_NAME = "pipeline"
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message (and the exception, if any)."""
@@ -26,14 +28,17 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once; the IMAP library's protocol traces stay off (they can hold secrets)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                                                "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
+    # replace our own handler from an earlier call; handlers others installed (pytest's capture) stay
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if existing.get_name() == HANDLER_NAME:
+            root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for noisy in ("imapclient", "imaplib", "alembic", "sqlalchemy"):

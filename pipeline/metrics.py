@@ -8,8 +8,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from sqlalchemy import func, select
 
+from pipeline.errors import PipelineError
 from pipeline.schema import Claim, StoredMessage
 from pipeline.store import Store
+from pipeline.vocabulary import STATES
+
+MESSAGE_STATUSES = ("pending", "done", "failed")
 
 
 class Metrics:
@@ -35,7 +39,18 @@ class Metrics:
                                 registry=self.registry)
         self._poller: Any = None
         self.since_poll.set_function(self._seconds_since_poll)
-        self.server, self.thread = start_http_server(port, addr=address, registry=self.registry)
+        self.refresh()
+        try:
+            self.server, self.thread = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise PipelineError(f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}") from None
+        self.port = self.server.server_port
+
+    def close(self) -> None:
+        """Stop serving /metrics and free the port."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
 
     def attach(self, poller: Any) -> None:
         """Read the last successful poll time from this poller."""
@@ -52,11 +67,17 @@ class Metrics:
     def refresh(self) -> None:
         """Re-read claims by state and messages by status from the database."""
         with self.store.session() as session:
-            for state, count in session.execute(select(Claim.state, func.count()).group_by(Claim.state)):
-                self.claims.labels(state=state).set(count)
-            for status, count in session.execute(select(StoredMessage.status, func.count())
-                                                 .group_by(StoredMessage.status)):
-                self.messages.labels(status=status).set(count)
+            claims = dict.fromkeys(STATES, 0)
+            claims.update((state, count) for state, count in session.execute(
+                select(Claim.state, func.count()).group_by(Claim.state)))
+            messages = dict.fromkeys(MESSAGE_STATUSES, 0)
+            messages.update((status, count) for status, count in session.execute(
+                select(StoredMessage.status, func.count()).group_by(StoredMessage.status)))
+        # every known label is set, to 0 when none: a state that empties must not keep its old count
+        for state, count in claims.items():
+            self.claims.labels(state=state).set(count)
+        for status, count in messages.items():
+            self.messages.labels(status=status).set(count)
 
     def _seconds_since_poll(self) -> float:
         last = getattr(self._poller, "last_success", None)

@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pipeline.claims import ClaimDesk
@@ -54,10 +55,15 @@ def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: 
 
     with opened(settings) as store:
         metrics = Metrics(store, metrics_port) if metrics_port else None
-        poller = Poller(settings, store, make_desk(settings, store), clock=clock, metrics=metrics)
-        if metrics:
-            metrics.attach(poller)
-        poller.run()
+        try:
+            poller = Poller(settings, store, make_desk(settings, store), clock=clock, metrics=metrics)
+            if metrics:
+                metrics.attach(poller)
+                log.info("serving metrics on http://127.0.0.1:%d/metrics", metrics.port)
+            poller.run()
+        finally:
+            if metrics:
+                metrics.close()
 
 
 def import_orders(settings: Settings, path: Path, *, clock: Clock = utcnow) -> ImportReport:
@@ -83,6 +89,7 @@ class ReprocessResult:
     fetched: int = 0
     failed: int = 0
     changes: list[str] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (message id, error)
 
 
 def select_messages(session: Session, *, since: datetime | None, until: datetime | None, order_id: str | None,
@@ -104,50 +111,139 @@ def reprocess(settings: Settings, *, since: datetime | None = None, until: datet
               order_id: str | None = None, failed_only: bool = False, from_imap: bool = False,
               dry_run: bool = False, progress: Callable[[int], Any] | None = None,
               start: Callable[[int], Any] | None = None, clock: Clock = utcnow) -> ReprocessResult:
-    """Re-run understanding and the playbook over stored messages (optionally re-read from IMAP first)."""
-    result = ReprocessResult()
+    """Re-run understanding and the playbook over stored messages (optionally re-read from IMAP first).
+
+    Each message is processed in its own transaction, so an interrupted run keeps what it did and a second
+    run finishes the job: the claims come out the same as after one uninterrupted run.
+
+    With `dry_run` nothing is written: on SQLite the run happens for real on a snapshot copy of the database
+    (the daemon is never blocked by a long dry run); elsewhere it runs in one transaction that is rolled back.
+    """
     now = clock()
     with opened(settings) as store:
-        desk = ClaimDesk(settings, store)
-        if from_imap:
-            result.fetched = _refetch(settings, store, since, until, dry_run)
-        with store.session() as session:
-            ids = select_messages(session, since=since, until=until, order_id=order_id, failed_only=failed_only)
-            before = _snapshot(session)
-        result.messages = len(ids)
-        if start:
-            start(len(ids))
+        if dry_run and _sqlite_file(store) is not None:
+            with _sqlite_snapshot(store) as copy:
+                return _reprocess_in(settings, copy, since=since, until=until, order_id=order_id,
+                                     failed_only=failed_only, from_imap=from_imap, progress=progress,
+                                     start=start, now=now)
         if dry_run:
-            session = Session(store.engine)
-            try:
-                for message_id in ids:
-                    with session.begin_nested():
-                        try:
-                            desk.process_message(session, session.get_one(StoredMessage, message_id), now)
-                        except Exception as exc:  # a dry run reports failures, it never stops on one
-                            result.failed += 1
-                            result.changes.append(f"message {message_id} would fail: {exc}")
-                    if progress:
-                        progress(1)
-                session.flush()
-                result.changes += _diff(before, _snapshot(session))
-            finally:
-                session.rollback()
-                session.close()
-            return result
-        for message_id in ids:
-            _done, failed = desk.process_ids([message_id], now)
-            result.failed += failed
-            if progress:
-                progress(1)
-        with store.session() as session:
-            result.changes = _diff(before, _snapshot(session))
+            return _reprocess_rolled_back(settings, store, since=since, until=until, order_id=order_id,
+                                          failed_only=failed_only, from_imap=from_imap, progress=progress,
+                                          start=start, now=now)
+        return _reprocess_in(settings, store, since=since, until=until, order_id=order_id, failed_only=failed_only,
+                             from_imap=from_imap, progress=progress, start=start, now=now)
+
+
+def _reprocess_in(settings: Settings, store: Store, *, since: datetime | None, until: datetime | None,
+                  order_id: str | None, failed_only: bool, from_imap: bool, progress: Callable[[int], Any] | None,
+                  start: Callable[[int], Any] | None, now: datetime) -> ReprocessResult:
+    """The real run: one transaction per message."""
+    result = ReprocessResult()
+    desk = ClaimDesk(settings, store)
+    with store.session() as session:
+        before = _snapshot(session)
+    if from_imap:
+        result.fetched = _refetch(settings, store, since, until, store.session)
+    with store.session() as session:
+        ids = select_messages(session, since=since, until=until, order_id=order_id, failed_only=failed_only)
+    result.messages = len(ids)
+    if start:
+        start(len(ids))
+    for message_id in ids:
+        _done, failed = desk.process_ids([message_id], now)
+        result.failed += failed
+        if progress:
+            progress(1)
+    with store.session() as session:
+        if result.failed:
+            result.failures = [(row.id, row.error or "") for row in session.execute(
+                select(StoredMessage.id, StoredMessage.error).where(
+                    StoredMessage.id.in_(ids), StoredMessage.status == "failed").order_by(StoredMessage.id))]
+        result.changes = _diff(before, _snapshot(session))
     return result
 
 
+def _reprocess_rolled_back(settings: Settings, store: Store, *, since: datetime | None, until: datetime | None,
+                           order_id: str | None, failed_only: bool, from_imap: bool,
+                           progress: Callable[[int], Any] | None, start: Callable[[int], Any] | None,
+                           now: datetime) -> ReprocessResult:
+    """A dry run in one transaction (a savepoint per message) that is rolled back at the end."""
+    result = ReprocessResult()
+    desk = ClaimDesk(settings, store)
+    with store.engine.connect() as connection:
+        outer = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+
+        @contextmanager
+        def savepoint() -> Iterator[Session]:
+            with session.begin_nested():
+                yield session
+
+        try:
+            before = _snapshot(session)
+            if from_imap:
+                result.fetched = _refetch(settings, store, since, until, savepoint)
+            ids = select_messages(session, since=since, until=until, order_id=order_id, failed_only=failed_only)
+            result.messages = len(ids)
+            if start:
+                start(len(ids))
+            for message_id in ids:
+                try:
+                    with session.begin_nested():
+                        desk.process_message(session, session.get_one(StoredMessage, message_id), now)
+                except Exception as exc:  # a dry run reports failures, it never stops on one
+                    result.failed += 1
+                    error = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+                    result.failures.append((message_id, error))
+                if progress:
+                    progress(1)
+            session.flush()
+            result.changes = _diff(before, _snapshot(session))
+        finally:
+            session.close()
+            outer.rollback()
+    return result
+
+
+def _sqlite_file(store: Store) -> str | None:
+    """The database file of a file-based SQLite store, else None."""
+    url = store.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return url.database
+
+
+@contextmanager
+def _sqlite_snapshot(store: Store) -> Iterator[Store]:
+    """A consistent copy of a SQLite database in a temporary folder, removed afterwards."""
+    import sqlite3
+    import tempfile
+
+    source_path = _sqlite_file(store)
+    assert source_path is not None
+    with tempfile.TemporaryDirectory(prefix="pipeline-dry-run-") as folder:
+        target_path = str(Path(folder) / "snapshot.db")
+        source = sqlite3.connect(source_path, timeout=30)
+        target = sqlite3.connect(target_path)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        copy = Store(f"sqlite:///{target_path}", migrate=False)
+        try:
+            yield copy
+        finally:
+            copy.dispose()
+
+
 def _refetch(settings: Settings, store: Store, since: datetime | None, until: datetime | None,
-             dry_run: bool) -> int:
-    """Re-scan the watched folders (date-limited) and store any Amazon message we do not have."""
+             session_scope: Callable[[], Any]) -> int:
+    """Re-scan the watched folders (date-limited) and store any Amazon message we do not have; return how many.
+
+    `session_scope()` gives the transaction to write in: a new one per message for a real run, a savepoint
+    of the rolled-back transaction for a dry run.
+    """
     from pipeline.message import candidate_from_header_bytes
     from pipeline.poller import _envelope
 
@@ -159,17 +255,16 @@ def _refetch(settings: Settings, store: Store, since: datetime | None, until: da
             for start in range(0, len(uids), settings.imap.batch_size):
                 batch = uids[start:start + settings.imap.batch_size]
                 heads = [h for h in mailbox.fetch_headers(batch) if candidate_from_header_bytes(h.header_bytes)]
-                with store.session() as session:
+                with session_scope() as session:
                     wanted = [h.uid for h in heads if not (h.message_id and store.has_message(session, h.message_id))]
                 for uid, raw in mailbox.fetch_raw(wanted).items():
-                    if dry_run:
-                        added += 1
-                        continue
-                    with store.session() as session:
+                    with session_scope() as session:
                         _row, created = store.add_message(session, account=mailbox.account, folder=folder,
                                                           uidvalidity=state.uidvalidity, uid=uid, raw=raw,
                                                           **_envelope(raw))
                         added += created
+    if added:
+        log.info("re-read %d message(s) from IMAP that the database did not have", added)
     return added
 
 
@@ -182,6 +277,7 @@ def _snapshot(session: Session) -> dict[str, tuple[Any, ...]]:
 
 
 def _diff(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> list[str]:
+    """What changed between two snapshots, one line per claim or draft, in order-ID order."""
     lines = []
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
@@ -189,10 +285,20 @@ def _diff(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]])
             continue
         if key.startswith("draft "):
             lines.append(f"{key}: {old[0] if old else 'none'} -> {new[0] if new else 'none'}")
+        elif new is None:
+            lines.append(f"claim {key}: removed")
         elif old is None:
-            lines.append(f"claim {key}: new, {new[0]} ({new[1] or 'no strategy'})")
+            lines.append(f"claim {key}: new, {new[0]} ({new[1] or 'no strategy'})"
+                         + (", flagged" if new[2] else ""))
         else:
-            lines.append(f"claim {key}: {old[0]} ({old[1] or '-'}) -> {new[0]} ({new[1] or '-'})")
+            parts = []
+            if old[:2] != new[:2]:
+                parts.append(f"{old[0]} ({old[1] or '-'}) -> {new[0]} ({new[1] or '-'})")
+            if old[2] != new[2]:
+                parts.append("flagged" if new[2] else "no longer flagged")
+            if old[3] != new[3]:
+                parts.append(f"deadline {_iso(old[3]) or 'none'} -> {_iso(new[3]) or 'none'}")
+            lines.append(f"claim {key}: {'; '.join(parts)}")
     return lines
 
 
@@ -207,8 +313,32 @@ def claim_rows(settings: Settings, state: str | None = None) -> list[dict[str, A
             query = query.where(Claim.state == state)
         claims = list(session.scalars(query))
         rows = [claim_dict(c) for c in claims]
-    closed = ("resolved", "granted")
-    return sorted(rows, key=lambda r: (r["state"] in closed, r["deadline_at"] or "9999", r["order_id"]))
+    return sorted(rows, key=urgency)
+
+
+def urgency(row: dict[str, Any]) -> tuple[bool, datetime, str]:
+    """Sort key of a claim row: open claims first, then by deadline (none last), then by order ID."""
+    deadline = row["deadline_at"]
+    when = datetime.fromisoformat(deadline.replace("Z", "+00:00")) if deadline else datetime.max.replace(tzinfo=UTC)
+    return row["state"] in CLOSED_STATES, when, row["order_id"]
+
+
+CLOSED_STATES = ("resolved", "granted")
+
+
+def time_left(deadline_at: datetime | str | None, now: datetime) -> str:
+    """Time left to a deadline, short: `4d23h`, `5h07m`, `overdue`; empty without a deadline."""
+    if deadline_at is None:
+        return ""
+    if isinstance(deadline_at, str):
+        deadline_at = datetime.fromisoformat(deadline_at.replace("Z", "+00:00"))
+    seconds = int((deadline_at - now).total_seconds())
+    if seconds < 0:
+        return "overdue"
+    days, rest = divmod(seconds, 86400)
+    if days:
+        return f"{days}d{rest // 3600:02d}h"
+    return f"{rest // 3600}h{rest % 3600 // 60:02d}m"
 
 
 def claim_dict(claim: Claim) -> dict[str, Any]:
@@ -290,6 +420,8 @@ def check(settings: Settings) -> list[CheckLine]:
             lines.append(CheckLine("database", True, f"{store.safe_url} at revision {store.revision()}"))
     except PipelineError as exc:
         lines.append(CheckLine("database", False, str(exc)))
+    except (OSError, SQLAlchemyError) as exc:  # e.g. the SQLite file's folder cannot be created
+        lines.append(CheckLine("database", False, f"{type(exc).__name__}: {exc}"))
     try:
         mailbox: Mailbox = connect(settings.imap)
     except PipelineError as exc:

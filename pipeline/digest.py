@@ -1,0 +1,127 @@
+"""`pipeline digest`: one summary message in the INBOX listing the claims that need action soon.
+
+The seller already lives in the mail client, so the digest goes where they look: an unread message in the
+INBOX, from and to the seller's own address. Its sender is not Amazon, so the poller ignores it.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+
+from sqlalchemy import or_, select
+
+from pipeline.config import Settings
+from pipeline.mailbox import connect
+from pipeline.schema import Claim
+from pipeline.service import CLOSED_STATES, claim_dict, opened, time_left, urgency
+from pipeline.store import utcnow
+
+DIGEST_HEADER = "X-Pipeline-Digest"
+DEFAULT_HOURS = 48
+
+
+@dataclass(frozen=True)
+class Digest:
+    """The claims that need action and the message that lists them."""
+
+    rows: list[dict[str, object]]
+    subject: str
+    message: EmailMessage
+
+    @property
+    def count(self) -> int:
+        """How many claims the digest lists."""
+        return len(self.rows)
+
+
+def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAULT_HOURS) -> list[dict[str, object]]:
+    """Open claims whose deadline is within `hours` (or past), that need a refund, or that are flagged."""
+    horizon = now + timedelta(hours=hours)
+    with opened(settings) as store, store.session() as session:
+        claims = session.scalars(select(Claim).where(
+            Claim.state.not_in(CLOSED_STATES),
+            or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed", Claim.flagged.is_(True)),
+        ))
+        rows = [claim_dict(claim) for claim in claims]
+    for row in rows:
+        row["why"] = _why(row, horizon)
+    return sorted(rows, key=urgency)
+
+
+def _why(row: dict[str, object], horizon: datetime) -> str:
+    reasons = []
+    deadline = row["deadline_at"]
+    if isinstance(deadline, str) and datetime.fromisoformat(deadline.replace("Z", "+00:00")) <= horizon:
+        reasons.append("deadline soon")
+    if row["state"] == "refund_needed":
+        reasons.append("refund needed")
+    if row["flagged"]:
+        reasons.append("flagged")
+    return ", ".join(reasons)
+
+
+def subject_for(count: int, hours: int = DEFAULT_HOURS) -> str:
+    """`pipeline: 3 claims need action in the next 48 hours`."""
+    if count == 0:
+        return f"pipeline: no claims need action in the next {hours} hours"
+    noun, verb = ("claim", "needs") if count == 1 else ("claims", "need")
+    return f"pipeline: {count} {noun} {verb} action in the next {hours} hours"
+
+
+def body_for(rows: list[dict[str, object]], now: datetime, hours: int = DEFAULT_HOURS) -> str:
+    """The plain-text list: order ID, state, strategy, time left and why each claim is listed."""
+    stamp = now.strftime("%Y-%m-%d %H:%M UTC")
+    if not rows:
+        return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n"
+    lines = [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
+    for row in rows:
+        left = time_left(row["deadline_at"], now) or "no deadline"  # type: ignore[arg-type]
+        deadline = str(row["deadline_at"] or "").replace("T", " ")[:16]
+        lines.append(f"{row['order_id']}  {row['state']}")
+        lines.append(f"    time left: {left}" + (f" (deadline {deadline} UTC)" if deadline else ""))
+        lines.append(f"    strategy:  {row['strategy'] or 'none'}")
+        lines.append(f"    why:       {row['why']}")
+        if row["flagged"] and row["flag_reason"]:
+            lines += textwrap.wrap(f"flag:      {row['flag_reason']}", width=72, initial_indent="    ",
+                                   subsequent_indent=" " * 15)
+        lines.append("")
+    lines += [
+        "Reply drafts, where the playbook has one, are waiting in your",
+        "Drafts folder. A claim's whole story: pipeline claims show ORDER_ID",
+        "",
+        "-- ",
+        "written by pipeline digest; nothing was sent to anyone",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_digest(settings: Settings, *, now: datetime | None = None, hours: int = DEFAULT_HOURS) -> Digest:
+    """The digest message for the claims needing action now (addressed from and to the seller)."""
+    now = now or utcnow()
+    rows = claims_needing_action(settings, now, hours)
+    subject = subject_for(len(rows), hours)
+    seller = settings.seller
+    message = EmailMessage(policy=email.policy.SMTP)
+    domain = seller.from_address.rpartition("@")[2]
+    message["From"] = formataddr((f"{seller.store_name} (pipeline)", seller.from_address))
+    message["To"] = formataddr((seller.store_name, seller.from_address))
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid("pipeline-digest", domain=domain or None)
+    message["Auto-Submitted"] = "auto-generated"
+    message[DIGEST_HEADER] = str(len(rows))
+    message.set_content(body_for(rows, now, hours), charset="utf-8")
+    return Digest(rows, subject, message)
+
+
+def append_digest(settings: Settings, digest: Digest, *, now: datetime | None = None) -> str:
+    """APPEND the digest to the inbox with no flags (it shows as unread); return the folder name."""
+    folder = settings.imap.inbox
+    with connect(settings.imap) as mailbox:
+        mailbox.append(folder, digest.message.as_bytes(), flags=(), when=now)
+    return folder

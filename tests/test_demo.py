@@ -1,0 +1,93 @@
+"""`pipeline demo`: the real thing (its own throwaway Dovecot), one story per playbook row."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipeline.vocabulary import STATES, STRATEGIES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dovecot_available() -> None:
+    from pipeline.dovecot import DovecotError, ensure_installed
+
+    try:
+        ensure_installed()
+    except DovecotError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Dovecot is not available for the demo: {error} (CI=true: not skipping)", pytrace=False)
+        pytest.skip(f"Dovecot is not available for the demo: {error}")
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The claims table of the demo's output: [order, state, …] per claim."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["ORDER", "STATE"])
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_demo(dovecot_available, ops_cli) -> None:
+    result = ops_cli(None, "demo")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    port = int(re.search(r"^Dovecot on 127\.0\.0\.1:(\d+): 18 Amazon messages in INBOX$", out, re.M).group(1))
+    assert "poll: 18 stored, 18 processed, 0 failed" in out
+
+    rows = table_rows(out)
+    assert len(rows) == 13
+    states = {row[1] for row in rows}
+    assert states == set(STATES)
+    strategies = {word for row in rows for word in row[2:] if word in STRATEGIES}
+    assert strategies == set(STRATEGIES)
+    by_order = {row[0]: row for row in rows}
+    assert by_order["113-2000007-0000007"][1] == "refund_needed"  # the buyer asked for a refund
+    assert by_order["113-2000013-0000013"][1] == "refund_needed"  # no answer, deadline near
+    assert by_order["113-2000008-0000008"][1] == "resolved"
+    assert by_order["113-2000009-0000009"][1] == "granted"
+    assert "Amazon asks for more information" in " ".join(by_order["113-2000011-0000011"])
+    assert "the complaint is unclear" in " ".join(by_order["113-2000012-0000012"])
+    assert rows[0][0] == "113-2000013-0000013"  # the most urgent first
+
+    drafts = re.findall(r"^--- draft \d+: (\w+) for (\S+)$", out, re.M)
+    assert sorted(strategy for strategy, _order in drafts) == sorted([
+        "represent_delivered", "offer_refund_or_resend", "represent_size", "persuade_withdraw_damaged",
+        "represent_misuse", "request_withdrawal", "represent_delivered"])
+    assert "To: atoz-guarantee-reply+0000001@amazon.com" in out
+    assert "To: k2x7qv8d9m3nbuyer@marketplace.amazon.com" in out
+    assert "Subject: Re: Claim received on order 113-2000001-0000001" in out
+    assert "1Z999AA10123456784" in out  # the tracking number made it into the draft
+
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # the demo's Dovecot is gone
+
+
+def test_demo_keep_leaves_a_usable_setup(dovecot_available, ops_cli) -> None:
+    from pipeline.dovecot import ThrowawayDovecot
+
+    result = ops_cli(None, "demo", "--keep")
+    assert result.exit_code == 0, result.output
+    kept = re.search(r"^kept: (\S+) \(config (\S+)\); stop Dovecot with: python scripts/dovecot.py stop --dir (\S+)$",
+                     result.output, re.M)
+    workdir, config, dovecot_dir = (Path(g) for g in kept.groups())
+    try:
+        claims = ops_cli(config, "claims", "--state", "granted")
+        assert claims.exit_code == 0
+        assert claims.output.splitlines()[1].split()[:2] == ["113-2000009-0000009", "granted"]
+        check = ops_cli(config, "check")
+        assert check.exit_code == 0, check.output
+    finally:
+        ThrowawayDovecot.attach(dovecot_dir).stop()
+        shutil.rmtree(workdir, ignore_errors=True)
