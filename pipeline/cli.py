@@ -274,7 +274,8 @@ def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
         if claim["flagged"]:
             click.echo(f"  flagged: {claim['flag_reason']}")
     else:
-        click.echo(f"order {order_id}: no claim yet (messages kept for when one arrives)")
+        click.echo(f"order {order_id}: no claim: only messages that cannot open one so far (buyer messages, "
+                   "kept for when the claim arrives, or mail that did not really come from Amazon)")
     click.echo("messages:")
     for m in data["messages"]:
         facts = ", ".join(f"{k}={v}" for k, v in m["facts"].items() if v not in (None, False))

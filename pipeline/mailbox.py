@@ -103,12 +103,12 @@ class Mailbox:
         return sorted(self.client.search(["ALL"]))
 
     def uids_between(self, since: datetime | None, until: datetime | None) -> list[int]:
-        """UIDs of messages whose internal date lies in [since, until), ascending."""
+        """UIDs of messages whose Date header lies in [since, until) (whole days), ascending."""
         criteria: list[object] = []
         if since:
-            criteria += ["SINCE", since.date()]
+            criteria += ["SENTSINCE", since.date()]
         if until:
-            criteria += ["BEFORE", until.date()]
+            criteria += ["SENTBEFORE", until.date()]
         return sorted(self.client.search(criteria or ["ALL"]))
 
     def fetch_headers(self, uids: Sequence[int]) -> list[HeaderSummary]:

@@ -284,6 +284,8 @@ def _diff(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]])
         if old == new:
             continue
         if key.startswith("draft "):
+            if old is None and new is not None and new[0] == "superseded":
+                continue  # a step the claim passed through within this run: never written, nothing to see
             lines.append(f"{key}: {old[0] if old else 'none'} -> {new[0] if new else 'none'}")
         elif new is None:
             lines.append(f"claim {key}: removed")

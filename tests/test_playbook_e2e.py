@@ -149,7 +149,7 @@ def test_untrusted_sender_cannot_open_a_claim(playbook_world: DeskEnv,
                                               world_claims: dict[str, dict[str, Any]]) -> None:
     assert "113-9902214-4410583" not in world_claims
     text = playbook_world.show("113-9902214-4410583")
-    assert "no claim yet" in text
+    assert "no claim: only messages that cannot open one" in text
     assert not playbook_world.drafts("113-9902214-4410583")
 
 
@@ -248,7 +248,7 @@ def test_early_buyer_message_fills_the_claim(desk_env: DeskEnv, separate_polls: 
         desk_env.append("early_buyer__buyer_arrived_broken.eml")
         desk_env.poll(clock=datetime(2026, 11, 7, 10, tzinfo=UTC))
         assert desk_env.claim(EARLY_ORDER) is None  # a buyer message alone opens no claim
-        assert "no claim yet" in desk_env.show(EARLY_ORDER)
+        assert "no claim: only messages that cannot open one" in desk_env.show(EARLY_ORDER)
         desk_env.append("early_buyer__claim_no_reason.eml")
     else:  # the claim arrives first, the buyer's older message after it
         desk_env.append("early_buyer__claim_no_reason.eml")
