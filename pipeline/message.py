@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import email.utils
 import json
@@ -88,7 +89,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
     sender_name, sender = senders[0]
     headers = mail.headers
     reply_to = next((addr for _, addr in (mail.reply_to or []) if addr and "@" in addr), None)
-    text = body_text(mail.text_plain, mail.text_html)
+    plain, html = _text_parts(mail.message)
+    text = body_text(plain, html)
     new_text, had_markers = sender_words(text)
     return ParsedMessage(
         message_id=normalize_message_id(mail.message_id),
@@ -116,6 +118,42 @@ def body_text(plain_parts: list[str], html_parts: list[str]) -> str:
         return _normalize(plain)
     html = "\n".join(html_parts)
     return _normalize(get_text(html)) if html.strip() else ""
+
+
+def _text_parts(message: email.message.Message | None) -> tuple[list[str], list[str]]:
+    """The decoded text/plain and text/html parts that are not attachments.
+
+    Decoded here rather than by mail-parser, which leaves 7bit ISO-2022-JP (Japanese) undecoded.
+    """
+    plain: list[str] = []
+    html: list[str] = []
+    if message is None:
+        return plain, html
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if (part.get("Content-Disposition") or "").strip().lower().startswith("attachment"):
+            continue
+        subtype = part.get_content_subtype()
+        if subtype not in ("plain", "html"):
+            continue
+        (plain if subtype == "plain" else html).append(_decode_part(part))
+    return plain, html
+
+
+def _decode_part(part: email.message.Message) -> str:
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        return str(part.get_payload() or "")
+    if not isinstance(payload, bytes):
+        return str(payload)
+    charset = (part.get_content_charset() or "utf-8").strip().strip('"').lower()
+    for candidate in (charset, "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return payload.decode("latin-1")
 
 
 def sender_words(text: str) -> tuple[str, bool]:

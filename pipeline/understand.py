@@ -1,21 +1,42 @@
-"""Reads a parsed message with spaCy rule models (models/<lang>/) and returns its facts, each with evidence."""
+"""Reads a parsed message with spaCy rule models (models/<lang>/) and returns its facts, each with evidence.
+
+The models are data, one folder per language (see models/en/claims.jsonl for the rule format):
+
+- ``models/xx/*.jsonl``: language-independent rules (tracking-number formats, carrier names);
+- ``models/<lang>/*.jsonl``: that language's rules (message kind, complaint, intent, deadline, negation words ...);
+- ``models/<lang>/lemmas.json``: the lookup lemmatizer's table (spacy-lookups-data), cut down to the lemmas the
+  rules use, plus the real words that must never be "corrected" into a rule word. Rebuild it after adding a rule
+  with a new LEMMA: ``python -m pipeline.understand --refresh-lemmas``; until then the full table is loaded;
+- ``models/<lang>/language.json``: function words that tell the languages apart.
+
+Each language gets one blank spaCy pipeline (tokenizer + lookup lemmatizer with typo tolerance), a Matcher, a
+PhraseMatcher (on lemmas) and text regexes, built once per process on first use.
+"""
 
 from __future__ import annotations
 
+import bisect
+import gzip
 import json
+import logging
 import re
 import threading
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
+import numpy
 import spacy
-from spacy.lookups import load_lookups
+from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LEMMA, LENGTH, LIKE_NUM, LOWER, NORM, ORTH
+from spacy.language import Language
 from spacy.matcher import Matcher, PhraseMatcher
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 
+from pipeline.errors import ConfigError
 from pipeline.message import (
     ParsedMessage,
     is_amazon_domain,
@@ -24,6 +45,8 @@ from pipeline.message import (
 )
 from pipeline.resources import search_path
 
+log = logging.getLogger(__name__)
+
 LANGUAGES = ("en", "de", "fr", "it", "es", "ja")
 KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn",
          "buyer_message", "other")
@@ -31,23 +54,43 @@ COMPLAINTS = ("not_received", "size", "damaged_on_arrival", "damaged_after_use",
 INTENTS = ("wants_refund", "wants_resend", "resolved", "will_withdraw", "other")
 # Decisions outrank requests, requests outrank the filing notice: a decision mail restates the claim.
 KIND_PRIORITY = ("claim_withdrawn", "claim_granted", "claim_denied", "claim_info_request", "claim_filed")
-INTENT_PRIORITY = ("will_withdraw", "resolved", "wants_resend", "wants_refund")
+# "arrived" (the parcel came) only resolves a non-receipt; an explicit "all sorted" resolves anything.
+INTENT_PRIORITY = ("will_withdraw", "resolved", "arrived", "wants_resend", "wants_refund")
+# The more specific complaint wins when a message voices several ("two glasses broken, send the missing ones").
 COMPLAINT_PRIORITY = ("damaged", "size", "not_as_described", "not_received", "other")
+CLAIM_KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn")
 CARRIERS = ("UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal Mail", "China Post", "Yanwen",
             "YunExpress", "4PX")
 CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "￥": "JPY", "円": "JPY",
                     "CA$": "CAD", "C$": "CAD"}
 ORDER_ID = re.compile(r"(?<![\w-])((?:\d{3}|D01)-\d{7}-\d{7})(?![\w-])")
-# An order ID split by a line break (wrapped plain text): "111-2233445-\n5566778"
-WRAPPED_ORDER_ID = re.compile(r"(?<![\w-])((?:\d{3}|D01)-\d{0,7})[ \t]*\r?\n[ \t>]*(\d{0,7}(?:-\d{7})?)(?![\w-])")
+_ORDER_ID_SCAN = re.compile(r"(?:\d{3}|D01)-\d{7}-\d{7}(?![\w-])")
+# An order ID hard-wrapped across a line break: "111-2233445-\n5566778", "111-\n2233445-5566778"
+WRAPPED_ORDER_ID = re.compile(r"((?:\d{3}|D01)-[\d-]{0,15})[ \t]*\r?\n[ \t>]*([\d-]{1,16})(?![\w-])")
 MONEY = re.compile(
     r"(?P<pre>US\$|CA\$|C\$|EUR|GBP|USD|JPY|[$£€¥￥])\s?(?P<num>\d{1,3}(?:[.,\s]\d{3})*(?:[.,]\d{2})?|\d+(?:[.,]\d{2})?)"
     r"|(?P<num2>\d{1,3}(?:[.,\s]\d{3})*(?:[.,]\d{2})?|\d+(?:[.,]\d{2})?)\s?(?P<post>€|EUR|円|GBP|USD)"
 )
+REPLY_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res)\s?:\s*)+", re.IGNORECASE)
+# Characters that mean the same to the rules: typographic apostrophes and hyphens, full-width forms.
+_CHAR_MAP = str.maketrans({"\u2019": "'", "\u2018": "'", "\u2010": "-", "\u2011": "-", "\u00ad": None,
+                           "\u200b": None, "\ufeff": None})
+# A line break inside a sentence (hard-wrapped plain text): the next line goes on in lower case.
+_SOFT_BREAK = re.compile(r"\n[ \t]*(?=[a-zà-öø-ÿ])")
+_WRAP_HINT = re.compile(r"-[ \t]*\n")
+_A_TO_Z = re.compile(r"\bA\s?-\s?to\s?-\s?Z\b", re.IGNORECASE)
+# "A-to-z" is written with non-breaking hyphens (as Amazon does): one token, so rules can say "A-to-z claim".
+# (A tokenizer special case would do the same but doubles spaCy's tokenizing time.)
+A_TO_Z = "A\u2011to\u2011z"
+_LINE_END = frozenset(" \t\n.!?:;")
+_PREDICATE_LABELS = frozenset({"KIND", "COMPLAINT", "REASON", "INTENT", "DELIVERED"})
+# labels whose matches are checked for negation / condition (the others are names, numbers and cues)
+_SCOPED_LABELS = _PREDICATE_LABELS | {"USE_PERIOD", "ARRIVAL", "DEADLINE"}
+_MAPPED_CHARS = ("\u2019", "\u2018", "\u2010", "\u2011", "\u00ad", "\u200b", "\ufeff")
+_QUOTES = frozenset("\"'«»“”„‘’‚‹›「」『』")
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
     """Why a fact was found: the rule that fired and the text it matched."""
 
     rule: str
@@ -103,8 +146,7 @@ class Facts:
         return cls(**values)
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One rule match in the text."""
 
     label: str
@@ -112,72 +154,680 @@ class Hit:
     rule: str
     text: str
     start: int
+    end: int
     negated: bool = False
+    hypothetical: bool = False
+    in_subject: bool = False
+
+
+# --- the spaCy side --------------------------------------------------------------------------------
+
+
+@Language.factory("pipeline_lemmatizer")
+def _make_lemmatizer(nlp: Language, name: str) -> LookupLemmatizer:
+    return LookupLemmatizer(nlp)
+
+
+class LookupLemmatizer:
+    """Lookup lemmatizer (spacy-lookups-data table) that also mends typos of the rules' own words.
+
+    A token is looked up as written, in lower case and capitalized (German nouns); a token the table does not
+    know keeps its NORM as lemma. A longer unknown token one deletion, insertion or swap of two neighbouring
+    letters away from a word the rules use ("recieved", "parcle", "antarg") is read as that word, unless it is
+    a real word of the language. With ``compound_heads`` (German) an unknown compound takes the lemma of the
+    rule word it ends with ("Garantieantrag" -> "antrag").
+    """
+
+    MIN_TYPO_LENGTH = 5
+
+    def __init__(self, nlp: Language) -> None:
+        self.strings = nlp.vocab.strings
+        self.forms: dict[int, int] = {}
+        self.lemma_of: dict[int, int] = {}  # per word type (orth): its lemma, and its norm when mended
+        self.norm_of: dict[int, int] = {}
+        self.keywords: frozenset[str] = frozenset()
+        self.all_keywords: frozenset[str] = frozenset()
+        self.folded: dict[str, str] = {}
+        self.deletes: dict[str, str] = {}
+        self.protected: frozenset[str] = frozenset()
+        self.heads: tuple[str, ...] = ()
+        self.compound_heads = False
+
+    def configure(self, forms: dict[str, str], keywords: Iterable[str], protected: Iterable[str],
+                  compound_heads: bool) -> None:
+        """Install the lemma table and the vocabulary typos are mended towards."""
+        add = self.strings.add
+        self.forms = {add(form): add(lemma) for form, lemma in forms.items()}
+        words = {w for w in keywords if w.isalpha()}
+        self.keywords = frozenset(w for w in words if len(w) >= self.MIN_TYPO_LENGTH)
+        self.all_keywords = frozenset(words)
+        self.folded = {}
+        for word in sorted(words):
+            if len(word) >= 3 and fold_accents(word) != word:
+                self.folded.setdefault(fold_accents(word), word)
+        deletes: dict[str, str] = {}
+        for word in sorted(self.keywords):
+            for i in range(len(word)):
+                deletes.setdefault(word[:i] + word[i + 1:], word)
+        self.deletes = deletes
+        self.protected = frozenset(protected)
+        self.compound_heads = compound_heads
+        self.heads = tuple(sorted(self.keywords, key=len))  # shortest first: "antrag", not "garantieantrag"
+        self.lemma_of, self.norm_of = {}, {}
+
+    def __call__(self, doc: Doc) -> Doc:
+        self.annotate(doc)
+        return doc
+
+    def annotate(self, doc: Doc, write: bool = True) -> TokenData:
+        """The token attributes with lemmas and mended norms; with `write`, also set them on the doc's tokens."""
+        array = doc.to_array([ORTH, LOWER, NORM, IS_PUNCT, IS_SPACE, LIKE_NUM, IDX, LENGTH])
+        orths, lowers, norms = array[:, 0].tolist(), array[:, 1].tolist(), array[:, 2].tolist()
+        lemma_of, norm_of = self.lemma_of, self.norm_of
+        for orth, norm in zip(orths, norms, strict=True):
+            if orth not in lemma_of:
+                if len(lemma_of) > 200_000:
+                    lemma_of.clear()
+                    norm_of.clear()
+                fixed_norm, lemma_of[orth] = self._resolve(orth, norm)
+                if fixed_norm != norm:
+                    norm_of[orth] = fixed_norm
+        lemmas = [lemma_of.get(orth) for orth in orths]
+        if None in lemmas:  # the cache was cleared meanwhile (another thread): resolve the gaps directly
+            lemmas = [lemma if lemma is not None else self._resolve(orth, norm)[1]
+                      for lemma, orth, norm in zip(lemmas, orths, norms, strict=True)]
+        if norm_of:
+            norms = [norm_of.get(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
+        if write:
+            doc.from_array([NORM, LEMMA], numpy.array([norms, lemmas], dtype="uint64").T)
+        return TokenData(orths, lowers, norms, lemmas, *(array[:, i].tolist() for i in range(3, 8)))
+
+    def _resolve(self, orth: int, norm: int) -> tuple[int, int]:
+        """(norm, lemma) hashes of a word type: from the table, mended from a typo, or the norm itself."""
+        strings = self.strings
+        text = strings[orth]
+        lemma = self.forms.get(orth) or self.forms.get(strings.add(text.lower()))
+        if lemma is not None:
+            return norm, lemma
+        fixed = self._correct(text)
+        if fixed is None:
+            return norm, norm
+        return strings.add(fixed[0]), fixed[1]
+
+    def _correct(self, text: str) -> tuple[str, int] | None:
+        """(norm, lemma) of a known spelling for an unknown token, or None."""
+        lower = text.lower()
+        by_case = self.forms.get(self.strings[text.capitalize()]) if text[:1].islower() else None
+        if by_case is not None:
+            return lower, by_case
+        if lower in self.all_keywords or lower in self.protected:
+            return None
+        if lower.isalpha():
+            fixed = self.folded.get(fold_accents(lower))  # accents left out: "reclamation", "recu"
+            if fixed is None and len(lower) >= self.MIN_TYPO_LENGTH:
+                fixed = self._typo(lower)
+            if fixed:
+                return fixed, self._lemma_of(fixed)
+        if self.compound_heads and len(lower) >= self.MIN_TYPO_LENGTH:
+            for head in self.heads:
+                if len(lower) > len(head) + 2 and lower.endswith(head):
+                    return lower, self._lemma_of(head)
+        return None
+
+    def _typo(self, word: str) -> str | None:
+        keywords = self.keywords
+        if word in self.deletes:  # a letter left out
+            return self.deletes[word]
+        for i in range(len(word)):  # a letter too many
+            candidate = word[:i] + word[i + 1:]
+            if candidate in keywords:
+                return candidate
+        for i in range(len(word) - 1):  # two neighbours swapped
+            candidate = word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            if candidate in keywords:
+                return candidate
+        return None
+
+    def _lemma_of(self, word: str) -> int:
+        key = self.strings.add(word)
+        return self.forms.get(key) or self.forms.get(self.strings.add(word.capitalize())) or key
+
+
+def fold_accents(word: str) -> str:
+    """The word without diacritics ("réclamation" -> "reclamation")."""
+    if word.isascii():
+        return word
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
+
+@dataclass
+class TokenData:
+    """A doc's token attributes as plain lists of hashes and flags (what the rules look at)."""
+
+    orth: list[int]
+    lower: list[int]
+    norm: list[int]
+    lemma: list[int]
+    is_punct: list[int]
+    is_space: list[int]
+    like_num: list[int]
+    idx: list[int]
+    length: list[int]
+
+
+_ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm", "LEMMA": "lemma"}
+_FLAG_FIELDS = {"IS_PUNCT": "is_punct", "IS_SPACE": "is_space", "LIKE_NUM": "like_num"}
+_INFINITE = 10 ** 6
+
+
+@dataclass(frozen=True)
+class _TokenSpec:
+    """One token of a Matcher pattern: attribute tests, flag tests, and how many tokens it takes."""
+
+    equal: tuple[tuple[str, frozenset[int]], ...]
+    excluded: tuple[tuple[str, frozenset[int]], ...]
+    regexes: tuple[tuple[str, re.Pattern[str]], ...]
+    flags: tuple[tuple[str, bool], ...]
+    low: int
+    high: int
+
+
+class AnchoredMatcher:
+    """Runs spaCy Matcher patterns, looking only where a pattern's rarest fixed word occurs.
+
+    spaCy's Matcher tries every pattern at every token, calling a Python predicate for each IN set; with a few
+    hundred rules that costs ten times the tokenizer. Here each pattern is indexed by one token that must be one
+    of a fixed set of words (its anchor); a doc is scanned once with dictionary lookups and a pattern is tried
+    only around its anchor words. Supported: ORTH/TEXT/LOWER/NORM/LEMMA with a value, IN, NOT_IN or REGEX;
+    IS_PUNCT/IS_SPACE/LIKE_NUM; OP ?, *, +, {n}, {m,n}. Patterns without an anchor go to spaCy's own Matcher.
+    """
+
+    def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True) -> None:
+        self.vocab = vocab
+        self.lowercase = lowercase  # LOWER/NORM/LEMMA values are lower case (not for Japanese lemmas)
+        self.common = frozenset(vocab.strings.add(w) for w in common)
+        self.patterns: list[tuple[str, tuple[_TokenSpec, ...], int]] = []
+        self.index: dict[str, dict[int, list[int]]] = {}
+        self.keys: dict[str, frozenset[int]] = {}
+        self.needs_anchor_test: set[int] = set()
+        self.required: list[tuple[tuple[str, frozenset[int]], ...]] = []
+        self.fallback = Matcher(vocab)
+        self.has_fallback = False
+
+    def add(self, key: str, pattern: list[dict[str, Any]]) -> None:
+        specs = tuple(self._spec(token) for token in pattern)
+        anchor = self._anchor(specs)
+        if anchor is None:
+            self.fallback.add(key, [pattern])
+            self.has_fallback = True
+            return
+        number = len(self.patterns)
+        self.patterns.append((key, specs, anchor))
+        self.required.append(tuple(test for i, spec in enumerate(specs) if spec.low >= 1 and i != anchor
+                                   for test in spec.equal))
+        spec = specs[anchor]
+        if len(spec.equal) > 1 or spec.excluded or spec.flags or spec.regexes:
+            self.needs_anchor_test.add(number)  # the index lookup alone proves a one-test anchor
+        name, values = min(specs[anchor].equal, key=lambda t: len(t[1]))
+        index = self.index.setdefault(name, {})
+        for value in values:
+            index.setdefault(value, []).append(number)
+        self.keys[name] = frozenset(index)
+
+    def _spec(self, token: dict[str, Any]) -> _TokenSpec:
+        strings = self.vocab.strings
+        equal, excluded, regexes, flags = [], [], [], []
+        for attr, value in token.items():
+            if attr == "OP":
+                continue
+            if attr in _FLAG_FIELDS:
+                flags.append((_FLAG_FIELDS[attr], bool(value)))
+                continue
+            if attr not in _ATTR_FIELDS:
+                raise ValueError(f"unsupported pattern attribute {attr!r}")
+            name = _ATTR_FIELDS[attr]
+            lower = attr == "LOWER" or (self.lowercase and attr in ("NORM", "LEMMA"))
+            if isinstance(value, str):
+                equal.append((name, _ids(strings, [value], lower)))
+            elif isinstance(value, dict):
+                for op, arg in value.items():
+                    if op == "IN":
+                        equal.append((name, _ids(strings, arg, lower)))
+                    elif op == "NOT_IN":
+                        excluded.append((name, _ids(strings, arg, lower)))
+                    elif op == "REGEX":
+                        regexes.append((name, re.compile(arg)))
+                    else:
+                        raise ValueError(f"unsupported pattern operator {op!r}")
+        low, high = _quantifier(token.get("OP"))
+        return _TokenSpec(tuple(equal), tuple(excluded), tuple(regexes), tuple(flags), low, high)
+
+    def _anchor(self, specs: tuple[_TokenSpec, ...]) -> int | None:
+        """The token to index a pattern by: the one whose words are rarest (no function words, longest)."""
+        candidates = [i for i, spec in enumerate(specs) if spec.equal and spec.low == spec.high == 1]
+        if not candidates:
+            return None
+        strings = self.vocab.strings
+
+        def rarity(i: int) -> tuple[int, int, int]:
+            values = min((v for _, v in specs[i].equal), key=len)
+            common = sum(v in self.common for v in values)
+            return common, -min(len(strings[v]) for v in values), len(values)
+
+        return min(candidates, key=rarity)
+
+    def __call__(self, doc: Doc, data: TokenData) -> list[tuple[str, int, int]]:
+        found: list[tuple[str, int, int]] = []
+        present: dict[str, set[int]] = {}
+        viable: dict[int, bool] = {}
+        for name, index in self.index.items():
+            keys = self.keys[name]
+            for position, value in enumerate(getattr(data, name)):
+                if value in keys:  # an anchor word
+                    for number in index[value]:
+                        ok = viable.get(number)
+                        if ok is None:  # every required word of the pattern occurs somewhere in the doc?
+                            ok = viable[number] = self._viable(number, data, present)
+                        if not ok:
+                            continue
+                        key, specs, anchor = self.patterns[number]
+                        if number in self.needs_anchor_test and not self._test(specs[anchor], data, position):
+                            continue
+                        ends = self._walk(specs[anchor + 1:], data, position + 1, 1)
+                        if not ends:
+                            continue
+                        starts = self._walk(specs[:anchor][::-1], data, position - 1, -1)
+                        found.extend((key, start + 1, end) for start in starts for end in ends)
+        if self.has_fallback:
+            strings = self.vocab.strings
+            found.extend((strings[m], s, e) for m, s, e in self.fallback(doc))
+        return found
+
+    def _viable(self, number: int, data: TokenData, present: dict[str, set[int]]) -> bool:
+        for name, values in self.required[number]:
+            if name not in present:
+                present[name] = set(getattr(data, name))
+            if values.isdisjoint(present[name]):
+                return False
+        return True
+
+    def _walk(self, specs: tuple[_TokenSpec, ...], data: TokenData, position: int, step: int) -> set[int]:
+        """Positions reached after matching specs from position in direction step (all possible lengths)."""
+        size = len(data.orth)
+        test = self._test
+        positions = {position}
+        for spec in specs:
+            if spec.low == spec.high == 1:
+                positions = {p + step for p in positions if 0 <= p < size and test(spec, data, p)}
+                if not positions:
+                    break
+                continue
+            reached: set[int] = set()
+            for start in positions:
+                current, taken = start, 0
+                if spec.low == 0:
+                    reached.add(current)
+                while taken < spec.high and 0 <= current < size and test(spec, data, current):
+                    current += step
+                    taken += 1
+                    if taken >= spec.low:
+                        reached.add(current)
+            positions = reached
+            if not positions:
+                break
+        return positions
+
+    def _test(self, spec: _TokenSpec, data: TokenData, i: int) -> bool:
+        for name, values in spec.equal:
+            if getattr(data, name)[i] not in values:
+                return False
+        if spec.excluded:
+            for name, values in spec.excluded:
+                if getattr(data, name)[i] in values:
+                    return False
+        if spec.flags:
+            for name, flag in spec.flags:
+                if bool(getattr(data, name)[i]) != flag:
+                    return False
+        if spec.regexes:
+            for name, regex in spec.regexes:
+                if not regex.search(self.vocab.strings[getattr(data, name)[i]]):
+                    return False
+        return True
+
+
+def _canonical_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A rule's words written as the text will be: "A-to-z" with the non-breaking hyphens of A_TO_Z."""
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return _A_TO_Z.sub(A_TO_Z, value) if "to" in value.lower() else value
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: (v if k == "REGEX" else fix(v)) for k, v in value.items()}
+        return value
+
+    return {k: (v if k in ("regex", "label", "id") else fix(v)) for k, v in entry.items()}
+
+
+def _ids(strings: Any, words: list[str], lower: bool) -> frozenset[int]:
+    return frozenset(strings.add(w.lower() if lower else w) for w in words)
+
+
+def _literal_triggers(pattern: str, case: bool) -> tuple[str, ...] | None:
+    """Literal words one of which any match must contain ("China Post", "tracking"), or None if unsure.
+
+    Lets a regex rule be skipped with a fast substring test; only plain alternations of words qualify.
+    """
+    core = re.sub(r"\\b|\(\?<?[!=][^()]*\)", "", pattern)
+    while core.startswith("(?:") and core.endswith(")") and core.count("(") == 1:
+        core = core[3:-1]
+    if re.search(r"(?<!\\)[()\[\]{}*+?^$]", core.replace(" ?", "")):
+        return None
+    words = []
+    for alternative in core.split("|"):
+        literal = re.match(r"(?:[^\\.|]|\\[.\-'])+", alternative.split(" ?")[0])
+        text = literal.group(0).replace("\\", "") if literal else ""
+        if len(text) < (3 if text.isascii() else 1):
+            return None
+        words.append(text if case else text.lower())
+    return tuple(words)
+
+
+def _quantifier(op: str | None) -> tuple[int, int]:
+    if op is None:
+        return 1, 1
+    simple = {"?": (0, 1), "*": (0, _INFINITE), "+": (1, _INFINITE)}
+    if op in simple:
+        return simple[op]
+    found = re.fullmatch(r"\{(\d*)(,?)(\d*)\}", op)
+    if not found:
+        raise ValueError(f"unsupported OP {op!r}")
+    low = int(found.group(1) or 0)
+    high = low if not found.group(2) else (int(found.group(3)) if found.group(3) else _INFINITE)
+    return low, high
 
 
 class RuleModel:
-    """One language's blank spaCy pipeline with its lookup lemmatizer and its pattern rules."""
+    """One language's blank spaCy pipeline with its lookup lemmatizer and its rules."""
 
     def __init__(self, lang: str, folders: list[Path]) -> None:
         self.lang = lang
-        self.nlp = spacy.blank(lang)
-        if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
-            lemmatizer = self.nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
-            lemmatizer.initialize(lookups=load_lookups(lang, ["lemma_lookup"]))
-        self.matcher = Matcher(self.nlp.vocab)
-        self.phrases = PhraseMatcher(self.nlp.vocab, attr="LOWER")
-        self.negations: set[str] = set()
-        self.contrast: set[str] = set()
+        self.nlp = blank(lang)
+        self.words: dict[str, list[tuple[str, ...]]] = {"NEGATION": [], "NEGATION_AFTER": [], "CONTRAST": [],
+                                                        "HYPOTHETICAL": []}
+        self.settings: dict[str, Any] = {"window": 6, "window_after": 4, "compound_heads": False,
+                                         "clause_punct": [".", ",", ";", ":", "!", "?", "(", ")", "…", "—", "–",
+                                                          "¿", "¡", "。", "、", "！", "？", "：", "，"]}
         self.rules: dict[str, tuple[str, str]] = {}
-        for path in _pattern_files(folders, lang):
-            self._load(path)
-
-    def _load(self, path: Path) -> None:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("//"):
+        # (rule, regex, literal triggers or None, case-sensitive, tried only at token starts)
+        self.regexes: list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool, bool]] = []
+        self._has_digit: dict[int, bool] = {}
+        patterns: list[tuple[str, list[dict[str, Any]]]] = []
+        phrases: list[tuple[str, list[str]]] = []
+        for rule, entry in _entries(folders, lang):
+            label = entry["label"]
+            if label in self.words:
+                self.words[label].extend(tuple(w.lower().split()) for w in entry["words"])
                 continue
-            try:
-                entry = json.loads(line)
-                label, value = entry["label"], entry.get("id", "")
-            except (ValueError, KeyError) as exc:
-                raise ValueError(f"{path}:{number}: bad pattern line: {exc}") from None
-            if label == "NEGATION":
-                self.negations.update(w.lower() for w in entry["words"])
+            if label == "SETTINGS":
+                self.settings.update({k: v for k, v in entry.items() if k != "label"})
                 continue
-            if label == "CONTRAST":
-                self.contrast.update(w.lower() for w in entry["words"])
-                continue
-            rule = f"{self.lang}/{path.stem}:{number}"
-            self.rules[rule] = (label, value)
-            if "phrase" in entry or "phrases" in entry:
-                phrases = entry.get("phrases") or [entry["phrase"]]
-                self.phrases.add(rule, [self.nlp.make_doc(p) for p in phrases])
+            self.rules[rule] = (label, entry.get("id", ""))
+            if "regex" in entry:
+                case = bool(entry.get("case"))
+                compiled = re.compile(entry["regex"], 0 if case else re.IGNORECASE)
+                triggers = _literal_triggers(entry["regex"], case)
+                self.regexes.append((rule, compiled, triggers, case, entry.get("scope") == "token"))
+            elif "phrases" in entry or "phrase" in entry:
+                phrases.append((rule, entry.get("phrases") or [entry["phrase"]]))
             else:
-                self.matcher.add(rule, [entry["pattern"]])
+                patterns.append((rule, self._lowercase_values(entry["pattern"])))
+        if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
+            lemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")
+            needed = _pattern_lemmas(p for _, p in patterns) | {w for _, ps in phrases for p in ps
+                                                                  for w in p.lower().split()}
+            keywords = _pattern_words(p for _, p in patterns) | needed
+            keywords |= {" ".join(w) for ws in self.words.values() for w in ws if len(w) == 1}
+            listed = _pattern_lemmas(p for _, p in patterns)
+            forms, table_lemmas, protected = lemma_table(lang, needed, listed, folders, keywords)
+            keywords |= {f.lower() for f in forms}
+            lemmatizer.configure(forms, keywords, protected, bool(self.settings["compound_heads"]))
+            patterns = [(rule, _widen_lemmas(pattern, table_lemmas)) for rule, pattern in patterns]
+        self.lemmatizer = self.nlp.get_pipe("pipeline_lemmatizer") if lang != "ja" else None
+        common = set(_function_words_of(folders, lang)) | _COMMON_WORDS.get(lang, set())
+        common |= {" ".join(w) for ws in self.words.values() for w in ws}
+        self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja")
+        self.patterns = patterns  # as given to the matcher; tests check it against spaCy's own Matcher
+        for rule, pattern in patterns:
+            self.matcher.add(rule, pattern)
+        self.phrases = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
+        for rule, texts in phrases:
+            self.phrases.add(rule, list(self.nlp.pipe(texts)))
+        add = self.nlp.vocab.strings.add
+        # word lists as string hashes: the scope checks compare token attribute hashes, not strings
+        self._neg1 = {add(w[0]) for w in self.words["NEGATION"] if len(w) == 1}
+        self._neg2 = {(add(w[0]), add(w[1])) for w in self.words["NEGATION"] if len(w) == 2}
+        self._neg_after = {add(w[0]) for w in self.words["NEGATION_AFTER"]}
+        self._contrast = {add(w[0]) for w in self.words["CONTRAST"]}
+        self._hyp1 = {add(w[0]) for w in self.words["HYPOTHETICAL"] if len(w) == 1}
+        self._hyp2 = {(add(w[0]), add(w[1])) for w in self.words["HYPOTHETICAL"] if len(w) == 2}
+        self._after_boundary = {add(w) for w in self.settings.get("after_boundary", ())}
+        self._continuing = {add(w) for w in self.settings.get("after_continue", ())}
+        self._questions = {add(w) for w in self.settings.get("question_particles", ())}
+        self.boundaries = frozenset(add(p) for p in self.settings["clause_punct"])
+        self._negation_words = self._neg1 | self._neg_after
+        self._window = int(self.settings["window"])
+        self._newline: dict[int, bool] = {}
 
-    def hits(self, text: str) -> list[Hit]:
-        """Every rule match in the text, with negation marked."""
-        doc = self.nlp(text)
-        found = [(self.nlp.vocab.strings[m], s, e) for m, s, e in self.matcher(doc)]
-        found += [(self.nlp.vocab.strings[m], s, e) for m, s, e in self.phrases(doc)]
-        hits = []
-        for rule, start, end in sorted(found, key=lambda f: (f[1], -f[2])):
+    def _lowercase_values(self, pattern: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.lang == "ja":
+            return pattern
+        out = []
+        for spec in pattern:
+            spec = dict(spec)
+            for attr in ("LOWER", "NORM", "LEMMA"):  # these attributes hold lower case on our tokens
+                if isinstance(spec.get(attr), str):
+                    spec[attr] = spec[attr].lower()
+                elif isinstance(spec.get(attr), dict):
+                    spec[attr] = {op: [v.lower() for v in values] if op in ("IN", "NOT_IN") else values
+                                  for op, values in spec[attr].items()}
+            out.append(spec)
+        return out
+
+    def hits(self, text: str, subject_end: int = 0) -> list[Hit]:
+        """Every rule match in the text (characters before subject_end are the subject), negation marked."""
+        doc = self.nlp.make_doc(text)
+        data = self.lemmatizer.annotate(doc) if self.lemmatizer is not None else _token_data(doc)
+        strings = self.nlp.vocab.strings
+        spans = self.matcher(doc, data)
+        spans += [(strings[m], s, e) for m, s, e in self.phrases(doc)]  # PhraseMatcher: on the lemmas set above
+        if self.regexes:
+            spans += self._regex_spans(text, data)
+        hits: list[Hit] = []
+        blocks: list[tuple[str, int, int]] = []
+        idx, length = data.idx, data.length
+        for rule, start, end in sorted(set(spans), key=lambda f: (f[1], -f[2], f[0])):
             label, value = self.rules[rule]
-            span = doc[start:end]
-            hits.append(Hit(label, value, rule, span.text, span.start_char, self._negated(doc, span)))
+            a, b = idx[start], idx[end - 1] + length[end - 1]
+            if label == "BLOCK":
+                blocks.append((value, a, b))
+                continue
+            if label in _SCOPED_LABELS:
+                negated, hypothetical = self._scope(data, start, end, label in _PREDICATE_LABELS)
+            else:
+                negated = hypothetical = False
+            hits.append(Hit(label, value, rule, text[a:b], a, b, negated, hypothetical, a < subject_end))
+        if blocks:  # a BLOCK's id is a label ("INTENT") or a label and value ("COMPLAINT:not_as_described")
+            hits = [h for h in hits if not any(target in (h.label, f"{h.label}:{h.value}") and a < h.end
+                                               and h.start < b for target, a, b in blocks)]
         return hits
 
-    def _negated(self, doc: Doc, span: Span) -> bool:
-        """A negation cue shortly before the match, in the same clause (no punctuation or 'but' between)."""
-        if any(t.lower_ in self.negations for t in span):
-            return False  # the rule itself spells the negation ("not received"): it is the claim, not its denial
-        for token in reversed(doc[max(0, span.start - 5):span.start]):
-            if token.is_punct or "\n" in token.text or token.lower_ in self.contrast:
+    def _regex_spans(self, text: str, data: TokenData) -> list[tuple[str, int, int]]:
+        """Token spans of the regex rules. A rule runs only if one of its literal words occurs in the text;
+        a "scope": "token" rule (tracking numbers) is tried only where a token with digits starts."""
+        starts = data.idx
+        lowered = text.lower()
+        candidates: list[int] | None = None
+        spans = []
+        for rule, regex, triggers, case, token_scope in self.regexes:
+            if triggers is not None and not any(t in (text if case else lowered) for t in triggers):
+                continue
+            if token_scope:
+                if candidates is None:
+                    candidates = self._digit_token_starts(data)
+                found = [m for m in (regex.match(text, pos) for pos in candidates) if m]
+            else:
+                found = list(regex.finditer(text))
+            for match in found:
+                first = bisect.bisect_right(starts, match.start()) - 1
+                last = bisect.bisect_left(starts, match.end())
+                spans.append((rule, max(first, 0), max(last, first + 1)))
+        return spans
+
+    def _digit_token_starts(self, data: TokenData) -> list[int]:
+        strings = self.nlp.vocab.strings
+        found = []
+        for orth, length, start in zip(data.orth, data.length, data.idx, strict=True):
+            if length < 10:
+                continue
+            digit = self._has_digit.get(orth)
+            if digit is None:
+                digit = self._has_digit[orth] = any(c.isdigit() for c in strings[orth])
+            if digit:
+                found.append(start)
+        return found
+
+    def _scope(self, data: TokenData, start: int, end: int, predicate: bool = True) -> tuple[bool, bool]:
+        """(negated, hypothetical): a negation or a conditional shortly before the match in the same clause.
+
+        A negation inside a condition ("if I don't get a refund ...") does not negate; a rule that spells its
+        own negation ("not received") is not negated by it.
+        """
+        norms, lemmas, is_space = data.norm, data.lemma, data.is_space
+        negation_words, after = self._negation_words, self._neg_after
+        own_negation = any(norms[i] in negation_words or lemmas[i] in after for i in range(start, end))
+        negated = hypothetical = False
+        previous = None
+        for i in range(start - 1, max(-1, start - 1 - self._window), -1):
+            if is_space[i]:
+                if self._boundary(data, i):
+                    break
+                continue
+            if data.orth[i] in self.boundaries:
+                break
+            norm = norms[i]
+            if norm in self._contrast and not negated:
+                break
+            if norm in self._hyp1 or (previous and (norm, previous) in self._hyp2):
+                hypothetical = True
+                break
+            if not own_negation and (norm in self._neg1 or (previous and (norm, previous) in self._neg2)):
+                negated = True
+            previous = norm
+        if hypothetical:
+            negated = False
+        # a negation after the match ("passt nicht") negates a predicate, not a time phrase ("nach einem Monat")
+        if predicate and not negated and not own_negation and self._neg_after:
+            negated = self._negated_after(data, end)
+        return negated, hypothetical
+
+    def _negated_after(self, data: TokenData, end: int) -> bool:
+        """A negation right after the match (Japanese, German V2): "届きません", "passt nicht".
+
+        A conjunctive particle ends the clause unless an auxiliary follows ("大きすぎて着られません" negates
+        the second verb; "承認されていません" the first), and a negative question is a request ("〜ませんか").
+        """
+        size = len(data.orth)
+        for i in range(end, min(size, end + self.settings["window_after"])):
+            if self._boundary(data, i):
                 return False
-            if token.lower_ in self.negations:
-                return True
+            if data.orth[i] in self._after_boundary and (i + 1 >= size or data.lemma[i + 1] not in self._continuing):
+                return False
+            if data.norm[i] in self._neg_after or data.lemma[i] in self._neg_after:
+                return not any(data.orth[j] in self._questions for j in range(i + 1, min(size, i + 3)))
         return False
+
+    def _boundary(self, data: TokenData, i: int) -> bool:
+        orth = data.orth[i]
+        if orth in self.boundaries:
+            return True
+        newline = self._newline.get(orth)
+        if newline is None:
+            newline = self._newline[orth] = "\n" in self.nlp.vocab.strings[orth]
+        return newline
+
+
+def _token_data(doc: Doc) -> TokenData:
+    array = doc.to_array([ORTH, LOWER, NORM, LEMMA, IS_PUNCT, IS_SPACE, LIKE_NUM, IDX, LENGTH])
+    return TokenData(*(array[:, i].tolist() for i in range(9)))
+
+
+def blank(lang: str) -> Language:
+    """spacy.blank(lang), except French: spaCy's French tokenizer compiles a huge hyphenated-word regex at
+    import (about 2 s); the same punctuation rules without that regex load in milliseconds."""
+    if lang == "fr":
+        return _light_french()
+    return spacy.blank(lang)
+
+
+def _light_french() -> Language:
+    from spacy.lang.char_classes import (
+        ALPHA,
+        ALPHA_LOWER,
+        ALPHA_UPPER,
+        CONCAT_QUOTES,
+        CURRENCY,
+        LIST_ELLIPSES,
+        LIST_PUNCT,
+        LIST_QUOTES,
+        UNITS,
+        merge_chars,
+    )
+    from spacy.lang.punctuation import TOKENIZER_INFIXES, TOKENIZER_PREFIXES
+    from spacy.lang.tokenizer_exceptions import BASE_EXCEPTIONS
+    from spacy.language import BaseDefaults
+
+    elision = "'’"
+    hyphens = r"- – — ‐ ‑".replace(" ", "")
+    hyphen_suffixes = "ce clés elle en il ils je là moi nous on t vous"
+    hyphen_suffixes += " " + hyphen_suffixes.upper()
+    elided = "d l n D L N"
+
+    class LightFrenchDefaults(BaseDefaults):
+        tokenizer_exceptions: ClassVar[dict[str, Any]] = {
+            **BASE_EXCEPTIONS, "aujourd'hui": [{ORTH: "aujourd'hui"}], "Aujourd'hui": [{ORTH: "Aujourd'hui"}]}
+        prefixes: ClassVar[list[str]] = [*TOKENIZER_PREFIXES, rf"(?:({merge_chars(elided)})[{elision}])(?=[{ALPHA}])"]
+        suffixes: ClassVar[list[str]] = [
+            *LIST_PUNCT, *LIST_ELLIPSES, *LIST_QUOTES,
+            r"(?<=[0-9])\+", r"(?<=°[FfCcKk])\.", r"(?<=[0-9])%", rf"(?<=[0-9])(?:{CURRENCY})",
+            rf"(?<=[0-9])(?:{UNITS})", rf"(?<=[0-9{ALPHA_LOWER}%²\-\+(?:{CONCAT_QUOTES})])\.",
+            rf"(?<=[{ALPHA_UPPER}][{ALPHA_UPPER}])\.",
+            rf"(?<=[{ALPHA}])[{hyphens}]({merge_chars(hyphen_suffixes)})",
+        ]
+        infixes: ClassVar[list[str]] = [*TOKENIZER_INFIXES, rf"(?<=[{ALPHA}][{elision}])(?=[{ALPHA}])"]
+
+    class LightFrench(Language):
+        lang = "fr"
+        Defaults = LightFrenchDefaults
+
+    return LightFrench()
+
+
+# --- facts ----------------------------------------------------------------------------------------
+
+
+class Reading(NamedTuple):
+    """What the rules read of a message: the subject (unless a buyer's reply) and the body, in one language."""
+
+    trusted: bool
+    marketplace: str | None
+    is_buyer: bool
+    language: str
+    text: str  # subject, blank line, body (the buyer's own new words for buyer messages)
+    subject_end: int
+    body: str
 
 
 class Understander:
@@ -187,56 +837,79 @@ class Understander:
         self.folders = search_path("models", models_dir)
         self.response_days = response_days
         self._models: dict[str, RuleModel] = {}
+        self._function_words: dict[str, frozenset[str]] | None = None
         self._lock = threading.Lock()
 
     def model(self, lang: str) -> RuleModel:
         """The rule model of a language (built on first use)."""
         with self._lock:
             if lang not in self._models:
-                self._models[lang] = RuleModel(lang, self.folders)
+                try:
+                    self._models[lang] = RuleModel(lang, self.folders)
+                except (ValueError, re.error, OSError) as exc:
+                    raise ConfigError(f"rule model {lang!r} cannot be loaded: {exc}") from None
             return self._models[lang]
+
+    def language_of(self, text: str, default: str) -> str:
+        """The text's language among ours, by script and function words; `default` when unclear."""
+        if self._function_words is None:
+            self._function_words = _function_words(self.folders)
+        return detect_language(text, default, self._function_words)
+
+    def read(self, message: ParsedMessage) -> Reading:
+        """Which text of the message the rules read, and in which language (see Reading)."""
+        domain = message.sender_domain
+        trusted = is_amazon_domain(domain)
+        marketplace = marketplace_of(message) if trusted else None
+        is_buyer = (trusted and domain.startswith("marketplace.")) or (
+            message.had_markers and not trusted and "marketplace.amazon" in domain)
+        body = prepare_text(message.new_text if is_buyer else message.text)
+        subject = _normalize_chars(message.subject)
+        if is_buyer and REPLY_SUBJECT.match(subject):
+            subject = ""  # a reply's subject restates the old complaint
+        language = self.language_of(subject + "\n" + body, language_of_marketplace(marketplace) or "en")
+        text = f"{subject}\n\n{body}" if subject else body
+        return Reading(trusted, marketplace, is_buyer, language, text, len(subject), body)
 
     def understand(self, message: ParsedMessage) -> Facts:
         """All facts of one message, each with its evidence."""
         evidence: dict[str, Evidence] = {}
+        reading = self.read(message)
+        trusted, marketplace, is_buyer, language = (reading.trusted, reading.marketplace, reading.is_buyer,
+                                                    reading.language)
+        text, body = reading.text, reading.body
         domain = message.sender_domain
-        trusted = is_amazon_domain(domain)
-        marketplace = marketplace_of(message) if trusted else None
-        is_buyer = (trusted and domain.startswith("marketplace.")) or (message.had_markers and not trusted
-                                                                     and "marketplace.amazon" in domain)
-        text = _join_wrapped_ids(message.new_text if is_buyer else message.text)
-        language = detect_language(message.subject + "\n" + text, language_of_marketplace(marketplace) or "en")
         evidence["trusted"] = Evidence("sender-domain", domain)
         if marketplace:
             rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
             evidence["marketplace"] = Evidence(rule, message.marketplace_id or domain)
 
-        model = self.model(language)
-        subject_hits = model.hits(message.subject)
-        hits = model.hits(text)
-        if language != "en":  # buyers and Amazon's templates mix in English phrases
-            hits += [h for h in self.model("en").hits(text) if h.label in ("INTENT", "COMPLAINT", "DELIVERED",
-                                                                             "USE_PERIOD", "KIND")]
-            subject_hits += self.model("en").hits(message.subject)
+        model = self.model(language if language in LANGUAGES else "en")
+        hits = model.hits(text, reading.subject_end)
+        body_hits = [h for h in hits if not h.in_subject]
 
-        kind = self._kind(message, is_buyer, trusted, hits, subject_hits, evidence)
-        order_id = _order_id(message.subject, text if is_buyer else message.text, evidence)
+        kind = _kind(message, is_buyer, hits, evidence)
+        order_id = _order_id(message.subject, body, evidence)
         if order_id is None and is_buyer:
-            order_id = _order_id("", _join_wrapped_ids(message.text), evidence)
-        complaint = _complaint(hits, kind, evidence)
-        intent = _intent(hits, evidence) if kind == "buyer_message" else None
-        tracking, carrier = _tracking(hits, text, evidence)
-        delivered = _delivered(hits, evidence)
-        deadline_hours = _deadline_hours(hits, evidence) if kind in ("claim_filed", "claim_info_request") else None
-        amount, currency = _amount(message.text if not is_buyer else text, marketplace, evidence)
+            order_id = _order_id("", prepare_text(message.text), evidence)
+        complaint = _complaint(hits, kind, text, evidence)
+        intent = _intent(hits, complaint, evidence) if kind == "buyer_message" else None
+        tracking, carrier = _tracking(body_hits, evidence)
+        delivered = _delivered(body_hits, evidence)
+        deadline_hours = _deadline_hours(body_hits, evidence) if kind in ("claim_filed", "claim_info_request") \
+            else None
+        amount, currency = _amount(body, body_hits, len(text) - len(body), marketplace, evidence) \
+            if kind in CLAIM_KINDS else (None, None)
         deadline_at = None
         if message.sent_at and kind in ("claim_filed", "claim_info_request"):
             if deadline_hours:
                 deadline_at = message.sent_at + timedelta(hours=deadline_hours)
+                evidence["deadline_at"] = Evidence(evidence["deadline_hours"].rule, evidence["deadline_hours"].text)
             elif kind == "claim_filed":
                 deadline_at = message.sent_at + timedelta(days=self.response_days)
                 evidence["deadline_at"] = Evidence("config:response_days", f"{self.response_days} days")
         buyer_name = _buyer_name(message) if kind == "buyer_message" else None
+        evidence["language"] = Evidence("language-detection", language)
         return Facts(
             kind=kind, order_id=order_id, complaint_type=complaint, buyer_intent=intent,
             tracking_number=tracking, carrier=carrier, delivered=delivered, deadline_hours=deadline_hours,
@@ -246,23 +919,6 @@ class Understander:
             buyer_name=buyer_name, subject=message.subject, message_id=message.message_id,
             in_reply_to=message.in_reply_to, references=message.references, evidence=evidence,
         )
-
-    def _kind(self, message: ParsedMessage, is_buyer: bool, trusted: bool, hits: list[Hit],
-              subject_hits: list[Hit], evidence: dict[str, Evidence]) -> str:
-        if is_buyer:
-            evidence["kind"] = Evidence("buyer-relay-address", message.sender)
-            return "buyer_message"
-        found = [h for h in subject_hits + hits if h.label == "KIND" and not h.negated]
-        for kind in KIND_PRIORITY:
-            hit = next((h for h in found if h.value == kind), None)
-            if hit:
-                evidence["kind"] = Evidence(hit.rule, hit.text)
-                return kind
-        if message.notification_type and "A_Z_CLAIM" in message.notification_type.upper():
-            evidence["kind"] = Evidence("x-space-notification-type", message.notification_type)
-            return "claim_filed"
-        evidence["kind"] = Evidence("no-claim-rule", "")
-        return "other"
 
 
 _DEFAULT: Understander | None = None
@@ -276,63 +932,350 @@ def default_understander() -> Understander:
     return _DEFAULT
 
 
-def detect_language(text: str, default: str) -> str:
-    """The text's language among ours, by script and stop-word counts; `default` when unclear."""
-    if re.search(r"[\u3040-\u30ff]", text):
+def _normalize_chars(text: str) -> str:
+    return text.translate(_CHAR_MAP) if any(c in text for c in _MAPPED_CHARS) else text
+
+
+def prepare_text(text: str) -> str:
+    """Text as the rules read it: one kind of apostrophe and hyphen, wrapped lines and order IDs joined."""
+    text = _normalize_chars(text)
+    if _WRAP_HINT.search(text):
+        text = _join_wrapped_ids(text)
+    if "-to" in text or "-To" in text or "- to" in text:
+        text = _A_TO_Z.sub(A_TO_Z, text)
+
+    def soft_break(match: re.Match[str]) -> str:
+        whole, i = match.string, match.start() - 1
+        while i >= 0 and whole[i] in " \t":
+            i -= 1
+        return match.group(0) if i < 0 or whole[i] in _LINE_END else " "
+
+    return _SOFT_BREAK.sub(soft_break, text)
+
+
+def detect_language(text: str, default: str, function_words: dict[str, frozenset[str]]) -> str:
+    """The text's language among ours, by script and function-word counts; `default` when unclear."""
+    if _KANA.search(text):
         return "ja"
-    words = re.findall(r"[^\W\d_]+", text.lower())[:400]
-    if not words:
-        return default
-    scores = {lang: sum(w in stops for w in words) for lang, stops in _stop_words().items()}
-    best = max(scores, key=lambda lang: (scores[lang], lang == default))
-    if scores[best] < 3 or scores[best] < scores.get(default, 0) * 1.3:
+    language_of_word = _word_languages(function_words)
+    counts: dict[str, int] = {}
+    for word in _WORD.findall(text[:1000].lower()):
+        lang = language_of_word.get(word)
+        if lang:
+            counts[lang] = counts.get(lang, 0) + 1
+    if not counts:
+        return default if default in LANGUAGES else "en"
+    best = max(counts, key=lambda lang: (counts[lang], lang == default))
+    if counts[best] < 3 or counts[best] < counts.get(default, 0) * 1.3:
         return default if default in LANGUAGES else "en"
     return best
 
 
-def _stop_words() -> dict[str, frozenset[str]]:
-    global _STOPS
-    if _STOPS is None:
-        from spacy.lang.de.stop_words import STOP_WORDS as de
-        from spacy.lang.en.stop_words import STOP_WORDS as en
-        from spacy.lang.es.stop_words import STOP_WORDS as es
-        from spacy.lang.fr.stop_words import STOP_WORDS as fr
-        from spacy.lang.it.stop_words import STOP_WORDS as it
-
-        # words that are stop words in several of our languages say nothing about which one it is
-        sets = {"en": set(en), "de": set(de), "fr": set(fr), "it": set(it), "es": set(es)}
-        shared = {w for lang, s in sets.items() for w in s if sum(w in o for o in sets.values()) > 1}
-        _STOPS = {lang: frozenset(s - shared) for lang, s in sets.items()}
-    return _STOPS
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_WORD = re.compile(r"[^\W\d_]+")
+_WORD_LANGUAGES: dict[int, dict[str, str]] = {}
 
 
-_STOPS: dict[str, frozenset[str]] | None = None
+def _word_languages(function_words: dict[str, frozenset[str]]) -> dict[str, str]:
+    key = id(function_words)
+    if key not in _WORD_LANGUAGES:
+        _WORD_LANGUAGES[key] = {w: lang for lang, words in function_words.items() for w in words}
+    return _WORD_LANGUAGES[key]
 
 
-def _pattern_files(folders: list[Path], lang: str) -> list[Path]:
-    """Pattern files of a language: models/xx (language-independent) then models/<lang>; overrides win by name."""
+# Frequent words that make poor anchors for the matcher (besides each language's function words).
+_COMMON_WORDS = {
+    "en": {"be", "have", "do", "get", "the", "a", "an", "to", "of", "in", "on", "at", "for", "from", "this",
+           "that", "it", "is", "was", "are", "my", "me", "you", "your", "and", "or", "with", "as", "by"},
+    "de": {"sein", "haben", "werden", "der", "die", "das", "den", "dem", "ein", "eine", "zu", "in", "im", "und"},
+    "fr": {"être", "avoir", "le", "la", "les", "l'", "de", "d'", "du", "un", "une", "à", "et", "en", "que"},
+    "it": {"essere", "avere", "il", "lo", "la", "i", "le", "di", "da", "a", "in", "e", "è", "un", "una", "che"},
+    "es": {"ser", "estar", "haber", "el", "la", "lo", "los", "las", "de", "a", "en", "y", "un", "una", "que"},
+}
+
+
+def _function_words_of(folders: list[Path], lang: str) -> list[str]:
+    for folder in folders:
+        path = folder / lang / "language.json"
+        if path.is_file():
+            return [w.lower() for w in json.loads(path.read_text(encoding="utf-8")).get("function_words", [])]
+    return []
+
+
+def _function_words(folders: list[Path]) -> dict[str, frozenset[str]]:
+    words: dict[str, set[str]] = {}
+    for folder in reversed(folders):
+        for path in sorted(folder.glob("*/language.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            words[path.parent.name] = {w.lower() for w in data.get("function_words", [])}
+    shared = {w for s in words.values() for w in s if sum(w in o for o in words.values()) > 1}
+    return {lang: frozenset(s - shared) for lang, s in words.items()}
+
+
+def _entries(folders: list[Path], lang: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(rule name, entry) of every rule line: models/xx first, then models/<lang>; overrides win by file name."""
     chosen: dict[str, Path] = {}
     for sub in ("xx", lang):
         for folder in reversed(folders):  # bundled first, override last so it replaces by file name
             for path in sorted((folder / sub).glob("*.jsonl")):
                 chosen[f"{sub}/{path.name}"] = path
-    return list(chosen.values())
+    for key, path in chosen.items():
+        sub = key.split("/", 1)[0]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("//"):
+                continue
+            try:
+                entry = json.loads(line)
+                entry["label"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: bad rule line: {exc}") from None
+            yield f"{sub}/{path.stem}:{number}", _canonical_entry(entry)
+
+
+def _pattern_lemmas(patterns: Iterable[list[dict[str, Any]]]) -> set[str]:
+    found: set[str] = set()
+    for pattern in patterns:
+        for spec in pattern:
+            value = spec.get("LEMMA")
+            if isinstance(value, str):
+                found.add(value.lower())
+            elif isinstance(value, dict):
+                found.update(v.lower() for v in value.get("IN", []))
+    return found
+
+
+def _widen_lemmas(pattern: list[dict[str, Any]], table_lemmas: dict[str, str]) -> list[dict[str, Any]]:
+    """LEMMA v also matches the table's lemma of v, and the listed words whose table lemma is v.
+
+    A word listed as a LEMMA is its own lemma (the noun "reclamo", not the verb "reclamare"), so LEMMA
+    "zurückziehen" must also match the listed "zurückgezogen"; and spacy-lookups-data has its slips
+    ("gewährt" -> "währen") that a listed surface form works around.
+    """
+    by_lemma: dict[str, set[str]] = {}
+    for word, lemma in table_lemmas.items():
+        by_lemma.setdefault(lemma, set()).add(word)
+
+    def widen(value: str) -> set[str]:
+        found = {value} | by_lemma.get(value, set())
+        lemma = table_lemmas.get(value)
+        if lemma:
+            found |= {lemma} | by_lemma.get(lemma, set())
+        return found
+
+    out = []
+    for spec in pattern:
+        value = spec.get("LEMMA")
+        if isinstance(value, str):
+            spec = {**spec, "LEMMA": {"IN": sorted(widen(value))}}
+        elif isinstance(value, dict) and "IN" in value:
+            spec = {**spec, "LEMMA": {"IN": sorted({w for v in value["IN"] for w in widen(v)})}}
+        out.append(spec)
+    return out
+
+
+def _pattern_words(patterns: Iterable[list[dict[str, Any]]]) -> set[str]:
+    found: set[str] = set()
+    for pattern in patterns:
+        for spec in pattern:
+            for attr in ("NORM", "LOWER", "LEMMA"):
+                value = spec.get(attr)
+                if isinstance(value, str):
+                    found.add(value.lower())
+                elif isinstance(value, dict):
+                    found.update(v.lower() for v in value.get("IN", []))
+    return found
+
+
+# --- lemma tables ---------------------------------------------------------------------------------
+
+
+def lemma_table(lang: str, needed: set[str], listed: set[str], folders: list[Path],
+                keywords: set[str]) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """(form -> lemma, listed word -> the table's own lemma for it, protected real words).
+
+    Read from models/<lang>/lemmas.json when it covers the rules; else cut from spacy-lookups-data
+    (slower: run `python -m pipeline.understand --refresh-lemmas` to store the cut table).
+    """
+    for folder in folders:
+        path = folder / lang / "lemmas.json"
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if needed <= set(data.get("lemmas", [])) and listed <= set(data.get("listed", [])):
+                return data["forms"], data.get("table_lemmas", {}), set(data.get("protected", []))
+            log.warning("%s does not cover every lemma the rules use; loading the full table "
+                        "(run `python -m pipeline.understand --refresh-lemmas`)", path)
+            break
+    data = build_lemma_table(lang, needed, keywords, listed)
+    return data["forms"], data["table_lemmas"], set(data["protected"])
+
+
+def build_lemma_table(lang: str, needed: set[str], keywords: set[str], listed: set[str]) -> dict[str, Any]:
+    """Cut spacy-lookups-data's lemma table down to the needed lemmas; list the protected real words.
+
+    `needed` holds the LEMMA values of the patterns and the words of the phrases; a phrase word brings its own
+    lemma's forms too, so "hat sich erledigt" also matches "erledigte". A word the patterns list as a LEMMA
+    (`listed`) is its own lemma ("reclamo" the noun, not the verb "reclamare"); what the table would have made
+    of it is kept in table_lemmas so that patterns can be widened (see _widen_lemmas). Protected are real words
+    of the language (lemma tables, stop words, frequent words) one typo away from a rule word: "through" is not
+    "though".
+    """
+    full = {form: lemma[0] if isinstance(lemma, list) else lemma
+            for form, lemma in _lookups_table(lang, "lemma_lookup").items() if lemma}
+    lemmas = set(needed)
+    for word in needed:
+        lemma = full.get(word) or full.get(word.capitalize())
+        if lemma:
+            lemmas.add(lemma.lower())
+    for word in listed:
+        lemma = full.get(word) or full.get(word.capitalize())
+        if lemma:
+            lemmas.add(lemma.lower())
+    forms = {form: lemma.lower() for form, lemma in full.items() if lemma.lower() in lemmas and form != lemma}
+    table_lemmas = {}
+    for word in listed:
+        lemma = forms.get(word) or forms.get(word.capitalize())
+        if lemma and lemma != word:
+            table_lemmas[word] = lemma
+        forms[word] = word
+    all_keywords = {w for w in keywords | needed | {f.lower() for f in forms} if w.isalpha()}
+    folds = {fold_accents(w) for w in all_keywords if len(w) >= 3}
+    keywords = {w for w in all_keywords if len(w) >= 5}
+    deletes: dict[str, str] = {}
+    for word in keywords:
+        for i in range(len(word)):
+            deletes.setdefault(word[:i] + word[i + 1:], word)
+    protected = set()
+    for word in _real_words(lang, full):
+        if word in all_keywords or not word.isalpha() or len(word) < 3:
+            continue
+        if fold_accents(word) in folds:
+            protected.add(word)
+            continue
+        if len(word) < 5:
+            continue
+        if word in deletes or any(word[:i] + word[i + 1:] in keywords for i in range(len(word))) or any(
+                word[:i] + word[i + 1] + word[i] + word[i + 2:] in keywords for i in range(len(word) - 1)):
+            protected.add(word)
+    return {"source": f"spacy-lookups-data {lang}_lemma_lookup, cut to the lemmas the rules use",
+            "lemmas": sorted(needed), "listed": sorted(listed), "table_lemmas": dict(sorted(table_lemmas.items())),
+            "forms": dict(sorted(forms.items())), "protected": sorted(protected)}
+
+
+# Words at least this frequent (log probability, spacy-lookups-data lexeme_prob) count as real words.
+_REAL_WORD_PROB = -12.5
+
+
+def _real_words(lang: str, lemma_lookup: dict[str, str]) -> set[str]:
+    words = {w.lower() for w in lemma_lookup} | {w.lower() for w in lemma_lookup.values()}
+    parts = ("adj", "adp", "adv", "aux", "det", "noun", "num", "other", "pron", "verb")
+    for name in ("lemma_index", "lexeme_prob", *(f"lemma_lookup_{p}" for p in parts)):
+        try:
+            table = _lookups_table(lang, name)
+        except FileNotFoundError:
+            continue
+        if name == "lexeme_prob":
+            words |= {w.lower() for w, prob in table.items() if prob >= _REAL_WORD_PROB}
+        elif name == "lemma_index":
+            words |= {w.lower() for forms in table.values() for w in forms}
+        else:
+            words |= {w.lower() for w in table} | {str(w).lower() for w in table.values()}
+    try:
+        stops = __import__(f"spacy.lang.{lang}.stop_words", fromlist=["STOP_WORDS"]).STOP_WORDS
+        words |= {w.lower() for w in stops}
+    except ImportError:
+        pass
+    return words
+
+
+def _lookups_table(lang: str, name: str) -> dict[str, Any]:
+    import importlib.resources
+
+    path = importlib.resources.files("spacy_lookups_data") / "data" / f"{lang}_{name}.json.gz"
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def refresh_lemma_tables(models_dir: str | Path | None = None, languages: Iterable[str] = LANGUAGES) -> list[Path]:
+    """Write models/<lang>/lemmas.json for each language (into models_dir, else the bundled models)."""
+    folders = search_path("models", models_dir)
+    written = []
+    for lang in languages:
+        if lang == "ja":
+            continue
+        model_patterns = []
+        phrase_words: set[str] = set()
+        list_words: set[str] = set()
+        for _, entry in _entries(folders, lang):
+            if "pattern" in entry:
+                model_patterns.append(entry["pattern"])
+            for phrase in entry.get("phrases", []):
+                phrase_words.update(phrase.lower().split())
+            list_words.update(w.lower() for w in entry.get("words", []) if " " not in w)
+        needed = _pattern_lemmas(model_patterns) | phrase_words
+        data = build_lemma_table(lang, needed, _pattern_words(model_patterns) | list_words,
+                                 _pattern_lemmas(model_patterns))
+        path = folders[0] / lang / "lemmas.json"
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# --- fact rules -----------------------------------------------------------------------------------
+
+
+def _kind(message: ParsedMessage, is_buyer: bool, hits: list[Hit], evidence: dict[str, Evidence]) -> str:
+    if is_buyer:
+        evidence["kind"] = Evidence("buyer-relay-address", message.sender)
+        return "buyer_message"
+    found: dict[str, Hit] = {}
+    for hit in hits:
+        if hit.label != "KIND" or hit.hypothetical:
+            continue
+        value = hit.value
+        if hit.negated:
+            if value != "claim_granted":
+                continue
+            value = "claim_denied"  # "we have not granted the claim"
+        found.setdefault(value, hit)
+    for kind in KIND_PRIORITY:
+        if kind in found:
+            hit = found[kind]
+            rule = hit.rule + ("(negated)" if hit.negated else "")
+            evidence["kind"] = Evidence(rule, hit.text)
+            return kind
+    if message.notification_type and "A_Z_CLAIM" in message.notification_type.upper():
+        evidence["kind"] = Evidence("x-space-notification-type", message.notification_type)
+        return "claim_filed"
+    evidence["kind"] = Evidence("no-claim-rule", "")
+    return "other"
 
 
 def _join_wrapped_ids(text: str) -> str:
     def join(match: re.Match[str]) -> str:
+        before = match.string[match.start() - 1] if match.start() else " "
         joined = match.group(1) + match.group(2)
-        return joined if ORDER_ID.fullmatch(joined) else match.group(0)
+        if before.isalnum() or before in "-_" or not ORDER_ID.fullmatch(joined):
+            return match.group(0)
+        return joined
 
-    return WRAPPED_ORDER_ID.sub(join, text)
+    return WRAPPED_ORDER_ID.sub(join, text) if "\n" in text else text
+
+
+def _order_ids(text: str) -> list[str]:
+    """Order IDs in the text, in order (the scan has no look-behind, so it is checked here: much faster)."""
+    return [m.group(0) for m in _ORDER_ID_SCAN.finditer(text)
+            if not m.start() or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "-_")]
 
 
 def _order_id(subject: str, text: str, evidence: dict[str, Evidence]) -> str | None:
-    in_subject = ORDER_ID.findall(_join_wrapped_ids(subject))
+    in_subject = _order_ids(_join_wrapped_ids(subject))
     if in_subject:
         evidence["order_id"] = Evidence("order-id:subject", in_subject[0])
         return in_subject[0]
-    found = ORDER_ID.findall(text)
+    found = _order_ids(text)
     if not found:
         return None
     # the order a message is about is the one it names most, and first when tied
@@ -350,33 +1293,61 @@ def _first(hits: list[Hit], label: str, order: tuple[str, ...]) -> Hit | None:
     return None
 
 
-def _complaint(hits: list[Hit], kind: str, evidence: dict[str, Evidence]) -> str | None:
-    if kind in ("claim_granted", "claim_denied", "claim_withdrawn", "other"):
-        relevant = [h for h in hits if h.label == "REASON_CUE"]
-        if not relevant:
-            return None
-    hit = _first(hits, "COMPLAINT", COMPLAINT_PRIORITY)
+def _reason_hit(hits: list[Hit], text: str) -> Hit | None:
+    """The complaint Amazon's reason field states: on the reason label's line, or the line below (tables)."""
+    for cue in (h for h in hits if h.label == "REASON_CUE"):
+        line_end = text.find("\n", cue.end)
+        line_end = len(text) if line_end < 0 else line_end
+        next_end = text.find("\n", line_end + 1)
+        next_end = len(text) if next_end < 0 else next_end
+        for limit in (line_end, next_end):
+            found = [h for h in hits if h.label in ("COMPLAINT", "REASON") and not h.negated
+                     and cue.end <= h.start < limit]
+            if found:
+                return found[0]
+    return None
+
+
+def _complaint(hits: list[Hit], kind: str, text: str, evidence: dict[str, Evidence]) -> str | None:
+    if kind == "other":
+        return None
+    complaints = [h for h in hits if h.label == "COMPLAINT" and not h.negated]
+    reason = _reason_hit(hits, text)
+    hit = reason
+    if reason is not None and reason.value == "not_as_described":
+        size = next((h for h in complaints if h.value == "size"), None)
+        hit = size or reason  # Amazon files wrong sizes under "not as described"; the buyer's words say which
+    if hit is None:
+        hit = _first(complaints, "COMPLAINT", COMPLAINT_PRIORITY)
     if hit is None:
         return None
     value = hit.value
+    rule = hit.rule if hit is not reason else f"reason:{hit.rule}"
     if value == "damaged":
         use = _first(hits, "USE_PERIOD", ("use",))
         arrival = _first(hits, "ARRIVAL", ("arrival",))
-        value = "damaged_after_use" if use and not arrival else "damaged_on_arrival"
         if use and not arrival:
-            evidence["complaint_type"] = Evidence(f"{hit.rule}+{use.rule}", f"{hit.text} … {use.text}")
+            evidence["complaint_type"] = Evidence(f"{rule}+{use.rule}", f"{hit.text} … {use.text}")
+            return "damaged_after_use"
+        value = "damaged_on_arrival"
+        if arrival:
+            evidence["complaint_type"] = Evidence(f"{rule}+{arrival.rule}", f"{hit.text} … {arrival.text}")
             return value
-    evidence["complaint_type"] = Evidence(hit.rule, hit.text)
+    evidence["complaint_type"] = Evidence(rule, hit.text)
     return value
 
 
-def _intent(hits: list[Hit], evidence: dict[str, Evidence]) -> str:
-    hit = _first(hits, "INTENT", INTENT_PRIORITY)
-    if hit is None:
-        evidence["buyer_intent"] = Evidence("no-intent-rule", "")
-        return "other"
-    evidence["buyer_intent"] = Evidence(hit.rule, hit.text)
-    return hit.value
+def _intent(hits: list[Hit], complaint: str | None, evidence: dict[str, Evidence]) -> str:
+    candidates = [h for h in hits if h.label == "INTENT" and not h.negated]
+    if complaint not in (None, "not_received"):
+        candidates = [h for h in candidates if h.value != "arrived"]
+    for value in INTENT_PRIORITY:
+        hit = next((h for h in candidates if h.value == value), None)
+        if hit:
+            evidence["buyer_intent"] = Evidence(hit.rule, hit.text)
+            return "resolved" if value == "arrived" else value
+    evidence["buyer_intent"] = Evidence("no-intent-rule", "")
+    return "other"
 
 
 def _delivered(hits: list[Hit], evidence: dict[str, Evidence]) -> bool:
@@ -388,14 +1359,14 @@ def _delivered(hits: list[Hit], evidence: dict[str, Evidence]) -> bool:
 
 def _deadline_hours(hits: list[Hit], evidence: dict[str, Evidence]) -> int | None:
     for hit in hits:
-        if hit.label != "DEADLINE":
+        if hit.label != "DEADLINE" or hit.negated:
             continue
         number = re.search(r"\d+", hit.text.translate(_FULLWIDTH_DIGITS))
         if number is None:
-            number_word = next((n for w, n in _NUMBER_WORDS.items() if w in hit.text.lower()), None)
-            if number_word is None:
+            lowered = hit.text.lower()
+            amount = next((n for w, n in _NUMBER_WORDS.items() if re.search(rf"\b{w}\b", lowered)), None)
+            if amount is None:
                 continue
-            amount = number_word
         else:
             amount = int(number.group(0))
         hours = amount * (24 if hit.value == "days" else 1)
@@ -405,16 +1376,15 @@ def _deadline_hours(hits: list[Hit], evidence: dict[str, Evidence]) -> int | Non
 
 
 _FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
-_NUMBER_WORDS = {"three": 3, "seven": 7, "two": 2, "drei": 3, "sieben": 7, "trois": 3, "sept": 7, "tre": 3,
-                 "sette": 7, "tres": 3, "siete": 7}
+_NUMBER_WORDS = {"two": 2, "three": 3, "seven": 7, "zwei": 2, "drei": 3, "sieben": 7, "deux": 2, "trois": 3,
+                 "sept": 7, "due": 2, "tre": 3, "sette": 7, "dos": 2, "tres": 3, "siete": 7}
 
 
-def _tracking(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+def _tracking(hits: list[Hit], evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
     has_cue = any(h.label == "TRACKING_CUE" for h in hits)
     named = [h for h in hits if h.label == "CARRIER"]
-    for hit in hits:
-        if hit.label != "TRACKING":
-            continue
+    numbers = sorted((h for h in hits if h.label == "TRACKING"), key=lambda h: (h.start, _rule_line(h.rule)))
+    for hit in numbers:
         number = re.sub(r"\s", "", hit.text).upper()
         carrier = tracking_carrier(number, hit.value)
         if carrier is None:
@@ -432,6 +1402,11 @@ def _tracking(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -> tupl
         evidence["tracking_number"] = Evidence(hit.rule, hit.text)
         return number, carrier
     return None, None
+
+
+def _rule_line(rule: str) -> int:
+    tail = rule.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 def tracking_carrier(number: str, fmt: str) -> str | None:
@@ -467,10 +1442,19 @@ def s10_check_ok(number: str) -> bool:
     return expected == check
 
 
-def _amount(text: str, marketplace: str | None, evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
-    match = MONEY.search(text)
-    if not match:
+def _amount(body: str, hits: list[Hit], offset: int, marketplace: str | None,
+            evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+    """The claim amount: the money right after an amount cue ("Claim amount", "claim of"), else the first."""
+    matches = _money(body)
+    if not matches:
         return None, None
+    match = matches[0]
+    rule = "money"
+    for cue in (h for h in hits if h.label == "AMOUNT_CUE"):
+        after = [m for m in matches if 0 <= m.start() + offset - cue.end <= 80]
+        if after:
+            match, rule = after[0], f"money+{cue.rule}"
+            break
     symbol = match.group("pre") or match.group("post")
     number = match.group("num") or match.group("num2")
     currency = CURRENCY_SYMBOLS.get(symbol, symbol)
@@ -479,8 +1463,25 @@ def _amount(text: str, marketplace: str | None, evidence: dict[str, Evidence]) -
     value = _decimal(number, currency)
     if value is None:
         return None, None
-    evidence["amount"] = Evidence("money", match.group(0).strip())
+    evidence["amount"] = Evidence(rule, match.group(0).strip())
+    evidence["currency"] = Evidence(f"currency:{symbol}", match.group(0).strip())
     return value, currency
+
+
+_CURRENCY_MARK = re.compile(r"US\$|CA\$|C\$|EUR|GBP|USD|JPY|[$£€¥￥円]")
+
+
+def _money(text: str) -> list[re.Match[str]]:
+    """MONEY matches, looked for only around currency marks (scanning every digit is slow)."""
+    found: list[re.Match[str]] = []
+    seen = -1
+    for mark in _CURRENCY_MARK.finditer(text):
+        start = max(0, mark.start() - 24, seen)
+        for match in MONEY.finditer(text, start, min(len(text), mark.end() + 24)):
+            if match.start() >= seen and (match.start() <= mark.start() < match.end()):
+                found.append(match)
+                seen = match.end()
+    return found
 
 
 def _decimal(number: str, currency: str) -> str | None:
@@ -507,3 +1508,17 @@ def _buyer_name(message: ParsedMessage) -> str | None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Maintain the rule models.")
+    parser.add_argument("--refresh-lemmas", action="store_true",
+                        help="rewrite models/<lang>/lemmas.json from spacy-lookups-data for the current rules")
+    parser.add_argument("--models-dir", help="a models folder to write into (default: the bundled one)")
+    parser.add_argument("--lang", action="append", help="only these languages (repeatable)")
+    args = parser.parse_args()
+    if args.refresh_lemmas:
+        for written in refresh_lemma_tables(args.models_dir, tuple(args.lang) if args.lang else LANGUAGES):
+            print(f"wrote {written}")

@@ -448,12 +448,7 @@ DESIGN_INSPECT_KEYS = {"kind", "order_id", "complaint_type", "buyer_intent", "tr
                        "deadline_at", "marketplace", "language", "trusted", "evidence"}
 
 
-@pytest.fixture
-def inspect_view():
-    return pytest.importorskip("pipeline.inspect_view", reason="pipeline/inspect_view.py is not there yet")
-
-
-def test_inspect_json(inspect_view, ops_cli, tmp_path, monkeypatch) -> None:
+def test_inspect_json(ops_cli, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no pipeline.toml here: inspect works without a config
     eml = tmp_path / "claim.eml"
     eml.write_bytes(amazon_claim("114-3000001-0000001"))
@@ -473,7 +468,7 @@ def test_inspect_json(inspect_view, ops_cli, tmp_path, monkeypatch) -> None:
     assert data["evidence"]
 
 
-def test_inspect_text_and_spoofed_sender(inspect_view, ops_cli, tmp_path, monkeypatch) -> None:
+def test_inspect_text_and_spoofed_sender(ops_cli, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     eml = tmp_path / "spoof.eml"
     eml.write_bytes(amazon_claim().replace(b"atoz-guarantee-no-reply@amazon.com", b"atoz@amazon-claims.example"))
