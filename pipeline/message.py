@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import email.errors
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -95,7 +97,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     return ParsedMessage(
         message_id=normalize_message_id(mail.message_id),
         sender=sender.strip().lower(),
-        sender_name=_one_line(sender_name),
+        sender_name=_one_line(_decoded(sender_name)),
         reply_to=reply_to.strip() if reply_to else None,
         to=tuple(addr for _, addr in (mail.to or []) if addr),
         subject=_one_line(mail.subject or ""),
@@ -273,6 +275,16 @@ def _normalize(text: str) -> str:
 
 def _one_line(value: str) -> str:
     return re.sub(r"\s+", " ", value or "").strip()
+
+
+def _decoded(value: str) -> str:
+    """A display name with any RFC 2047 encoded words still in it decoded (mail-parser leaves some)."""
+    if "=?" not in (value or ""):
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        return value
 
 
 def normalize_message_id(value: object) -> str | None:

@@ -121,6 +121,14 @@ def test_threat_to_open_a_claim_is_not_a_negated_refund(understander: Understand
     assert facts.buyer_intent == "wants_refund"
 
 
+def test_a_claim_already_filed_is_no_refund_request(understander: Understander) -> None:
+    """Past tense: the claim exists; only a threat to open one says the buyer wants their money."""
+    facts = understand(understander, buyer("I filed a claim because it has not arrived."))
+    assert facts.complaint_type == "not_received"
+    assert facts.buyer_intent == "other"
+    assert understand(understander, buyer("I will file an A-to-z claim tomorrow.")).buyer_intent == "wants_refund"
+
+
 def test_wrapped_order_id(understander: Understander) -> None:
     facts = understand(understander, buyer("Hi, a question about my order, the number is 112-7338693-\n"
                                            "1974006. When will it ship?", subject="Inquiry from Amazon customer"))
