@@ -46,6 +46,9 @@ MARKETPLACE_LANGUAGE = {
     "amazon.de": "de", "amazon.fr": "fr", "amazon.it": "it", "amazon.es": "es", "amazon.com.mx": "es",
     "amazon.co.jp": "ja", "amazon.nl": "nl",
 }
+# MIME defects after which the parts cannot be trusted to be what the sender wrote
+BROKEN_STRUCTURE = frozenset({"StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect",
+                              "InvalidMultipartContentTransferEncodingDefect"})
 NOTIFICATION_HEADERS = ("X-Space-Notification-Type", "X-Marketplace-ID")
 # Amazon SES sends mail for anyone: a candidate worth reading, never proof that Amazon sent it.
 RELAY_DOMAINS = ("amazonses.com",)
@@ -88,6 +91,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
     senders = [(name, addr) for name, addr in (mail.from_ or []) if addr and "@" in addr]
     if not senders:
         raise MessageError("no sender address (From header missing or unreadable)")
+    broken = sorted(set(mail.defects_categories or ()) & BROKEN_STRUCTURE)
+    if broken:
+        # the body we could read is not the body that was sent: keep the message as failed, never guess
+        raise MessageError(f"broken MIME structure ({', '.join(broken)}); the raw message is kept")
     sender_name, sender = senders[0]
     headers = mail.headers
     reply_to = next((addr for _, addr in (mail.reply_to or []) if addr and "@" in addr), None)

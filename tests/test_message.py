@@ -5,6 +5,7 @@ from __future__ import annotations
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,9 @@ def test_marketplace_from_header_else_sender_domain() -> None:
                                headers={"X-Marketplace-ID": "ATVPDKIKX0DER"}))
     assert spoof.marketplace_id == "ATVPDKIKX0DER"
     assert is_amazon_domain(spoof.sender_domain) is False
+
+
+def test_broken_mime_structure_is_an_error_not_a_guess() -> None:
+    raw = (Path(__file__).parent / "data" / "poller" / "malformed_amazon.eml").read_bytes()
+    with pytest.raises(MessageError, match="broken MIME structure"):
+        parse_message(raw)

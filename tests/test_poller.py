@@ -751,3 +751,27 @@ def _cli() -> Any:
     from pipeline.cli import cli
 
     return cli
+
+
+def test_the_desk_fails_the_malformed_message_with_its_error_and_processes_the_rest(
+    make_settings: MakeSettings, db_url: str, imap: IMAPClient
+) -> None:
+    """Issue 3: a malformed message between good ones is stored as failed with its error; the good ones are done."""
+    from pipeline.service import make_desk
+
+    imap.append("INBOX", amazon_claim(1))
+    imap.append("INBOX", eml("malformed_amazon.eml"))
+    imap.append("INBOX", amazon_claim(2))
+    settings = make_settings(db_url)
+    store = Store(db_url)
+    try:
+        stats = Poller(settings, store, make_desk(settings, store)).poll_once()
+        assert (stats.stored, stats.processed, stats.failed) == (3, 2, 1)
+        rows = stored(store)
+        malformed = rows[MALFORMED_ID]
+        assert malformed.status == "failed"
+        assert malformed.error is not None and "broken MIME structure" in malformed.error
+        assert malformed.raw  # kept for `pipeline reprocess --failed`
+        assert {rows[key].status for key in rows if key != MALFORMED_ID} == {"done"}
+    finally:
+        store.dispose()
