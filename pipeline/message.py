@@ -9,6 +9,7 @@ import email.message
 import email.policy
 import email.utils
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,9 @@ from mailparser_reply import EmailReplyParser
 
 from pipeline.errors import MessageError
 from pipeline.resources import bundled_dir
+
+# mail-parser warns "Email content ... not handled" for every alternative part it does not pick: noise to us
+logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 # Amazon's retail domains; mail from these (or a subdomain) is Amazon's own.
 AMAZON_TLDS = (
@@ -94,7 +98,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     broken = sorted(set(mail.defects_categories or ()) & BROKEN_STRUCTURE)
     if broken:
         # the body we could read is not the body that was sent: keep the message as failed, never guess
-        raise MessageError(f"broken MIME structure ({', '.join(broken)}); the raw message is kept")
+        raise MessageError(f"broken MIME structure ({', '.join(broken)})")
     sender_name, sender = senders[0]
     headers = mail.headers
     reply_to = next((addr for _, addr in (mail.reply_to or []) if addr and "@" in addr), None)
