@@ -326,8 +326,8 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, *, from_a
         complaint = facts.complaint_type
     tracking = claim.tracking_number or facts.tracking_number
     carrier = claim.carrier or facts.carrier
-    delivered_on = claim.delivered_on
     delivered = claim.delivered or facts.delivered
+    delivered_on = claim.delivered_on or (facts.delivered_on if facts.delivered else None)
     if shipment is not None:
         tracking = shipment.tracking_number or tracking
         carrier = shipment.carrier or carrier

@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -125,12 +125,14 @@ class Facts:
     in_reply_to: str | None
     references: tuple[str, ...]
     evidence: dict[str, Evidence] = field(default_factory=dict)
+    delivered_on: date | None = None  # the delivery date the text gives with "tracking shows delivered"
 
     def to_json(self) -> dict[str, Any]:
         """The facts as JSON-ready values (dates in ISO 8601 UTC); the keys of DESIGN.md's inspect output."""
         data = asdict(self)
         for key in ("deadline_at", "sent_at"):
             data[key] = _iso(data[key])
+        data["delivered_on"] = self.delivered_on.isoformat() if self.delivered_on else None
         data["references"] = list(self.references)
         data["evidence"] = {k: {"rule": v.rule, "text": v.text} for k, v in self.evidence.items()}
         return data
@@ -141,6 +143,7 @@ class Facts:
         values = dict(data)
         for key in ("deadline_at", "sent_at"):
             values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
+        values["delivered_on"] = date.fromisoformat(values["delivered_on"]) if values.get("delivered_on") else None
         values["references"] = tuple(values.get("references") or ())
         values["evidence"] = {k: Evidence(**v) for k, v in (values.get("evidence") or {}).items()}
         return cls(**values)
@@ -836,6 +839,7 @@ class Understander:
     def __init__(self, models_dir: str | Path | None = None, *, response_days: int = 7) -> None:
         self.folders = search_path("models", models_dir)
         self.response_days = response_days
+        self._month_names: dict[str, int] | None = None
         self._models: dict[str, RuleModel] = {}
         self._function_words: dict[str, frozenset[str]] | None = None
         self._lock = threading.Lock()
@@ -896,6 +900,7 @@ class Understander:
         intent = _intent(hits, complaint, evidence) if kind == "buyer_message" else None
         tracking, carrier = _tracking(body_hits, evidence)
         delivered = _delivered(body_hits, evidence)
+        delivered_on = self._delivery_date(text, body_hits, evidence) if delivered else None
         deadline_hours = _deadline_hours(body_hits, evidence) if kind in ("claim_filed", "claim_info_request") \
             else None
         amount, currency = _amount(body, body_hits, len(text) - len(body), marketplace, evidence) \
@@ -918,7 +923,24 @@ class Understander:
             reply_to=message.reply_to, buyer_address=message.sender if kind == "buyer_message" else None,
             buyer_name=buyer_name, subject=message.subject, message_id=message.message_id,
             in_reply_to=message.in_reply_to, references=message.references, evidence=evidence,
+            delivered_on=delivered_on,
         )
+
+    def _delivery_date(self, text: str, hits: list[Hit], evidence: dict[str, Evidence]) -> date | None:
+        """The date written right after "tracking shows … delivered" ("on February 12, 2026", "am 3. März 2026")."""
+        for hit in hits:
+            if hit.label != "DELIVERED" or hit.negated:
+                continue
+            when = find_date(text[hit.start:hit.end + 60].replace("\u00a0", " "), self._months())
+            if when:
+                evidence["delivered_on"] = Evidence(f"{hit.rule}+date", when[1])
+                return when[0]
+        return None
+
+    def _months(self) -> dict[str, int]:
+        if self._month_names is None:
+            self._month_names = month_names(self.folders)
+        return self._month_names
 
 
 _DEFAULT: Understander | None = None
@@ -1000,6 +1022,52 @@ def _function_words_of(folders: list[Path], lang: str) -> list[str]:
         if path.is_file():
             return [w.lower() for w in json.loads(path.read_text(encoding="utf-8")).get("function_words", [])]
     return []
+
+
+def month_names(folders: list[Path]) -> dict[str, int]:
+    """Month names of every language (models/<lang>/language.json "months"), with accent-free and short forms."""
+    names: dict[str, int] = {}
+    for folder in reversed(folders):
+        for path in sorted(folder.glob("*/language.json")):
+            for number, name in enumerate(json.loads(path.read_text(encoding="utf-8")).get("months", []), 1):
+                name = name.lower()
+                for form in (name, fold_accents(name), name[:3], fold_accents(name)[:3], name[:4]):
+                    names.setdefault(form, number)
+    return names
+
+
+_DATE_PATTERNS = (
+    # 2026-02-12
+    re.compile(r"(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b"),
+    # 12.02.2026 (German)
+    re.compile(r"\b(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})\b"),
+    # February 12, 2026 / Feb. 12th 2026
+    re.compile(r"\b(?P<name>[^\W\d_]{3,10})\.?\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y>\d{4})\b"),
+    # 12 February 2026 / 3. März 2026 / 3 de febrero de 2026 / 3 févr. 2026
+    re.compile(r"\b(?P<d>\d{1,2})(?:\.|er|º)?\s+(?:de\s+)?(?P<name>[^\W\d_]{3,10})\.?\s+(?:de\s+)?(?P<y>\d{4})\b"),
+)
+
+
+def find_date(text: str, months: dict[str, int]) -> tuple[date, str] | None:
+    """The first calendar date written in the text (ISO, German numeric, or with a month name), and its text."""
+    best: tuple[int, date, str] | None = None
+    for pattern in _DATE_PATTERNS:
+        for match in pattern.finditer(text):
+            groups = match.groupdict()
+            if groups.get("name"):
+                month = months.get(groups["name"].lower())
+                if month is None:
+                    continue
+            else:
+                month = int(groups["m"])
+            try:
+                when = date(int(groups["y"]), month, int(groups["d"]))
+            except ValueError:
+                continue
+            if best is None or match.start() < best[0]:
+                best = (match.start(), when, match.group(0))
+            break
+    return (best[1], best[2]) if best else None
 
 
 def _function_words(folders: list[Path]) -> dict[str, frozenset[str]]:

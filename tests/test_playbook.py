@@ -82,6 +82,16 @@ def test_not_received_delivered_per_amazons_own_words() -> None:
     assert view.delivered_on is None  # the words give no date: the draft will say what is missing
 
 
+def test_the_delivery_date_amazon_writes_is_kept_and_shipment_records_win() -> None:
+    words = claim("not_received", tracking_number="1ZA8E5960348210005", carrier="UPS", delivered=True,
+                  delivered_on=date(2026, 11, 2))
+    view, steps = run(words)
+    assert (view.strategy, view.delivered_on) == ("represent_delivered", date(2026, 11, 2))
+    assert "shows delivered on 2026-11-02" in steps[-1].reason
+    view, _ = run(words, shipment=DELIVERED_UPS)
+    assert view.delivered_on == date(2026, 11, 3)  # the seller's own records are the better source
+
+
 def test_not_received_delivered_per_the_buyers_words() -> None:
     # "UPS says it was delivered but nothing is here": the claim was drafted to the buyer, now to Amazon
     view, steps = run(claim("not_received"),

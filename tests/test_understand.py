@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from datetime import date
 from email.header import Header
 from email.mime.text import MIMEText
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeline.understand import (
     Understander,
     _entries,
     _pattern_lemmas,
+    find_date,
     lemma_table,
     s10_check_ok,
     tracking_carrier,
@@ -379,3 +381,32 @@ def test_anchored_matcher_finds_what_spacys_matcher_finds(understander: Understa
         assert ours == spacys, case["name"]
         checked += 1
     assert checked >= 200
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("was delivered on February 12, 2026 (UPS)", date(2026, 2, 12)),
+    ("was delivered on 3 February 2026 and signed for", date(2026, 2, 3)),
+    ("wurde am 3. März 2026 zugestellt", date(2026, 3, 3)),
+    ("zugestellt am 03.03.2026", date(2026, 3, 3)),
+    ("livré le 5 févr. 2026", date(2026, 2, 5)),
+    ("consegnato il 7 aprile 2026", date(2026, 4, 7)),
+    ("entregado el 9 de mayo de 2026", date(2026, 5, 9)),
+    ("delivered 2026-06-30", date(2026, 6, 30)),
+    ("delivered on the 6th", None),
+    ("delivered on February 30, 2026", None),
+])
+def test_dates_in_every_language(understander: Understander, text: str, expected: date | None) -> None:
+    found = find_date(text, understander._months())
+    assert (found[0] if found else None) == expected
+
+
+def test_amazons_delivery_date_is_read_with_its_evidence(understander: Understander) -> None:
+    raw = mail("A buyer has filed an A-to-z Guarantee claim on order 111-2233445-5566778.\n"
+               "Claim reason: Item not received\n"
+               "Tracking information shows the package was delivered on April 7, 2026 (UPS 1Z999AA10123456784).\n"
+               "Please respond within 7 days.", sender="atoz-guarantee-no-reply@amazon.com",
+               subject="Claim received on order 111-2233445-5566778")
+    facts = understand(understander, raw)
+    assert facts.delivered and facts.delivered_on == date(2026, 4, 7)
+    assert facts.evidence["delivered_on"].text == "April 7, 2026"
+    assert Facts.from_json(facts.to_json()).delivered_on == date(2026, 4, 7)
