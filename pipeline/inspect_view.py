@@ -11,8 +11,8 @@ from pipeline.message import parse_message
 from pipeline.understand import Understander
 
 # The facts shown, in this order (DESIGN.md's `inspect --json` keys first).
-FIELDS = ("kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered", "delivered_on",
-          "deadline_hours", "deadline_at", "amount", "currency", "marketplace", "language", "trusted")
+FIELDS = ("kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
+          "delivered_on", "deadline_hours", "deadline_at", "amount", "currency", "marketplace", "language", "trusted")
 CONTEXT = ("subject", "sender", "sent_at", "buyer_address")
 
 
