@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from pipeline.config import Settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, StoreError
 from pipeline.message import parse_message
 from pipeline.playbook import ClaimView, Replayed, Rules, Shipment, replay
 from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
@@ -75,9 +76,13 @@ class ClaimDesk:
             if stop is not None and stop():
                 break
             try:
-                with self.store.session() as session:
-                    self.process_message(session, session.get_one(StoredMessage, message_id), now)
+                self._process_one(message_id, now)
                 done += 1
+            except (OperationalError, InterfaceError) as exc:
+                # the database went away (restart, network): the message stays pending for the next cycle,
+                # never marked failed for a fault that is not its own
+                raise StoreError(f"database unavailable while processing message {message_id}: "
+                                 f"{getattr(exc, 'orig', exc)}") from None
             except Exception as exc:  # one bad message must never stop the desk; it is kept with its error
                 failed += 1
                 error = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
@@ -89,6 +94,17 @@ class ClaimDesk:
                     row = session.get_one(StoredMessage, message_id)
                     row.status, row.error, row.processed_at = "failed", error[:4000], utcnow()
         return done, failed
+
+    def _process_one(self, message_id: int, now: datetime) -> None:
+        """One message in its own transaction; a write race with another process is retried once."""
+        for attempt in (1, 2):
+            try:
+                with self.store.session() as session:
+                    self.process_message(session, session.get_one(StoredMessage, message_id), now)
+                return
+            except IntegrityError:
+                if attempt == 2:
+                    raise
 
     def understand(self, row: StoredMessage) -> Facts:
         """The facts of a stored message (parsing its raw bytes again)."""
@@ -246,6 +262,12 @@ class ClaimDesk:
         if plan is None:
             return
         existing = session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == plan.step))
+        if existing is None and view.deadline_at is not None and view.deadline_at < now:
+            # a backfill of old mail must not fill Drafts with replies to claims Amazon has long decided
+            claim.flagged = True
+            claim.flag_reason = (f"deadline passed on {view.deadline_at:%Y-%m-%d %H:%M} UTC: no {plan.strategy} "
+                                 "draft written; check the claim in Seller Central")
+            return
         if existing is not None:
             # one draft per claim and step: a re-run adds nothing; a failed one is tried again once the
             # claim has learned something new (e.g. the delivery date from a shipments import)

@@ -228,7 +228,9 @@ def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    click.echo(format_claims(rows, now=datetime.now(UTC), color=None))
+    from pipeline.service import now as current_time
+
+    click.echo(format_claims(rows, now=current_time(), color=None))
 
 
 def format_claims(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
@@ -446,10 +448,10 @@ def digest(obj: Context, hours: int, print_only: bool, always: bool) -> None:
       pipeline digest --print
     """
     from pipeline.digest import append_digest, build_digest
-    from pipeline.store import utcnow
+    from pipeline.service import now as current_time
 
     settings = obj.settings()
-    now = utcnow()
+    now = current_time()
     message = build_digest(settings, now=now, hours=hours)
     if print_only:
         click.echo(message.message.as_string(policy=message.message.policy.clone(linesep="\n")), nl=False)

@@ -267,6 +267,8 @@ def _check_semantics(path: Path, settings: Settings) -> None:
     for key in ("host", "username"):
         if not getattr(imap, key).strip():
             raise ConfigError(f"{path}: [imap] {key}: expected a non-empty string, got string ''")
+    if not 1 <= imap.batch_size <= 10000:
+        raise ConfigError(f"{path}: [imap] batch_size: expected 1 to 10000, got {imap.batch_size}")
     if imap.security not in SECURITY_MODES:
         raise ConfigError(
             f"{path}: [imap] security: expected one of {', '.join(SECURITY_MODES)}, got {imap.security!r}"

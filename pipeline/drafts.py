@@ -192,16 +192,10 @@ def new_message_id(from_address: str) -> str:
 
 
 def fingerprint(raw: bytes) -> str:
-    """What the person sees of a draft (To, Subject, body text), hashed: a changed hash means it was edited."""
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    part = parsed.get_body(("plain",))
-    try:
-        body = part.get_content() if part is not None else ""
-    except (LookupError, ValueError):
-        body = ""
-    seen = "\n".join([one_line(str(parsed.get("To") or "")), one_line(str(parsed.get("Subject") or "")),
-                      body.replace("\r\n", "\n").rstrip()])
-    return hashlib.sha256(seen.encode("utf-8", "replace")).hexdigest()
+    """A hash of the whole draft as stored (line endings aside): any change a person or a mail client makes (a
+    word, a Cc, an attachment) gives another hash, and a changed draft is never deleted by us."""
+    normalized = b"\n".join(line.rstrip(b"\r") for line in raw.rstrip(b"\r\n").split(b"\n"))
+    return hashlib.sha256(normalized).hexdigest()
 
 
 OUR_HEADERS = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references", "x-pipeline-claim",
@@ -261,8 +255,8 @@ def _safe_address(value: str) -> str:
 class DraftSync:
     """Keeps the Drafts folder in step with what the claims want: write, replace untouched, notice sent/edited.
 
-    `Draft.body_sha256` holds the draft's fingerprint (To, Subject and body text as written): a draft in
-    the folder whose fingerprint differs was changed by a person and is never deleted by us.
+    `Draft.body_sha256` holds the draft's fingerprint (a hash of the whole message as the server stores it): a
+    draft in the folder whose fingerprint differs was changed by a person and is never deleted by us.
     """
 
     def __init__(self, settings: Settings, store: Store, renderer: DraftRenderer | None = None) -> None:
@@ -327,6 +321,10 @@ class DraftSync:
             fingerprint_ = next((fingerprint(raw) for raw in mailbox.fetch_raw([uid]).values()), fingerprint_)
         else:
             uid = mailbox.append(folder, rendered.raw, [b"\\Draft", b"\\Seen"], now)
+            if uid is not None:
+                # the server's copy is the reference: some servers rewrite headers or line endings on APPEND
+                mailbox.select(folder, readonly=True)
+                fingerprint_ = next((fingerprint(raw) for raw in mailbox.fetch_raw([uid]).values()), fingerprint_)
         draft.status, draft.folder, draft.uid, draft.error = "written", folder, uid, None
         draft.body_sha256, draft.written_at = fingerprint_, now
         draft.language, draft.recipient = request.language, request.recipient

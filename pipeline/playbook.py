@@ -11,11 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from pipeline.message import is_amazon_domain
 from pipeline.understand import Facts
 from pipeline.vocabulary import STATES, STRATEGIES
 
 __all__ = ["STATES", "STRATEGIES", "ClaimView", "Rules", "Shipment", "Transition", "apply", "escalate", "replay"]
 
+SETTLING_INTENTS = ("resolved", "will_withdraw", "wants_resend")
 CLOSED_STATES = ("resolved", "granted")
 AMAZON_FACING = ("represent_delivered", "represent_size", "represent_misuse")
 BUYER_FACING = ("offer_refund_or_resend", "persuade_withdraw_damaged", "request_withdrawal")
@@ -31,12 +33,29 @@ class Rules:
                                             "China Post", "Yanwen", "YunExpress", "4PX")
 
     def recognizes(self, carrier: str | None) -> bool:
-        """Whether Amazon recognizes this carrier (case, spaces and punctuation ignored: "Yun Express")."""
-        return bool(carrier) and _carrier_key(carrier) in {_carrier_key(c) for c in self.recognized_carriers}
+        """Whether Amazon recognizes this carrier: case, spaces and punctuation ignored ("Yun Express"), and a
+        service name counts as its carrier ("UPS Ground", "FedEx Home Delivery", "DHL eCommerce")."""
+        if not carrier:
+            return False
+        words = _carrier_words(carrier)
+        return any(_carrier_key(carrier) == _carrier_key(known) or words[:len(known_words)] == known_words
+                   for known in self.recognized_carriers for known_words in [_carrier_words(known)])
 
 
 def _carrier_key(name: str) -> str:
     return re.sub(r"[\W_]+", "", name).casefold()
+
+
+def _carrier_words(name: str) -> list[str]:
+    return [w for w in re.split(r"[\W_]+", name.casefold()) if w]
+
+
+def _amazon_reply_address(facts: Facts, known: str | None) -> str | None:
+    """Where a reply to Amazon goes: the notification's Reply-To only when it is Amazon's own address."""
+    for candidate in (facts.reply_to, known, facts.sender):
+        if candidate and is_amazon_domain(candidate.rpartition("@")[2]):
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,7 @@ class ClaimView:
     flag_reason: str | None = None
     info_rounds: int = 0
     state_since: datetime | None = None
-    last_buyer_at: datetime | None = None
+    last_buyer_at: datetime | None = None  # the buyer's last answer that moves things on (not a mere question)
     draft: DraftPlan | None = None
 
 
@@ -165,7 +184,9 @@ def apply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, r
 
 
 def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None:
-    """awaiting_buyer with no buyer answer and less than refund_margin_hours left: refund_needed."""
+    """awaiting_buyer with less than refund_margin_hours left and no answer from the buyer since the current
+    step began (an answer settles something: solved, will withdraw, wants a replacement; "any news?" is no
+    answer): refund_needed. A buyer who said the problem is solved is not refunded; we wait for the withdrawal."""
     if claim.state != "awaiting_buyer" or claim.deadline_at is None:
         return None
     if now < claim.deadline_at - timedelta(hours=rules.refund_margin_hours):
@@ -197,13 +218,13 @@ def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment
                                   claim, after, key, kind="note")
             return None
         opened = replace(base, opened=True, opened_at=facts.sent_at or at, deadline_at=facts.deadline_at,
-                         amazon_key=key, amazon_reply_to=facts.reply_to or facts.sender)
+                         amazon_key=key, amazon_reply_to=_amazon_reply_address(facts, None))
         return _decide(claim, opened, key, rules, at, "claim filed")
     if facts.kind == "claim_info_request":
         rounds = claim.info_rounds + 1
         after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at or at,
                         deadline_at=facts.deadline_at or claim.deadline_at, amazon_key=key,
-                        amazon_reply_to=facts.reply_to or claim.amazon_reply_to or facts.sender,
+                        amazon_reply_to=_amazon_reply_address(facts, claim.amazon_reply_to),
                         info_rounds=rounds, flagged=True, flag_reason="Amazon asks for more information")
         strategy = claim.strategy if claim.strategy in AMAZON_FACING else _representation(after, rules)
         if strategy is None:
@@ -281,7 +302,9 @@ def _go(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, stra
 def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
                    at: datetime) -> Transition | None:
     base = _absorb(claim, facts, shipment, from_amazon=False)
-    base = replace(base, last_buyer_at=at, buyer_key=key)
+    base = replace(base, buyer_key=key)
+    if facts.buyer_intent in SETTLING_INTENTS:
+        base = replace(base, last_buyer_at=at)
     if not claim.opened:
         # kept for when the claim arrives: its complaint, address and tracking fill the claim's gaps
         return Transition(at, "buyer_message_before_claim",

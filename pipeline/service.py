@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from pipeline.claims import ClaimDesk
 from pipeline.config import Settings
 from pipeline.drafts import DraftSync
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.mailbox import Mailbox, connect
 from pipeline.poller import Poller, PollStats
 from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
@@ -26,6 +27,19 @@ from pipeline.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+
+
+def now() -> datetime:
+    """The current time, UTC. PIPELINE_NOW (ISO 8601) fixes it: the playbook's one injectable clock, for tests
+    and for what-if runs ("which claims need a refund on Friday?")."""
+    fixed = os.environ.get("PIPELINE_NOW")
+    if not fixed:
+        return utcnow()
+    try:
+        value = datetime.fromisoformat(fixed.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"PIPELINE_NOW: {fixed!r} is not an ISO 8601 time (2026-11-26T09:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @contextmanager
@@ -43,13 +57,13 @@ def make_desk(settings: Settings, store: Store) -> ClaimDesk:
     return ClaimDesk(settings, store, drafts=DraftSync(settings, store))
 
 
-def poll_one_pass(settings: Settings, *, clock: Clock = utcnow) -> PollStats:
+def poll_one_pass(settings: Settings, *, clock: Clock = now) -> PollStats:
     """`pipeline poll --once`: one pass over the watched folders, processing and drafts included."""
     with opened(settings) as store:
         return Poller(settings, store, make_desk(settings, store), clock=clock).poll_once()
 
 
-def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: Clock = utcnow) -> None:
+def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: Clock = now) -> None:
     """`pipeline poll`: the daemon, until SIGTERM/SIGINT."""
     from pipeline.metrics import Metrics
 
@@ -66,7 +80,7 @@ def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: 
                 metrics.close()
 
 
-def import_orders(settings: Settings, path: Path, *, clock: Clock = utcnow) -> ImportReport:
+def import_orders(settings: Settings, path: Path, *, clock: Clock = now) -> ImportReport:
     """`pipeline orders import`: store shipment facts, then replay the claims they touch."""
     with opened(settings) as store:
         with store.session() as session:
@@ -110,7 +124,7 @@ def select_messages(session: Session, *, since: datetime | None, until: datetime
 def reprocess(settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
               order_id: str | None = None, failed_only: bool = False, from_imap: bool = False,
               dry_run: bool = False, progress: Callable[[int], Any] | None = None,
-              start: Callable[[int], Any] | None = None, clock: Clock = utcnow) -> ReprocessResult:
+              start: Callable[[int], Any] | None = None, clock: Clock = now) -> ReprocessResult:
     """Re-run understanding and the playbook over stored messages (optionally re-read from IMAP first).
 
     Each message is processed in its own transaction, so an interrupted run keeps what it did and a second

@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -184,10 +184,11 @@ class LookupLemmatizer:
     MIN_TYPO_LENGTH = 5
 
     def __init__(self, nlp: Language) -> None:
+        self.vocab = nlp.vocab
         self.strings = nlp.vocab.strings
         self.forms: dict[int, int] = {}
-        self.lemma_of: dict[int, int] = {}  # per word type (orth): its lemma, and its norm when mended
-        self.norm_of: dict[int, int] = {}
+        # per word type (orth), resolved once: (lower, lemma, mended norm or 0, is_punct, is_space, like_num, length)
+        self.types: dict[int, tuple[int, int, int, int, int, int, int]] = {}
         self.keywords: frozenset[str] = frozenset()
         self.all_keywords: frozenset[str] = frozenset()
         self.folded: dict[str, str] = {}
@@ -216,7 +217,7 @@ class LookupLemmatizer:
         self.protected = frozenset(protected)
         self.compound_heads = compound_heads
         self.heads = tuple(sorted(self.keywords, key=len))  # shortest first: "antrag", not "garantieantrag"
-        self.lemma_of, self.norm_of = {}, {}
+        self.types = {}
 
     def __call__(self, doc: Doc) -> Doc:
         self.annotate(doc)
@@ -224,26 +225,35 @@ class LookupLemmatizer:
 
     def annotate(self, doc: Doc, write: bool = True) -> TokenData:
         """The token attributes with lemmas and mended norms; with `write`, also set them on the doc's tokens."""
-        array = doc.to_array([ORTH, LOWER, NORM, IS_PUNCT, IS_SPACE, LIKE_NUM, IDX, LENGTH])
-        orths, lowers, norms = array[:, 0].tolist(), array[:, 1].tolist(), array[:, 2].tolist()
-        lemma_of, norm_of = self.lemma_of, self.norm_of
-        for orth, norm in zip(orths, norms, strict=True):
-            if orth not in lemma_of:
-                if len(lemma_of) > 200_000:
-                    lemma_of.clear()
-                    norm_of.clear()
-                fixed_norm, lemma_of[orth] = self._resolve(orth, norm)
-                if fixed_norm != norm:
-                    norm_of[orth] = fixed_norm
-        lemmas = [lemma_of.get(orth) for orth in orths]
-        if None in lemmas:  # the cache was cleared meanwhile (another thread): resolve the gaps directly
-            lemmas = [lemma if lemma is not None else self._resolve(orth, norm)[1]
-                      for lemma, orth, norm in zip(lemmas, orths, norms, strict=True)]
-        if norm_of:
-            norms = [norm_of.get(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
+        # Only ORTH, NORM (a tokenizer exception can set it per token) and IDX vary per token; everything else is
+        # a property of the word type, looked up once per type and cached: far fewer array columns to convert.
+        orths, norms, idx = doc.to_array([ORTH, NORM, IDX]).T.tolist() if len(doc) else ([], [], [])
+        types = self.types
+        try:
+            rows = list(map(types.__getitem__, orths))
+        except KeyError:  # a word type seen for the first time
+            for orth, norm in zip(orths, norms, strict=True):
+                if orth not in types:
+                    if len(types) > 200_000:
+                        types.clear()
+                    types[orth] = self._type(orth, norm)
+            # (another thread may have cleared the cache meanwhile: resolve such gaps directly)
+            rows = [types.get(orth) or self._type(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
+        # one row per token -> one column per attribute (a C-level transpose)
+        columns = zip(*rows, strict=True) if rows else ((),) * 7
+        lowers, lemmas, mended, is_punct, is_space, like_num, length = columns
+        if any(mended):  # a mended typo's norm replaces the token's own
+            norms = [fixed or norm for fixed, norm in zip(mended, norms, strict=True)]
         if write:
             doc.from_array([NORM, LEMMA], numpy.array([norms, lemmas], dtype="uint64").T)
-        return TokenData(orths, lowers, norms, lemmas, *(array[:, i].tolist() for i in range(3, 8)))
+        return TokenData(orths, lowers, norms, lemmas, is_punct, is_space, like_num, idx, length)
+
+    def _type(self, orth: int, norm: int) -> tuple[int, int, int, int, int, int, int]:
+        """The cached attributes of a word type (see self.types); its lemma comes from its first token's norm."""
+        fixed_norm, lemma = self._resolve(orth, norm)
+        lexeme = self.vocab[orth]
+        return (lexeme.lower, lemma, fixed_norm if fixed_norm != norm else 0, int(lexeme.is_punct),
+                int(lexeme.is_space), int(lexeme.like_num), len(lexeme.orth_))
 
     def _resolve(self, orth: int, norm: int) -> tuple[int, int]:
         """(norm, lemma) hashes of a word type: from the table, mended from a typo, or the norm itself."""
@@ -306,17 +316,17 @@ def fold_accents(word: str) -> str:
 
 @dataclass
 class TokenData:
-    """A doc's token attributes as plain lists of hashes and flags (what the rules look at)."""
+    """A doc's token attributes as plain sequences (lists or tuples) of hashes and flags (what the rules look at)."""
 
-    orth: list[int]
-    lower: list[int]
-    norm: list[int]
-    lemma: list[int]
-    is_punct: list[int]
-    is_space: list[int]
-    like_num: list[int]
-    idx: list[int]
-    length: list[int]
+    orth: Sequence[int]
+    lower: Sequence[int]
+    norm: Sequence[int]
+    lemma: Sequence[int]
+    is_punct: Sequence[int]
+    is_space: Sequence[int]
+    like_num: Sequence[int]
+    idx: Sequence[int]
+    length: Sequence[int]
 
 
 _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm", "LEMMA": "lemma"}
@@ -355,6 +365,9 @@ class AnchoredMatcher:
         self.keys: dict[str, frozenset[int]] = {}
         self.needs_anchor_test: set[int] = set()
         self.required: list[tuple[tuple[str, frozenset[int]], ...]] = []
+        # per pattern, what a match attempt needs: (key, anchor spec to test or None, specs after the anchor,
+        # specs before it in reverse order), so that nothing is sliced or looked up per attempt
+        self.plans: list[tuple[str, _TokenSpec | None, tuple[_TokenSpec, ...], tuple[_TokenSpec, ...]]] = []
         self.fallback = Matcher(vocab)
         self.has_fallback = False
 
@@ -372,6 +385,8 @@ class AnchoredMatcher:
         spec = specs[anchor]
         if len(spec.equal) > 1 or spec.excluded or spec.flags or spec.regexes:
             self.needs_anchor_test.add(number)  # the index lookup alone proves a one-test anchor
+        self.plans.append((key, spec if number in self.needs_anchor_test else None, specs[anchor + 1:],
+                           specs[:anchor][::-1]))
         name, values = min(specs[anchor].equal, key=lambda t: len(t[1]))
         index = self.index.setdefault(name, {})
         for value in values:
@@ -421,9 +436,11 @@ class AnchoredMatcher:
         return min(candidates, key=rarity)
 
     def __call__(self, doc: Doc, data: TokenData) -> list[tuple[str, int, int]]:
+        """Every (rule, start, end) match in the doc, in no particular order (as a set would hold them)."""
         found: list[tuple[str, int, int]] = []
         present: dict[str, set[int]] = {}
         viable: dict[int, bool] = {}
+        plans, walk, test = self.plans, self._walk, self._test
         for name, index in self.index.items():
             keys = self.keys[name]
             for position, value in enumerate(getattr(data, name)):
@@ -434,13 +451,13 @@ class AnchoredMatcher:
                             ok = viable[number] = self._viable(number, data, present)
                         if not ok:
                             continue
-                        key, specs, anchor = self.patterns[number]
-                        if number in self.needs_anchor_test and not self._test(specs[anchor], data, position):
+                        key, anchor_spec, after, before = plans[number]
+                        if anchor_spec is not None and not test(anchor_spec, data, position):
                             continue
-                        ends = self._walk(specs[anchor + 1:], data, position + 1, 1)
+                        ends = walk(after, data, position + 1, 1) if after else (position + 1,)
                         if not ends:
                             continue
-                        starts = self._walk(specs[:anchor][::-1], data, position - 1, -1)
+                        starts = walk(before, data, position - 1, -1) if before else (position - 1,)
                         found.extend((key, start + 1, end) for start in starts for end in ends)
         if self.has_fallback:
             strings = self.vocab.strings
@@ -675,7 +692,8 @@ class RuleModel:
         candidates: list[int] | None = None
         spans = []
         for rule, regex, triggers, case, token_scope in self.regexes:
-            if triggers is not None and not any(t in (text if case else lowered) for t in triggers):
+            # (map over a bound __contains__ runs the substring tests without a Python frame per trigger)
+            if triggers is not None and not any(map((text if case else lowered).__contains__, triggers)):
                 continue
             if token_scope:
                 if candidates is None:

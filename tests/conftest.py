@@ -425,6 +425,7 @@ class DeskEnv:
         from pipeline.config import load_settings
 
         self.dovecot, self.user, self.workdir = dovecot, user, workdir
+        self.now: Any = None  # set by poll(clock=...); the CLI then runs at that time too (PIPELINE_NOW)
         self.shift: Any = None  # how far the world moved its messages' dates (a timedelta)
         workdir.mkdir(parents=True, exist_ok=True)
         secret = workdir / "imap-password"
@@ -473,8 +474,10 @@ class DeskEnv:
 
         root = logging.getLogger()
         level = root.level
+        # the world's clock: once a test polled at a fixed time, the CLI runs at that time too
+        env = {"PIPELINE_NOW": self.now.isoformat()} if self.now else {}
         try:
-            result = CliRunner().invoke(cli, ["--config", str(self.config), *args], prog_name="pipeline")
+            result = CliRunner(env=env).invoke(cli, ["--config", str(self.config), *args], prog_name="pipeline")
         finally:
             for handler in list(root.handlers):
                 if handler.get_name() == HANDLER_NAME:
@@ -489,6 +492,7 @@ class DeskEnv:
         """One pass: `pipeline poll --once`, or poll_one_pass with a fixed clock (a datetime) when given."""
         if clock is None:
             return self.cli("poll", "--once")
+        self.now = clock
         from pipeline.service import poll_one_pass
 
         return poll_one_pass(self.settings, clock=lambda: clock)

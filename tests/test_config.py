@@ -320,3 +320,9 @@ def test_no_secret_in_environment_of_children(tmp_path) -> None:
 def test_config_error_is_exit_code_2() -> None:
     assert ConfigError.exit_code == 2
     assert SecretError.exit_code == 2
+
+
+@pytest.mark.parametrize("value", [0, 20000])
+def test_batch_size_out_of_range(tmp_path, ops_cli, value: int) -> None:
+    path = write(tmp_path, VALID.replace('username =', f'batch_size = {value}\nusername ='))
+    assert config_error(ops_cli, path) == f"Error: {path}: [imap] batch_size: expected 1 to 10000, got {value}"

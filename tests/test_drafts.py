@@ -397,6 +397,27 @@ def test_an_edited_draft_is_kept_and_recorded(desk_env: DeskEnv, keep_message_id
     assert "draft_edited" in desk_env.show(OFFER_ORDER)
 
 
+def attach_to_draft(env: DeskEnv) -> None:
+    """A person adds a Cc and the size chart, text untouched; the client re-saves under the same Message-ID."""
+    with env.imap() as client:
+        client.select_folder("Drafts")
+        [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
+        message = parse(client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"])
+        client.delete_messages([uid])
+        client.expunge()
+        message["Cc"] = "partner@harbor-goods.example"
+        message.add_attachment(b"\x89PNG\r\n\x1a\n", maintype="image", subtype="png", filename="size-chart.png")
+        client.append("Drafts", message.as_bytes(), flags=[b"\\Draft", b"\\Seen"])
+
+
+def test_a_draft_with_an_attachment_added_is_not_untouched(desk_env: DeskEnv) -> None:
+    offer_then_delivered(desk_env, lambda: attach_to_draft(desk_env))
+    drafts = desk_env.drafts(OFFER_ORDER)
+    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["offer_refund_or_resend", "represent_delivered"]
+    assert len(events(desk_env, OFFER_ORDER, "draft_edited")) == 1
+    assert not events(desk_env, OFFER_ORDER, "draft_replaced")
+
+
 def test_a_removed_draft_is_noticed_on_the_next_poll(desk_env: DeskEnv) -> None:
     desk_env.append(OFFER_CLAIM)
     desk_env.poll(clock=NOW)
@@ -533,6 +554,7 @@ def test_configured_drafts_folder_with_a_non_ascii_name(make_desk_env) -> None:
 def test_a_missing_configured_drafts_folder_is_a_clear_error(make_desk_env) -> None:
     env = make_desk_env(imap={"drafts": "Brouillons"})
     env.append("represent_misuse__claim_damaged_after_use.eml")
+    env.now = NOW  # the claim's deadline is still ahead: a draft is wanted
     result = env.cli("poll", "--once", expect=None)
     assert result.exit_code != 0
     assert "folder 'Brouillons' does not exist" in result.output

@@ -289,9 +289,26 @@ def test_escalation_uses_the_configured_margin() -> None:
     assert view.state == "refund_needed"
 
 
-def test_no_escalation_once_the_buyer_answered() -> None:
-    view, _ = run(claim("not_received"), buyer("other", at=T0 + timedelta(days=1)), now=T0 + timedelta(days=30))
-    assert view.state == "awaiting_buyer"
+def test_no_escalation_once_the_buyer_answered_the_offer() -> None:
+    """The buyer chose a replacement: the seller ships it; refunding as well would be wrong."""
+    view, _ = run(claim("not_received"), buyer("wants_resend", at=T0 + timedelta(days=1)),
+                  now=T0 + timedelta(days=30))
+    assert view.state == "awaiting_buyer" and view.strategy == "manual_review"
+
+
+def test_a_mere_question_from_the_buyer_does_not_stop_the_escalation() -> None:
+    """"Any news on my parcel?" answers nothing: with the deadline near, the seller must refund."""
+    view, steps = run(claim("not_received"), buyer("other", at=T0 + timedelta(days=1)),
+                      now=T0 + timedelta(days=6, hours=1))
+    assert view.state == "refund_needed"
+    assert steps[-1].rule == "deadline_near_no_buyer_reply"
+
+
+def test_a_buyer_who_said_solved_is_not_refunded_near_the_deadline() -> None:
+    """The buyer has the item and is content: we wait for the withdrawal rather than refund."""
+    view, _ = run(claim("not_received"), buyer("resolved", at=T0 + timedelta(days=1)),
+                  now=T0 + timedelta(days=6, hours=1))
+    assert (view.state, view.strategy) == ("awaiting_buyer", "request_withdrawal")
 
 
 def test_a_buyer_answer_after_the_escalation_still_counts() -> None:
@@ -536,3 +553,67 @@ def test_claim_desk_converges_whatever_the_processing_order(message_store: tuple
     workdir = tmp_path / f"run{data.draw(st.integers(0, 10**9), label='dir')}"
     outcome = desk_outcome(template, desk_class, workdir, order)
     assert outcome == reference_outcome
+
+
+def test_a_reply_to_outside_amazon_never_becomes_the_drafts_recipient() -> None:
+    """A notification whose Reply-To points elsewhere (a forged or odd header) is answered at Amazon's address."""
+    view, _ = run(claim("size", reply_to="seller-verification@amaz0n-support.test"))
+    assert view.amazon_reply_to == "atoz-guarantee-no-reply@amazon.com"
+    info = facts("claim_info_request", at=T0 + timedelta(days=1), reply_to="verify@example.test",
+                 deadline_hours=48, deadline_at=T0 + timedelta(days=3))
+    view, _ = run(claim("size"), info)
+    assert view.amazon_reply_to == REPLY_TO  # the claim's own Amazon reply address is kept
+
+
+@pytest.mark.parametrize("carrier", ["UPS Ground", "FedEx Home Delivery", "DHL eCommerce", "Royal Mail Tracked 48",
+                                     "yun express", "ups"])
+def test_a_service_name_counts_as_its_carrier(carrier: str) -> None:
+    assert RULES.recognizes(carrier)
+
+
+@pytest.mark.parametrize("carrier", ["Colissimo", "Hermes", "UPSS", "Amazon", ""])
+def test_other_carriers_are_not_recognized(carrier: str) -> None:
+    assert not RULES.recognizes(carrier)
+
+
+def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
+        message_store: tuple[Path, Any], tmp_path: Path) -> None:
+    """A dropped database connection is no fault of the message: it must not be marked failed (and so drop out
+    of its claim); it stays pending and the next cycle processes it."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from pipeline.config import settings_from_dict
+    from pipeline.errors import StoreError
+    from pipeline.schema import StoredMessage
+    from pipeline.store import Store
+
+    template, desk_class = message_store
+    db = tmp_path / "pipeline.db"
+    shutil.copyfile(template, db)
+    config = settings_from_dict({
+        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
+        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
+        "database": {"url": f"sqlite:///{db}"},
+    }, Path("t.toml"))
+    outages = [OperationalError("UPDATE claims", {}, Exception("server closed the connection unexpectedly"))]
+
+    class FlakyDesk(desk_class):  # type: ignore[misc, valid-type]
+        def process_message(self, session: Any, row: Any, now: datetime) -> None:
+            if outages:
+                raise outages.pop()
+            super().process_message(session, row, now)
+
+    store = Store(config.database.url)
+    try:
+        desk = FlakyDesk(config, store)
+        with pytest.raises(StoreError, match="database unavailable while processing message 1"):
+            desk.process_pending(DB_NOW)
+        with store.session() as session:
+            assert session.get_one(StoredMessage, 1).status == "pending"
+        done, failed = desk.process_pending(DB_NOW)
+        assert failed == 0 and done == len(DB_FILES) + 1
+        with store.session() as session:
+            assert set(session.scalars(select(StoredMessage.status))) == {"done"}
+    finally:
+        store.dispose()

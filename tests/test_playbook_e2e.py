@@ -211,14 +211,16 @@ def test_deadline_escalation_with_a_fixed_clock(desk_env: DeskEnv) -> None:
     assert len(events(desk_env, UK_ORDER, "escalation")) == 1
 
 
-def test_no_escalation_when_the_buyer_answered(desk_env: DeskEnv) -> None:
+def test_a_question_from_the_buyer_does_not_stop_the_escalation(desk_env: DeskEnv) -> None:
+    """The buyer wrote back, but only to ask which courier it was: nothing is settled, so the refund alarm
+    still goes off before the deadline."""
     desk_env.append("escalation_answered__claim_not_received_3_calendar_days.eml")
     desk_env.append("escalation_answered__buyer_still_waiting.eml")
     desk_env.poll(clock=datetime(2026, 11, 12, 11, tzinfo=UTC))  # an hour before the deadline
     claim = desk_env.claim(ANSWERED_ORDER)
-    assert (claim["state"], claim["strategy"]) == ("awaiting_buyer", "offer_refund_or_resend")
+    assert (claim["state"], claim["strategy"]) == ("refund_needed", None)
     assert claim["buyer_address"] == "o2p4q6r8s1t3buy@marketplace.amazon.co.uk"
-    assert not events(desk_env, ANSWERED_ORDER, "escalation")
+    assert len(events(desk_env, ANSWERED_ORDER, "escalation")) == 1
 
 
 def test_escalation_margin_comes_from_the_config(make_desk_env) -> None:
@@ -235,6 +237,9 @@ def test_backfill_months_later_computes_the_same_deadline(desk_env: DeskEnv) -> 
     claim = desk_env.claim("112-3381046-9917725")
     assert claim["deadline_at"] == "2026-11-17T09:12:56Z"
     assert claim["opened_at"] == "2026-11-10T09:12:56Z"
+    # a backfill must not fill Drafts with replies to claims Amazon decided long ago
+    assert desk_env.drafts("112-3381046-9917725") == []
+    assert claim["flagged"] and claim["flag_reason"].startswith("deadline passed on 2026-11-17 09:12 UTC")
 
 
 # --- linking ---------------------------------------------------------------------------------------------
