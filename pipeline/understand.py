@@ -919,7 +919,7 @@ class Understander:
         tracking, carrier = _tracking(body_hits, evidence)
         delivered = _delivered(body_hits, evidence)
         delivered_on = self._delivery_date(text, body_hits, evidence) if delivered else None
-        deadline_hours = _deadline_hours(body_hits, evidence) if kind in ("claim_filed", "claim_info_request") \
+        deadline_hours = _deadline_hours(body_hits, text, evidence) if kind in ("claim_filed", "claim_info_request") \
             else None
         amount, currency = _amount(body, body_hits, len(text) - len(body), marketplace, evidence) \
             if kind in CLAIM_KINDS else (None, None)
@@ -1443,10 +1443,12 @@ def _delivered(hits: list[Hit], evidence: dict[str, Evidence]) -> bool:
     return hit is not None
 
 
-def _deadline_hours(hits: list[Hit], evidence: dict[str, Evidence]) -> int | None:
+def _deadline_hours(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -> int | None:
     for hit in hits:
         if hit.label != "DEADLINE" or hit.negated:
             continue
+        if inside_quotes(text, hit.start):
+            continue  # the buyer's quoted comment ("promised within 2 days") is not Amazon's deadline
         number = re.search(r"\d+", hit.text.translate(_FULLWIDTH_DIGITS))
         if number is None:
             lowered = hit.text.lower()
@@ -1459,6 +1461,21 @@ def _deadline_hours(hits: list[Hit], evidence: dict[str, Evidence]) -> int | Non
         evidence["deadline_hours"] = Evidence(hit.rule, hit.text)
         return hours
     return None
+
+
+def inside_quotes(text: str, position: int) -> bool:
+    """Whether `position` lies inside quotation marks opened earlier on its line ("…", “…”, „…“, «…»)."""
+    quoted = False
+    for char in text[text.rfind("\n", 0, position) + 1:position]:
+        if char == '"':
+            quoted = not quoted
+        elif char in "„«":
+            quoted = True
+        elif char in "”»":
+            quoted = False
+        elif char == "“":  # English opens with it, German closes with it
+            quoted = not quoted
+    return quoted
 
 
 _FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")

@@ -410,3 +410,14 @@ def test_amazons_delivery_date_is_read_with_its_evidence(understander: Understan
     assert facts.delivered and facts.delivered_on == date(2026, 4, 7)
     assert facts.evidence["delivered_on"].text == "April 7, 2026"
     assert Facts.from_json(facts.to_json()).delivered_on == date(2026, 4, 7)
+
+
+def test_a_time_in_the_buyers_quoted_comment_is_not_amazons_deadline(understander: Understander) -> None:
+    raw = mail("A buyer has filed an A-to-z Guarantee claim on order 111-2233445-5566778.\n"
+               "Claim reason: Item not received\n"
+               'Buyer\'s comment: "Seller promised delivery within 2 days and nothing came."\n'
+               "Please respond within 7 days.", sender="atoz-guarantee-no-reply@amazon.com",
+               subject="Claim received on order 111-2233445-5566778")
+    facts = understand(understander, raw)
+    assert facts.deadline_hours == 168
+    assert facts.evidence["deadline_hours"].text == "within 7 days"
