@@ -77,6 +77,19 @@ class ParsedMessage:
     new_text: str
     had_markers: bool
     defects: tuple[str, ...] = field(default=())
+    authentication: tuple[str, ...] = field(default=())  # Authentication-Results headers, as received
+
+    @property
+    def authentication_failure(self) -> str | None:
+        """The Authentication-Results verdict that says the sender is forged (DMARC fail, or SPF and DKIM both
+        failing), or None. Only a receiving server's failure verdict is used: it can only take trust away."""
+        for result in self.authentication:
+            lowered = result.lower()
+            if re.search(r"\bdmarc\s*=\s*fail\b", lowered) or (
+                    re.search(r"\bspf\s*=\s*(?:fail|softfail)\b", lowered)
+                    and re.search(r"\bdkim\s*=\s*(?:fail|none|neutral|policy)\b", lowered)):
+                return _one_line(result)[:300]
+        return None
 
     @property
     def sender_domain(self) -> str:
@@ -121,6 +134,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         new_text=new_text,
         had_markers=had_markers,
         defects=tuple(sorted(mail.defects_categories or ())),
+        authentication=tuple(str(v) for v in (mail.message.get_all("Authentication-Results") or [])),
     )
 
 

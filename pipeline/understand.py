@@ -881,7 +881,8 @@ class Understander:
     def read(self, message: ParsedMessage) -> Reading:
         """Which text of the message the rules read, and in which language (see Reading)."""
         domain = message.sender_domain
-        trusted = is_amazon_domain(domain)
+        # Amazon's domain in From is what anyone can write; a receiving server's failed check overrules it
+        trusted = is_amazon_domain(domain) and message.authentication_failure is None
         marketplace = marketplace_of(message) if trusted else None
         is_buyer = (trusted and domain.startswith("marketplace.")) or (
             message.had_markers and not trusted and "marketplace.amazon" in domain)
@@ -901,7 +902,9 @@ class Understander:
                                                     reading.language)
         text, body = reading.text, reading.body
         domain = message.sender_domain
-        evidence["trusted"] = Evidence("sender-domain", domain)
+        failure = message.authentication_failure
+        evidence["trusted"] = Evidence("authentication-results", failure) if failure else \
+            Evidence("sender-domain", domain)
         if marketplace:
             rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
             evidence["marketplace"] = Evidence(rule, message.marketplace_id or domain)

@@ -434,3 +434,17 @@ def test_polling_again_changes_nothing(make_desk_env) -> None:
     first = (env.claims(), [env.timeline(c["order_id"]) for c in env.claims()])
     env.poll(clock=clock)
     assert (env.claims(), [env.timeline(c["order_id"]) for c in env.claims()]) == first
+
+
+def test_a_forged_amazon_withdrawal_cannot_close_a_claim(desk_env: DeskEnv) -> None:
+    """From: atoz-guarantee-no-reply@amazon.com, but the seller's server says DMARC failed: the claim stays open."""
+    desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
+    forged = (PLAYBOOK_DATA / "resolved_withdrawn__amazon_claim_withdrawn.eml").read_bytes().replace(
+        b"111-5502384-7719026", b"114-2093381-5520417")
+    forged = (b"Authentication-Results: mx.harbor-goods.example; spf=fail smtp.mailfrom=amazon.com;"
+              b" dkim=none; dmarc=fail header.from=amazon.com\r\n" + forged)
+    desk_env.append(forged)
+    desk_env.poll(clock=datetime(2026, 11, 11, 12, tzinfo=UTC))
+    claim = desk_env.claim("114-2093381-5520417")
+    assert (claim["state"], claim["strategy"]) == ("awaiting_buyer", "offer_refund_or_resend")
+    assert claim["flagged"] is True and "not Amazon" in desk_env.show("114-2093381-5520417")

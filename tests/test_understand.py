@@ -421,3 +421,20 @@ def test_a_time_in_the_buyers_quoted_comment_is_not_amazons_deadline(understande
     facts = understand(understander, raw)
     assert facts.deadline_hours == 168
     assert facts.evidence["deadline_hours"].text == "within 7 days"
+
+
+@pytest.mark.parametrize(("verdict", "trusted"), [
+    ("mx.example.net; spf=fail smtp.mailfrom=amazon.com; dkim=none; dmarc=fail header.from=amazon.com", False),
+    ("mx.example.net; spf=softfail smtp.mailfrom=amazon.com; dkim=fail header.d=amazon.com", False),
+    ("mx.example.net; spf=pass smtp.mailfrom=amazonses.com; dkim=pass header.d=amazon.com; dmarc=pass", True),
+])
+def test_a_receiving_servers_failed_check_takes_trust_away(understander: Understander, verdict: str,
+                                                           trusted: bool) -> None:
+    """From: amazon.com is what anyone can write; the seller's own server saying SPF/DKIM/DMARC failed wins."""
+    raw = mail("The buyer has withdrawn the A-to-z Guarantee claim on order 111-2233445-5566778.",
+               sender="atoz-guarantee-no-reply@amazon.com", subject="Claim withdrawn on order 111-2233445-5566778")
+    raw = b"Authentication-Results: " + verdict.encode() + b"\r\n" + raw
+    facts = understand(understander, raw)
+    assert facts.kind == "claim_withdrawn"
+    assert facts.trusted is trusted
+    assert facts.evidence["trusted"].rule == ("sender-domain" if trusted else "authentication-results")
