@@ -120,6 +120,13 @@ def test_claims_on_an_empty_database(ops_config, ops_cli) -> None:
     assert ops_cli(ops_config(), "claims", "--json").output == "[]\n"
 
 
+def test_a_bad_pipeline_now_is_a_one_line_error(ops_config, ops_cli) -> None:
+    result = ops_cli(ops_config(), "claims", env={"PIPELINE_NOW": "next friday"})
+    assert result.exit_code == 2
+    assert result.output == ("Error: PIPELINE_NOW: 'next friday' is not an ISO 8601 time "
+                             "(2026-11-26T09:00:00Z)\n")
+
+
 def test_claims_json_has_the_design_keys(story_config, ops_cli) -> None:
     result = ops_cli(story_config, "claims", "--json")
     assert result.exit_code == 0
