@@ -477,22 +477,28 @@ def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return path, CachedDesk
 
 
+def desk_settings(db: Path) -> Any:
+    """Settings for a claim desk on a SQLite file (no IMAP is used)."""
+    from pipeline.config import settings_from_dict
+
+    return settings_from_dict({
+        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
+        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
+        "database": {"url": f"sqlite:///{db}"},
+    }, Path("t.toml"))
+
+
 def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int]) -> dict[str, Any]:
     """Process the stored messages one at a time in the given order; the claims and their wanted drafts."""
     from sqlalchemy import select
 
-    from pipeline.config import settings_from_dict
     from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
     from pipeline.store import Store
 
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "pipeline.db"
     shutil.copyfile(template, db)
-    config = settings_from_dict({
-        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
-        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
-        "database": {"url": f"sqlite:///{db}"},
-    }, Path("t.toml"))
+    config = desk_settings(db)
     store = Store(config.database.url)
     try:
         desk = desk_class(config, store)
@@ -583,7 +589,6 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
     from sqlalchemy import select
     from sqlalchemy.exc import OperationalError
 
-    from pipeline.config import settings_from_dict
     from pipeline.errors import StoreError
     from pipeline.schema import StoredMessage
     from pipeline.store import Store
@@ -591,11 +596,7 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
     template, desk_class = message_store
     db = tmp_path / "pipeline.db"
     shutil.copyfile(template, db)
-    config = settings_from_dict({
-        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
-        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
-        "database": {"url": f"sqlite:///{db}"},
-    }, Path("t.toml"))
+    config = desk_settings(db)
     outages = [OperationalError("UPDATE claims", {}, Exception("server closed the connection unexpectedly"))]
 
     class FlakyDesk(desk_class):  # type: ignore[misc, valid-type]
