@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +265,10 @@ def _refetch(settings: Settings, store: Store, since: datetime | None, until: da
     with connect(settings.imap) as mailbox:
         for folder in settings.imap.watched_folders:
             state = mailbox.select(folder)
-            uids = mailbox.uids_between(since, until)
+            # IMAP compares whole days in each message's own time zone, the database compares UTC instants:
+            # a day's margin on each side (storing a few more is harmless) makes sure none in range is missed
+            uids = mailbox.uids_between(since - timedelta(days=1) if since else None,
+                                        until + timedelta(days=1) if until else None)
             for start in range(0, len(uids), settings.imap.batch_size):
                 batch = uids[start:start + settings.imap.batch_size]
                 heads = [h for h in mailbox.fetch_headers(batch) if candidate_from_header_bytes(h.header_bytes)]
