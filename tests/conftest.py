@@ -580,3 +580,26 @@ def playbook_world(dovecot: ThrowawayDovecot, tmp_path_factory: pytest.TempPathF
 
 
 # ============================================ end of playbook section ===============================
+
+
+# =====================================================================================================
+# Small messages built in code (for parsing and understanding tests)
+# =====================================================================================================
+
+
+def make_mail(body: str, *, sender: str, subject: str, subtype: str = "plain", charset: str = "utf-8",
+              headers: dict[str, str] | None = None, date: str = "Tue, 03 Mar 2026 10:00:00 +0000",
+              message_id: str = "<t1@example.com>") -> bytes:
+    """A one-part message to the seller, as raw bytes."""
+    from email.header import Header
+    from email.mime.text import MIMEText
+
+    message = MIMEText(body, subtype, charset)
+    message["From"] = sender
+    message["To"] = "Acme Store <claims@example.com>"
+    message["Subject"] = Header(subject, "utf-8").encode()
+    message["Date"] = date
+    message["Message-ID"] = message_id
+    for name, value in (headers or {}).items():
+        message[name] = value
+    return message.as_bytes()

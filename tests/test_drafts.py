@@ -368,14 +368,20 @@ def test_strategy_change_replaces_the_untouched_draft(desk_env: DeskEnv) -> None
     assert statuses == [("offer_refund_or_resend", "replaced"), ("represent_delivered", "written")]
 
 
+def take_draft(client: Any) -> bytes:
+    """Remove our draft of OFFER_ORDER from Drafts, as a mail client does before saving or sending it; its bytes."""
+    client.select_folder("Drafts")
+    [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
+    raw = client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"]
+    client.delete_messages([uid])
+    client.expunge()
+    return raw
+
+
 def edit_draft(env: DeskEnv, *, keep_message_id: bool) -> None:
     """What a mail client does when a person edits a draft: the old copy goes, an edited one is saved."""
     with env.imap() as client:
-        client.select_folder("Drafts")
-        [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
-        raw = client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"]
-        client.delete_messages([uid])
-        client.expunge()
+        raw = take_draft(client)
         message = parse(raw)
         edited = email.message.EmailMessage()
         for name in ("From", "Subject", "In-Reply-To", "References", "X-Pipeline-Claim", "X-Pipeline-Strategy"):
@@ -400,11 +406,7 @@ def test_an_edited_draft_is_kept_and_recorded(desk_env: DeskEnv, keep_message_id
 def attach_to_draft(env: DeskEnv) -> None:
     """A person adds a Cc and the size chart, text untouched; the client re-saves under the same Message-ID."""
     with env.imap() as client:
-        client.select_folder("Drafts")
-        [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
-        message = parse(client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"])
-        client.delete_messages([uid])
-        client.expunge()
+        message = parse(take_draft(client))
         message["Cc"] = "partner@harbor-goods.example"
         message.add_attachment(b"\x89PNG\r\n\x1a\n", maintype="image", subtype="png", filename="size-chart.png")
         client.append("Drafts", message.as_bytes(), flags=[b"\\Draft", b"\\Seen"])
@@ -431,11 +433,7 @@ def test_a_removed_draft_is_noticed_on_the_next_poll(desk_env: DeskEnv) -> None:
 def send_draft(env: DeskEnv) -> None:
     """What a mail client does on Send: the draft leaves Drafts, a copy (our headers kept) lands in Sent."""
     with env.imap() as client:
-        client.select_folder("Drafts")
-        [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
-        raw = client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"]
-        client.delete_messages([uid])
-        client.expunge()
+        raw = take_draft(client)
         sent = raw.replace(b"Message-ID: <", b"Message-ID: <sent-", 1)
         client.append("Sent", sent, flags=[b"\\Seen"])
 
@@ -453,11 +451,7 @@ def test_a_reply_in_sent_is_found_by_in_reply_to(desk_env: DeskEnv) -> None:
     desk_env.append(OFFER_CLAIM)
     desk_env.poll(clock=NOW)
     with desk_env.imap() as client:  # a client that drops our own headers but keeps the threading
-        client.select_folder("Drafts")
-        [uid] = client.search(["HEADER", "X-Pipeline-Claim", OFFER_ORDER])
-        message = parse(client.fetch([uid], [b"BODY.PEEK[]"])[uid][b"BODY[]"])
-        client.delete_messages([uid])
-        client.expunge()
+        message = parse(take_draft(client))
         sent = email.message.EmailMessage()
         for name in ("From", "Subject", "In-Reply-To", "References"):
             sent[name] = message[name]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import make_mail
 
 from pipeline.errors import MessageError, PipelineError
 from pipeline.message import (
@@ -20,18 +21,10 @@ from pipeline.message import (
 
 
 def mail(body: str, *, sender: str = "Jane - Amazon Marketplace <abc123@marketplace.amazon.com>",
-         subject: str = "Inquiry from Amazon customer Jane (Order: 111-2233445-5566778)",
-         subtype: str = "plain", charset: str = "utf-8", headers: dict[str, str] | None = None) -> bytes:
+         subject: str = "Inquiry from Amazon customer Jane (Order: 111-2233445-5566778)", **options: Any) -> bytes:
     """A one-part message as raw bytes."""
-    message = MIMEText(body, subtype, charset)
-    message["From"] = sender
-    message["To"] = "Acme Store <claims@example.com>"
-    message["Subject"] = Header(subject, "utf-8").encode()
-    message["Date"] = "Tue, 03 Mar 2026 10:12:00 +0000"
-    message["Message-ID"] = "<m1@example.com>"
-    for name, value in (headers or {}).items():
-        message[name] = value
-    return message.as_bytes()
+    return make_mail(body, sender=sender, subject=subject, date="Tue, 03 Mar 2026 10:12:00 +0000",
+                     message_id="<m1@example.com>", **options)
 
 
 def buyer_body(words: str, begin: str = "Begin message", end: str = "End message") -> str:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 from datetime import date
-from email.header import Header
-from email.mime.text import MIMEText
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import make_mail
 
 from pipeline.errors import ConfigError, MessageError, PipelineError
 from pipeline.inspect_view import format_inspect, inspect_file
@@ -53,17 +52,7 @@ def corpus_results() -> dict[str, dict[str, Any]]:
     return _eval_module().evaluate_corpus()
 
 
-def mail(body: str, *, sender: str, subject: str, subtype: str = "plain", charset: str = "utf-8",
-         headers: dict[str, str] | None = None) -> bytes:
-    message = MIMEText(body, subtype, charset)
-    message["From"] = sender
-    message["To"] = "Acme Store <claims@example.com>"
-    message["Subject"] = Header(subject, "utf-8").encode()
-    message["Date"] = "Tue, 03 Mar 2026 10:00:00 +0000"
-    message["Message-ID"] = "<t1@example.com>"
-    for name, value in (headers or {}).items():
-        message[name] = value
-    return message.as_bytes()
+mail = make_mail
 
 
 KIM = "Inquiry from Amazon customer Kim (Order: 112-0497765-4469792)"
