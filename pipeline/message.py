@@ -203,6 +203,7 @@ def strip_quoted(text: str) -> str:
     return "\n".join(lines).strip()
 
 
+@lru_cache(maxsize=1024)  # a mailbox has few sender domains; this runs for every message
 def is_amazon_domain(domain: str) -> bool:
     """True for amazon.<tld> and its subdomains (marketplace.amazon.de, …)."""
     domain = domain.lower().rstrip(".")
@@ -230,7 +231,11 @@ def marketplace_of(message: ParsedMessage) -> str | None:
     """The marketplace (amazon.de, …) from X-Marketplace-ID, else from an Amazon sender domain."""
     if message.marketplace_id and message.marketplace_id.strip() in MARKETPLACE_IDS:
         return MARKETPLACE_IDS[message.marketplace_id.strip()]
-    domain = message.sender_domain
+    return _marketplace_of_domain(message.sender_domain)
+
+
+@lru_cache(maxsize=1024)
+def _marketplace_of_domain(domain: str) -> str | None:
     if not is_amazon_domain(domain):
         return None
     for tld in sorted(AMAZON_TLDS, key=len, reverse=True):

@@ -22,10 +22,11 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,7 +34,7 @@ import numpy
 import spacy
 from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LEMMA, LENGTH, LIKE_NUM, LOWER, NORM, ORTH
 from spacy.language import Language
-from spacy.matcher import Matcher, PhraseMatcher
+from spacy.matcher import Matcher
 from spacy.tokens import Doc
 
 from pipeline.errors import ConfigError
@@ -79,6 +80,8 @@ _CHAR_MAP = str.maketrans({"\u2019": "'", "\u2018": "'", "\u2010": "-", "\u2011"
 _SOFT_BREAK = re.compile(r"\n[ \t]*(?=[a-zà-öø-ÿ])")
 _WRAP_HINT = re.compile(r"-[ \t]*\n")
 _A_TO_Z = re.compile(r"\bA\s?-\s?to\s?-\s?Z\b", re.IGNORECASE)
+# the same from its hyphen on: a search for "-" is fast, one that may start at any letter is not
+_A_TO_Z_TAIL = re.compile(r"-\s?[Tt][Oo]\s?-\s?[Zz]\b")
 # "A-to-z" is written with non-breaking hyphens (as Amazon does): one token, so rules can say "A-to-z claim".
 # (A tokenizer special case would do the same but doubles spaCy's tokenizing time.)
 A_TO_Z = "A\u2011to\u2011z"
@@ -332,6 +335,7 @@ class TokenData:
 _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm", "LEMMA": "lemma"}
 _FLAG_FIELDS = {"IS_PUNCT": "is_punct", "IS_SPACE": "is_space", "LIKE_NUM": "like_num"}
 _INFINITE = 10 ** 6
+_TOKEN_COLUMNS = ("orth", "lower", "norm", "lemma", "is_punct", "is_space", "like_num")
 
 
 @dataclass(frozen=True)
@@ -351,28 +355,40 @@ class AnchoredMatcher:
 
     spaCy's Matcher tries every pattern at every token, calling a Python predicate for each IN set; with a few
     hundred rules that costs ten times the tokenizer. Here each pattern is indexed by one token that must be one
-    of a fixed set of words (its anchor); a doc is scanned once with dictionary lookups and a pattern is tried
-    only around its anchor words. Supported: ORTH/TEXT/LOWER/NORM/LEMMA with a value, IN, NOT_IN or REGEX;
+    of a fixed set of words (its anchor); a doc's anchor words are found with set operations, and a pattern is
+    tried only around them, by a small function compiled for that pattern (its token tests written out, no
+    interpretation per token). Supported: ORTH/TEXT/LOWER/NORM/LEMMA with a value, IN, NOT_IN or REGEX;
     IS_PUNCT/IS_SPACE/LIKE_NUM; OP ?, *, +, {n}, {m,n}. Patterns without an anchor go to spaCy's own Matcher.
     """
 
-    def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True) -> None:
+    def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True,
+                 lemma_by_type: bool = True) -> None:
         self.vocab = vocab
         self.lowercase = lowercase  # LOWER/NORM/LEMMA values are lower case (not for Japanese lemmas)
         self.common = frozenset(vocab.strings.add(w) for w in common)
         self.patterns: list[tuple[str, tuple[_TokenSpec, ...], int]] = []
         self.index: dict[str, dict[int, list[int]]] = {}
         self.keys: dict[str, frozenset[int]] = {}
-        self.needs_anchor_test: set[int] = set()
-        self.required: list[tuple[tuple[str, frozenset[int]], ...]] = []
-        # per pattern, what a match attempt needs: (key, anchor spec to test or None, specs after the anchor,
-        # specs before it in reverse order), so that nothing is sliced or looked up per attempt
-        self.plans: list[tuple[str, _TokenSpec | None, tuple[_TokenSpec, ...], tuple[_TokenSpec, ...]]] = []
+        self.compiler = _PatternCompiler()
+        self.sources: list[list[str]] = []  # per pattern: its source lines (see _PatternCompiler.pattern)
+        # per attribute and anchor word: the compiled function of every pattern anchored there (built on first use)
+        self.functions: dict[str, dict[int, Callable[..., None]]] | None = None
+        # per token key (see __call__): the functions a token anchors; most tokens anchor none
+        self.types: dict[tuple[int, ...], tuple[Callable[..., None], ...]] = {}
+        self.lemma_by_type = lemma_by_type
         self.fallback = Matcher(vocab)
         self.has_fallback = False
 
     def add(self, key: str, pattern: list[dict[str, Any]]) -> None:
-        specs = tuple(self._spec(token) for token in pattern)
+        """Add a spaCy Matcher pattern under the rule name `key`."""
+        self._add(key, tuple(self._spec(token) for token in pattern), pattern)
+
+    def add_lemmas(self, key: str, lemmas: Sequence[int]) -> None:
+        """Add a phrase as the sequence of its tokens' lemma hashes (what PhraseMatcher(attr="LEMMA") matches)."""
+        specs = tuple(_TokenSpec((("lemma", frozenset({lemma})),), (), (), (), 1, 1) for lemma in lemmas)
+        self._add(key, specs, [{"LEMMA": self.vocab.strings[lemma]} for lemma in lemmas])
+
+    def _add(self, key: str, specs: tuple[_TokenSpec, ...], pattern: list[dict[str, Any]]) -> None:
         anchor = self._anchor(specs)
         if anchor is None:
             self.fallback.add(key, [pattern])
@@ -380,14 +396,12 @@ class AnchoredMatcher:
             return
         number = len(self.patterns)
         self.patterns.append((key, specs, anchor))
-        self.required.append(tuple(test for i, spec in enumerate(specs) if spec.low >= 1 and i != anchor
-                                   for test in spec.equal))
         spec = specs[anchor]
-        if len(spec.equal) > 1 or spec.excluded or spec.flags or spec.regexes:
-            self.needs_anchor_test.add(number)  # the index lookup alone proves a one-test anchor
-        self.plans.append((key, spec if number in self.needs_anchor_test else None, specs[anchor + 1:],
-                           specs[:anchor][::-1]))
-        name, values = min(specs[anchor].equal, key=lambda t: len(t[1]))
+        name, values = min(spec.equal, key=lambda t: len(t[1]))
+        # the index lookup alone proves an anchor with one word test; anything more is tested again
+        test_anchor = len(spec.equal) > 1 or bool(spec.excluded or spec.flags or spec.regexes)
+        self.sources.append(self.compiler.pattern(key, specs, anchor, test_anchor))
+        self.functions = None
         index = self.index.setdefault(name, {})
         for value in values:
             index.setdefault(value, []).append(number)
@@ -437,84 +451,181 @@ class AnchoredMatcher:
 
     def __call__(self, doc: Doc, data: TokenData) -> list[tuple[str, int, int]]:
         """Every (rule, start, end) match in the doc, in no particular order (as a set would hold them)."""
+        if self.functions is None:
+            self._compile()
+        # A token's anchor functions depend only on its attribute values: ORTH fixes LOWER, and the lookup
+        # lemmatizer's LEMMA follows from ORTH and NORM (Sudachi's does not: then LEMMA is part of the key).
+        key_columns = (data.orth, data.norm) if self.lemma_by_type else (data.orth, data.norm, data.lemma)
+        types = self.types
+        try:
+            anchored = list(map(types.__getitem__, zip(*key_columns, strict=True)))
+        except KeyError:  # a word type seen for the first time
+            if len(types) > 200_000:
+                types.clear()
+            anchored = [types[key] if key in types else self._anchors_of(key, data.lemma[i])
+                        for i, key in enumerate(zip(*key_columns, strict=True))]
         found: list[tuple[str, int, int]] = []
-        present: dict[str, set[int]] = {}
-        viable: dict[int, bool] = {}
-        plans, walk, test = self.plans, self._walk, self._test
-        for name, index in self.index.items():
-            keys = self.keys[name]
-            for position, value in enumerate(getattr(data, name)):
-                if value in keys:  # an anchor word
-                    for number in index[value]:
-                        ok = viable.get(number)
-                        if ok is None:  # every required word of the pattern occurs somewhere in the doc?
-                            ok = viable[number] = self._viable(number, data, present)
-                        if not ok:
-                            continue
-                        key, anchor_spec, after, before = plans[number]
-                        if anchor_spec is not None and not test(anchor_spec, data, position):
-                            continue
-                        ends = walk(after, data, position + 1, 1) if after else (position + 1,)
-                        if not ends:
-                            continue
-                        starts = walk(before, data, position - 1, -1) if before else (position - 1,)
-                        found.extend((key, start + 1, end) for start in starts for end in ends)
+        columns = tuple(getattr(data, name) for name in _TOKEN_COLUMNS)
+        size = len(anchored)
+        strings = self.vocab.strings
+        for position in compress(range(size), anchored):  # only where an anchor word stands (a C-level scan)
+            for match in anchored[position]:
+                match(position, columns, size, strings, found)
         if self.has_fallback:
-            strings = self.vocab.strings
             found.extend((strings[m], s, e) for m, s, e in self.fallback(doc))
         return found
 
-    def _viable(self, number: int, data: TokenData, present: dict[str, set[int]]) -> bool:
-        for name, values in self.required[number]:
-            if name not in present:
-                present[name] = set(getattr(data, name))
-            if values.isdisjoint(present[name]):
-                return False
-        return True
+    def _anchors_of(self, key: tuple[int, ...], lemma: int) -> tuple[Callable[..., None], ...]:
+        """The compiled functions a token with these attribute values anchors (cached in self.types)."""
+        orth, norm = key[0], key[1]
+        values = {"orth": orth, "lower": self.vocab[orth].lower, "norm": norm, "lemma": lemma}
+        assert self.functions is not None
+        anchors = tuple(by_value[values[name]] for name, by_value in self.functions.items()
+                        if values[name] in by_value)
+        self.types[key] = anchors
+        return anchors
 
-    def _walk(self, specs: tuple[_TokenSpec, ...], data: TokenData, position: int, step: int) -> set[int]:
-        """Positions reached after matching specs from position in direction step (all possible lengths)."""
-        size = len(data.orth)
-        test = self._test
-        positions = {position}
-        for spec in specs:
-            if spec.low == spec.high == 1:
-                positions = {p + step for p in positions if 0 <= p < size and test(spec, data, p)}
-                if not positions:
-                    break
-                continue
-            reached: set[int] = set()
-            for start in positions:
-                current, taken = start, 0
-                if spec.low == 0:
-                    reached.add(current)
-                while taken < spec.high and 0 <= current < size and test(spec, data, current):
-                    current += step
-                    taken += 1
-                    if taken >= spec.low:
-                        reached.add(current)
-            positions = reached
-            if not positions:
-                break
-        return positions
+    def _compile(self) -> None:
+        self.functions = {name: {value: self.compiler.function([self.sources[number] for number in numbers])
+                                 for value, numbers in index.items()}
+                          for name, index in self.index.items()}
+        self.types = {}
 
-    def _test(self, spec: _TokenSpec, data: TokenData, i: int) -> bool:
+
+class _PatternCompiler:
+    """Writes Python source for patterns around an anchor token and compiles it: one function per anchor word.
+
+    The function of an anchor word, ``match(position, columns, size, strings, found)``, tries every pattern
+    indexed by that word at `position` and appends (rule, start, end) to `found`. Each pattern token becomes one
+    nested block (an ``if`` for a single token, a ``while`` for a quantifier), reaching every end and start a
+    quantifier allows, as spaCy's Matcher does, without interpreting the pattern per token.
+    """
+
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {}
+        self.values: dict[Any, str] = {}
+
+    def constant(self, value: Any) -> str:
+        """The name of a global of the compiled code holding `value` (a hash, a set of hashes, a regex)."""
+        name = self.values.get(value)
+        if name is None:
+            name = self.values[value] = f"c{len(self.constants)}"
+            self.constants[name] = value
+        return name
+
+    def test(self, spec: _TokenSpec, at: str) -> str:
+        """A Python expression: does the token at index `at` satisfy `spec`?"""
+        parts = []
         for name, values in spec.equal:
-            if getattr(data, name)[i] not in values:
-                return False
-        if spec.excluded:
-            for name, values in spec.excluded:
-                if getattr(data, name)[i] in values:
-                    return False
-        if spec.flags:
-            for name, flag in spec.flags:
-                if bool(getattr(data, name)[i]) != flag:
-                    return False
-        if spec.regexes:
-            for name, regex in spec.regexes:
-                if not regex.search(self.vocab.strings[getattr(data, name)[i]]):
-                    return False
-        return True
+            if len(values) == 1:
+                parts.append(f"{name}[{at}] == {self.constant(next(iter(values)))}")
+            else:
+                parts.append(f"{name}[{at}] in {self.constant(values)}")
+        for name, values in spec.excluded:
+            parts.append(f"{name}[{at}] not in {self.constant(values)}")
+        for name, flag in spec.flags:
+            parts.append(f"{'' if flag else 'not '}{name}[{at}]")
+        for name, regex in spec.regexes:
+            parts.append(f"{self.constant(regex)}.search(strings[{name}[{at}]])")
+        return " and ".join(parts) or "True"
+
+    def pattern(self, key: str, specs: tuple[_TokenSpec, ...], anchor: int, test_anchor: bool) -> list[str]:
+        """Source lines (indented for a function body) appending the pattern's matches at `position` to found."""
+        after, before = specs[anchor + 1:], specs[:anchor][::-1]
+        rule = self.constant(key)
+        lines: list[str] = []
+        indent = "    "
+        if test_anchor:
+            lines.append(f"{indent}if {self.test(specs[anchor], 'position')}:")
+            indent += "    "
+        if all(spec.low == spec.high == 1 for spec in specs):  # one start, one end: nested tests
+            checks = [f"position + {i} < size and {self.test(spec, f'position + {i}')}"
+                      for i, spec in enumerate(after, 1)]
+            checks += [f"position - {i} >= 0 and {self.test(spec, f'position - {i}')}"
+                       for i, spec in enumerate(before, 1)]
+            if checks:
+                lines.append(f"{indent}if {' and '.join(checks)}:")
+                indent += "    "
+            lines.append(f"{indent}found.append(({rule}, position - {len(before)}, position + {len(after) + 1}))")
+            return lines
+        if after:
+            lines += [f"{indent}ends = set()", f"{indent}q0 = position + 1"]
+            lines += self._walk(after, 1, "ends", 0, indent)
+        else:
+            lines.append(f"{indent}ends = (position + 1,)")
+        lines.append(f"{indent}if ends:")
+        indent += "    "
+        if before:
+            lines += [f"{indent}starts = set()", f"{indent}q0 = position - 1"]
+            lines += self._walk(before, -1, "starts", 1, indent)
+        else:
+            lines.append(f"{indent}starts = (position,)")
+        lines.append(f"{indent}found.extend(({rule}, start, end) for start in starts for end in ends)")
+        return lines
+
+    def _walk(self, tokens: tuple[_TokenSpec, ...], step: int, target: str, shift: int, indent: str) -> list[str]:
+        """Source lines adding to the set `target` every position (+ shift) reached after matching tokens from
+        q0 on, by `step`."""
+        lines: list[str] = []
+        sign = "+" if step > 0 else "-"
+
+        def emit(depth: int, indent: str) -> None:
+            if depth == len(tokens):
+                lines.append(f"{indent}{target}.add(q{depth}{f' + {shift}' if shift else ''})")
+                return
+            spec = tokens[depth]
+            bounded = f"q{depth} < size" if step > 0 else f"q{depth} >= 0"
+            test = self.test(spec, f"q{depth}")
+            if spec.low == spec.high == 1:
+                lines.append(f"{indent}if {bounded} and {test}:")
+                lines.append(f"{indent}    q{depth + 1} = q{depth} {sign} 1")
+                emit(depth + 1, indent + "    ")
+                return
+            lines.extend([f"{indent}t{depth} = 0", f"{indent}while True:"])
+            if spec.low:
+                lines.extend([f"{indent}    if t{depth} >= {spec.low}:", f"{indent}        q{depth + 1} = q{depth}"])
+                emit(depth + 1, indent + "        ")
+            else:
+                lines.append(f"{indent}    q{depth + 1} = q{depth}")
+                emit(depth + 1, indent + "    ")
+            lines.extend([f"{indent}    if t{depth} < {spec.high} and {bounded} and {test}:",
+                          f"{indent}        q{depth} {sign}= 1", f"{indent}        t{depth} += 1",
+                          f"{indent}    else:", f"{indent}        break"])
+
+        emit(0, indent)
+        return lines
+
+    def function(self, bodies: list[list[str]]) -> Callable[..., None]:
+        """Compile the patterns' source lines into one match(position, columns, size, strings, found)."""
+        body = [line for lines in bodies for line in lines]
+        source = ["def match(position, columns, size, strings, found):",
+                  f"    {', '.join(_TOKEN_COLUMNS)} = columns", *body]
+        namespace = dict(self.constants)
+        exec(compile("\n".join(source), "<patterns>", "exec"), namespace)  # our own generated source, no input
+        return namespace["match"]
+
+
+def matches_at_triggers(regex: re.Pattern[str], text: str, haystack: str,
+                        triggers: tuple[str, ...]) -> list[re.Match[str]]:
+    """What regex.finditer(text) finds, for a regex whose every match starts with one of its literal triggers
+    (see _literal_triggers): tried only where a trigger occurs in `haystack` (the text, or the text lower-cased
+    with the same positions), so a long text without them costs a few substring searches."""
+    positions = set()
+    for trigger in triggers:
+        at = haystack.find(trigger)
+        while at >= 0:
+            positions.add(at)
+            at = haystack.find(trigger, at + 1)
+    found = []
+    done = 0
+    for position in sorted(positions):
+        if position < done:
+            continue  # inside the previous match: finditer does not overlap
+        match = regex.match(text, position)
+        if match:
+            found.append(match)
+            done = match.end()
+    return found
 
 
 def _canonical_entry(entry: dict[str, Any]) -> dict[str, Any]:
@@ -583,7 +694,7 @@ class RuleModel:
         self.rules: dict[str, tuple[str, str]] = {}
         # (rule, regex, literal triggers or None, case-sensitive, tried only at token starts)
         self.regexes: list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool, bool]] = []
-        self._has_digit: dict[int, bool] = {}
+        self._long_with_digit: dict[int, bool] = {}
         patterns: list[tuple[str, list[dict[str, Any]]]] = []
         phrases: list[tuple[str, list[str]]] = []
         for rule, entry in _entries(folders, lang):
@@ -618,13 +729,15 @@ class RuleModel:
         self.lemmatizer = self.nlp.get_pipe("pipeline_lemmatizer") if lang != "ja" else None
         common = set(_function_words_of(folders, lang)) | _COMMON_WORDS.get(lang, set())
         common |= {" ".join(w) for ws in self.words.values() for w in ws}
-        self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja")
+        self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja", lemma_by_type=lang != "ja")
         self.patterns = patterns  # as given to the matcher; tests check it against spaCy's own Matcher
         for rule, pattern in patterns:
             self.matcher.add(rule, pattern)
-        self.phrases = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
+        # phrases match on their tokens' lemmas, as PhraseMatcher(attr="LEMMA") would, through the same index
+        self.phrases = phrases  # as given; tests check them against spaCy's own PhraseMatcher
         for rule, texts in phrases:
-            self.phrases.add(rule, list(self.nlp.pipe(texts)))
+            for phrase in self.nlp.pipe(texts):
+                self.matcher.add_lemmas(rule, [token.lemma for token in phrase])
         add = self.nlp.vocab.strings.add
         # word lists as string hashes: the scope checks compare token attribute hashes, not strings
         self._neg1 = {add(w[0]) for w in self.words["NEGATION"] if len(w) == 1}
@@ -659,10 +772,11 @@ class RuleModel:
     def hits(self, text: str, subject_end: int = 0) -> list[Hit]:
         """Every rule match in the text (characters before subject_end are the subject), negation marked."""
         doc = self.nlp.make_doc(text)
-        data = self.lemmatizer.annotate(doc) if self.lemmatizer is not None else _token_data(doc)
-        strings = self.nlp.vocab.strings
+        if self.lemmatizer is not None:  # spaCy's Matcher, for patterns without an anchor, reads them off the doc
+            data = self.lemmatizer.annotate(doc, write=self.matcher.has_fallback)
+        else:
+            data = _token_data(doc)
         spans = self.matcher(doc, data)
-        spans += [(strings[m], s, e) for m, s, e in self.phrases(doc)]  # PhraseMatcher: on the lemmas set above
         if self.regexes:
             spans += self._regex_spans(text, data)
         hits: list[Hit] = []
@@ -685,22 +799,30 @@ class RuleModel:
         return hits
 
     def _regex_spans(self, text: str, data: TokenData) -> list[tuple[str, int, int]]:
-        """Token spans of the regex rules. A rule runs only if one of its literal words occurs in the text;
-        a "scope": "token" rule (tracking numbers) is tried only where a token with digits starts."""
+        """Token spans of the regex rules. A rule with literal words runs only where one of them occurs;
+        a "scope": "token" rule (tracking numbers) is tried only where a long token with digits starts."""
         starts = data.idx
         lowered = text.lower()
+        same_positions = len(lowered) == len(text)  # lower-casing can lengthen a text ("İ" -> "i̇")
         candidates: list[int] | None = None
         spans = []
         for rule, regex, triggers, case, token_scope in self.regexes:
-            # (map over a bound __contains__ runs the substring tests without a Python frame per trigger)
-            if triggers is not None and not any(map((text if case else lowered).__contains__, triggers)):
-                continue
+            found: Iterable[re.Match[str]]
+            if triggers is not None:
+                haystack = text if case else lowered
+                # (map over a bound __contains__ runs the substring tests without a Python frame per trigger)
+                if not any(map(haystack.__contains__, triggers)):
+                    continue
             if token_scope:
                 if candidates is None:
                     candidates = self._digit_token_starts(data)
-                found = [m for m in (regex.match(text, pos) for pos in candidates) if m]
+                if not candidates:
+                    continue
+                found = [m for m in map(regex.match, repeat(text), candidates) if m]
+            elif triggers is not None and (case or same_positions):
+                found = matches_at_triggers(regex, text, haystack, triggers)
             else:
-                found = list(regex.finditer(text))
+                found = regex.finditer(text)
             for match in found:
                 first = bisect.bisect_right(starts, match.start()) - 1
                 last = bisect.bisect_left(starts, match.end())
@@ -708,17 +830,21 @@ class RuleModel:
         return spans
 
     def _digit_token_starts(self, data: TokenData) -> list[int]:
-        strings = self.nlp.vocab.strings
-        found = []
-        for orth, length, start in zip(data.orth, data.length, data.idx, strict=True):
-            if length < 10:
-                continue
-            digit = self._has_digit.get(orth)
-            if digit is None:
-                digit = self._has_digit[orth] = any(c.isdigit() for c in strings[orth])
-            if digit:
-                found.append(start)
-        return found
+        """Where the tokens of 10 or more characters with a digit start (tracking numbers can)."""
+        long_with_digit = self._long_with_digit
+        try:
+            marks = list(map(long_with_digit.__getitem__, data.orth))
+        except KeyError:  # a word type seen for the first time
+            if len(long_with_digit) > 200_000:
+                long_with_digit.clear()
+            strings = self.nlp.vocab.strings
+            marks = []
+            for orth in data.orth:
+                if orth not in long_with_digit:
+                    word = strings[orth]
+                    long_with_digit[orth] = len(word) >= 10 and any(c.isdigit() for c in word)
+                marks.append(long_with_digit[orth])
+        return list(compress(data.idx, marks))
 
     def _scope(self, data: TokenData, start: int, end: int, predicate: bool = True) -> tuple[bool, bool]:
         """(negated, hypothetical): a negation or a conditional shortly before the match in the same clause.
@@ -985,7 +1111,7 @@ def prepare_text(text: str) -> str:
     if _WRAP_HINT.search(text):
         text = _join_wrapped_ids(text)
     if "-to" in text or "-To" in text or "- to" in text:
-        text = _A_TO_Z.sub(A_TO_Z, text)
+        text = mark_a_to_z(text)
 
     def soft_break(match: re.Match[str]) -> str:
         whole, i = match.string, match.start() - 1
@@ -996,16 +1122,29 @@ def prepare_text(text: str) -> str:
     return _SOFT_BREAK.sub(soft_break, text)
 
 
+def mark_a_to_z(text: str) -> str:
+    """Every "A-to-z" (any case, a space around a hyphen allowed) written as the one token A_TO_Z."""
+    pieces, done = [], 0
+    for tail in _A_TO_Z_TAIL.finditer(text):
+        start = tail.start() - 1
+        if start >= 0 and text[start].isspace():
+            start -= 1
+        if start < done or text[start] not in "Aa" or (start and (text[start - 1].isalnum() or text[start - 1] == "_")):
+            continue
+        pieces += [text[done:start], A_TO_Z]
+        done = tail.end()
+    return "".join(pieces) + text[done:] if pieces else text
+
+
 def detect_language(text: str, default: str, function_words: dict[str, frozenset[str]]) -> str:
     """The text's language among ours, by script and function-word counts; `default` when unclear."""
     if _KANA.search(text):
         return "ja"
     language_of_word = _word_languages(function_words)
-    counts: dict[str, int] = {}
-    for word in _WORD.findall(text[:1000].lower()):
-        lang = language_of_word.get(word)
-        if lang:
-            counts[lang] = counts.get(lang, 0) + 1
+    # words split at white space, punctuation stripped: C-level passes, no Python step per word
+    found = list(filter(None, map(language_of_word.get, map(str.strip, text[:1000].lower().split(),
+                                                              repeat(_WORD_PUNCT)))))
+    counts = {lang: found.count(lang) for lang in set(found)}
     if not counts:
         return default if default in LANGUAGES else "en"
     best = max(counts, key=lambda lang: (counts[lang], lang == default))
@@ -1015,7 +1154,7 @@ def detect_language(text: str, default: str, function_words: dict[str, frozenset
 
 
 _KANA = re.compile(r"[\u3040-\u30ff]")
-_WORD = re.compile(r"[^\W\d_]+")
+_WORD_PUNCT = ".,;:!?()[]{}\"'«»„“”‚‘’…-–—/*<>"
 _WORD_LANGUAGES: dict[int, dict[str, str]] = {}
 
 
@@ -1350,7 +1489,24 @@ def _join_wrapped_ids(text: str) -> str:
             return match.group(0)
         return joined
 
-    return WRAPPED_ORDER_ID.sub(join, text) if "\n" in text else text
+    return WRAPPED_ORDER_ID.sub(join, text) if "\n" in text and _may_hold_wrapped_id(text) else text
+
+
+_DIGIT_LINE_START = re.compile(r"\n[ \t>]*[\d-]")
+
+
+def _may_hold_wrapped_id(text: str) -> bool:
+    """Whether a line ending in a digit or hyphen is followed by one starting with one: what every wrapped ID
+    needs. (A search that starts at a newline is fast; WRAPPED_ORDER_ID's own search tries every character.)"""
+    for line_start in _DIGIT_LINE_START.finditer(text):
+        i = line_start.start() - 1
+        if i >= 0 and text[i] == "\r":
+            i -= 1
+        while i >= 0 and text[i] in " \t":
+            i -= 1
+        if i >= 0 and (text[i].isdecimal() or text[i] == "-"):
+            return True
+    return False
 
 
 def _order_ids(text: str) -> list[str]:

@@ -338,16 +338,16 @@ def test_inspect_unreadable_or_malformed_file_is_a_message_error(tmp_path: Path)
     assert isinstance(caught.value, PipelineError)
 
 
-def test_anchored_matcher_finds_what_spacys_matcher_finds(understander: Understander) -> None:
-    """Our fast matcher is only an index in front of spaCy's pattern semantics: on every corpus message it
-    must return exactly the spans spaCy's own Matcher returns for the same patterns."""
+def test_anchored_matcher_finds_what_spacys_matchers_find(understander: Understander) -> None:
+    """Our fast matcher is only an index in front of spaCy's semantics: on every corpus message it must return
+    exactly the spans spaCy's own Matcher (for the patterns) and PhraseMatcher on LEMMA (for the phrases) return."""
     import numpy
     from spacy.attrs import LEMMA, NORM
-    from spacy.matcher import Matcher
+    from spacy.matcher import Matcher, PhraseMatcher
 
     eval_module = _eval_module()
-    checked = 0
-    oracles: dict[str, Matcher] = {}
+    checked = phrase_matches = 0
+    oracles: dict[str, tuple[Matcher, PhraseMatcher]] = {}
     for case in eval_module.load_corpus():
         reading = understander.read(parse_message(case["path"].read_bytes()))
         model = understander.model(reading.language)
@@ -355,7 +355,10 @@ def test_anchored_matcher_finds_what_spacys_matcher_finds(understander: Understa
             oracle = Matcher(model.nlp.vocab)
             for rule, pattern in model.patterns:
                 oracle.add(rule, [pattern])
-            oracles[model.lang] = oracle
+            phrase_oracle = PhraseMatcher(model.nlp.vocab, attr="LEMMA")
+            for rule, texts in model.phrases:
+                phrase_oracle.add(rule, list(model.nlp.pipe(texts)))
+            oracles[model.lang] = (oracle, phrase_oracle)
         doc = model.nlp.make_doc(reading.text)
         data = model.lemmatizer.annotate(doc) if model.lemmatizer is not None else None
         if data is not None:
@@ -366,10 +369,14 @@ def test_anchored_matcher_finds_what_spacys_matcher_finds(understander: Understa
             data = _token_data(doc)
         strings = model.nlp.vocab.strings
         ours = set(model.matcher(doc, data))
-        spacys = {(strings[m], s, e) for m, s, e in oracles[model.lang](doc)}
-        assert ours == spacys, case["name"]
+        oracle, phrase_oracle = oracles[model.lang]
+        spacys = {(strings[m], s, e) for m, s, e in oracle(doc)}
+        phrases = {(strings[m], s, e) for m, s, e in phrase_oracle(doc)}
+        assert ours == spacys | phrases, case["name"]
         checked += 1
+        phrase_matches += len(phrases - spacys)
     assert checked >= 200
+    assert phrase_matches >= 50  # the phrases were really compared, not only the patterns
 
 
 @pytest.mark.parametrize(("text", "expected"), [
