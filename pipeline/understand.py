@@ -65,7 +65,8 @@ CARRIERS = ("UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal Mail", "Ch
 CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "￥": "JPY", "円": "JPY",
                     "CA$": "CAD", "C$": "CAD"}
 ORDER_ID = re.compile(r"(?<![\w-])((?:\d{3}|D01)-\d{7}-\d{7})(?![\w-])")
-_ORDER_ID_SCAN = re.compile(r"(?:\d{3}|D01)-\d{7}-\d{7}(?![\w-])")
+# an order ID from its first hyphen on: a search for "-" is fast, one for a digit tries every character
+_ORDER_ID_TAIL = re.compile(r"-\d{7}-\d{7}(?![\w-])")
 # An order ID hard-wrapped across a line break: "111-2233445-\n5566778", "111-\n2233445-5566778"
 WRAPPED_ORDER_ID = re.compile(r"((?:\d{3}|D01)-[\d-]{0,15})[ \t]*\r?\n[ \t>]*([\d-]{1,16})(?![\w-])")
 MONEY = re.compile(
@@ -190,8 +191,6 @@ class LookupLemmatizer:
         self.vocab = nlp.vocab
         self.strings = nlp.vocab.strings
         self.forms: dict[int, int] = {}
-        # per word type (orth), resolved once: (lower, lemma, mended norm or 0, is_punct, is_space, like_num, length)
-        self.types: dict[int, tuple[int, int, int, int, int, int, int]] = {}
         self.keywords: frozenset[str] = frozenset()
         self.all_keywords: frozenset[str] = frozenset()
         self.folded: dict[str, str] = {}
@@ -220,39 +219,26 @@ class LookupLemmatizer:
         self.protected = frozenset(protected)
         self.compound_heads = compound_heads
         self.heads = tuple(sorted(self.keywords, key=len))  # shortest first: "antrag", not "garantieantrag"
-        self.types = {}
 
     def __call__(self, doc: Doc) -> Doc:
         self.annotate(doc)
         return doc
 
     def annotate(self, doc: Doc, write: bool = True) -> TokenData:
-        """The token attributes with lemmas and mended norms; with `write`, also set them on the doc's tokens."""
-        # Only ORTH, NORM (a tokenizer exception can set it per token) and IDX vary per token; everything else is
-        # a property of the word type, looked up once per type and cached: far fewer array columns to convert.
+        """The token attributes with lemmas and mended norms; with `write`, also set them on the doc's tokens.
+
+        (The rules read tokens through RuleModel.token_data, which caches this per word type.)"""
         orths, norms, idx = doc.to_array([ORTH, NORM, IDX]).T.tolist() if len(doc) else ([], [], [])
-        types = self.types
-        try:
-            rows = list(map(types.__getitem__, orths))
-        except KeyError:  # a word type seen for the first time
-            for orth, norm in zip(orths, norms, strict=True):
-                if orth not in types:
-                    if len(types) > 200_000:
-                        types.clear()
-                    types[orth] = self._type(orth, norm)
-            # (another thread may have cleared the cache meanwhile: resolve such gaps directly)
-            rows = [types.get(orth) or self._type(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
-        # one row per token -> one column per attribute (a C-level transpose)
+        rows = [self.resolve(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
         columns = zip(*rows, strict=True) if rows else ((),) * 7
         lowers, lemmas, mended, is_punct, is_space, like_num, length = columns
-        if any(mended):  # a mended typo's norm replaces the token's own
-            norms = [fixed or norm for fixed, norm in zip(mended, norms, strict=True)]
+        norms = [fixed or norm for fixed, norm in zip(mended, norms, strict=True)]
         if write:
             doc.from_array([NORM, LEMMA], numpy.array([norms, lemmas], dtype="uint64").T)
         return TokenData(orths, lowers, norms, lemmas, is_punct, is_space, like_num, idx, length)
 
-    def _type(self, orth: int, norm: int) -> tuple[int, int, int, int, int, int, int]:
-        """The cached attributes of a word type (see self.types); its lemma comes from its first token's norm."""
+    def resolve(self, orth: int, norm: int) -> tuple[int, int, int, int, int, int, int]:
+        """A token's (lower, lemma, mended norm or 0, is_punct, is_space, like_num, length) from its ORTH and NORM."""
         fixed_norm, lemma = self._resolve(orth, norm)
         lexeme = self.vocab[orth]
         return (lexeme.lower, lemma, fixed_norm if fixed_norm != norm else 0, int(lexeme.is_punct),
@@ -330,6 +316,9 @@ class TokenData:
     like_num: Sequence[int]
     idx: Sequence[int]
     length: Sequence[int]
+    # per token, the matcher's functions anchored on it (see AnchoredMatcher.anchors_of); empty: not computed
+    anchors: Sequence[tuple[Callable[..., None], ...]] = ()
+    long_with_digit: Sequence[bool] = ()  # per token: 10 or more characters, a digit among them; empty: not computed
 
 
 _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm", "LEMMA": "lemma"}
@@ -361,8 +350,7 @@ class AnchoredMatcher:
     IS_PUNCT/IS_SPACE/LIKE_NUM; OP ?, *, +, {n}, {m,n}. Patterns without an anchor go to spaCy's own Matcher.
     """
 
-    def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True,
-                 lemma_by_type: bool = True) -> None:
+    def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True) -> None:
         self.vocab = vocab
         self.lowercase = lowercase  # LOWER/NORM/LEMMA values are lower case (not for Japanese lemmas)
         self.common = frozenset(vocab.strings.add(w) for w in common)
@@ -373,9 +361,8 @@ class AnchoredMatcher:
         self.sources: list[list[str]] = []  # per pattern: its source lines (see _PatternCompiler.pattern)
         # per attribute and anchor word: the compiled function of every pattern anchored there (built on first use)
         self.functions: dict[str, dict[int, Callable[..., None]]] | None = None
-        # per token key (see __call__): the functions a token anchors; most tokens anchor none
+        # (ORTH, LOWER, NORM, LEMMA) -> the functions a token anchors, for callers without data.anchors
         self.types: dict[tuple[int, ...], tuple[Callable[..., None], ...]] = {}
-        self.lemma_by_type = lemma_by_type
         self.fallback = Matcher(vocab)
         self.has_fallback = False
 
@@ -451,19 +438,11 @@ class AnchoredMatcher:
 
     def __call__(self, doc: Doc, data: TokenData) -> list[tuple[str, int, int]]:
         """Every (rule, start, end) match in the doc, in no particular order (as a set would hold them)."""
+        if not self.patterns:
+            return list(self._fallback_matches(doc))
         if self.functions is None:
-            self._compile()
-        # A token's anchor functions depend only on its attribute values: ORTH fixes LOWER, and the lookup
-        # lemmatizer's LEMMA follows from ORTH and NORM (Sudachi's does not: then LEMMA is part of the key).
-        key_columns = (data.orth, data.norm) if self.lemma_by_type else (data.orth, data.norm, data.lemma)
-        types = self.types
-        try:
-            anchored = list(map(types.__getitem__, zip(*key_columns, strict=True)))
-        except KeyError:  # a word type seen for the first time
-            if len(types) > 200_000:
-                types.clear()
-            anchored = [types[key] if key in types else self._anchors_of(key, data.lemma[i])
-                        for i, key in enumerate(zip(*key_columns, strict=True))]
+            self.compile()
+        anchored = data.anchors or self._anchor_column(data)
         found: list[tuple[str, int, int]] = []
         columns = tuple(getattr(data, name) for name in _TOKEN_COLUMNS)
         size = len(anchored)
@@ -471,21 +450,32 @@ class AnchoredMatcher:
         for position in compress(range(size), anchored):  # only where an anchor word stands (a C-level scan)
             for match in anchored[position]:
                 match(position, columns, size, strings, found)
-        if self.has_fallback:
-            found.extend((strings[m], s, e) for m, s, e in self.fallback(doc))
+        found.extend(self._fallback_matches(doc))
         return found
 
-    def _anchors_of(self, key: tuple[int, ...], lemma: int) -> tuple[Callable[..., None], ...]:
-        """The compiled functions a token with these attribute values anchors (cached in self.types)."""
-        orth, norm = key[0], key[1]
-        values = {"orth": orth, "lower": self.vocab[orth].lower, "norm": norm, "lemma": lemma}
-        assert self.functions is not None
-        anchors = tuple(by_value[values[name]] for name, by_value in self.functions.items()
-                        if values[name] in by_value)
-        self.types[key] = anchors
-        return anchors
+    def _fallback_matches(self, doc: Doc) -> Iterator[tuple[str, int, int]]:
+        if self.has_fallback:
+            strings = self.vocab.strings
+            yield from ((strings[m], s, e) for m, s, e in self.fallback(doc))
 
-    def _compile(self) -> None:
+    def anchors_of(self, orth: int, lower: int, norm: int, lemma: int) -> tuple[Callable[..., None], ...]:
+        """The compiled functions a token with these attribute values anchors (most tokens: none)."""
+        if self.functions is None:
+            self.compile()
+        assert self.functions is not None
+        values = {"orth": orth, "lower": lower, "norm": norm, "lemma": lemma}
+        return tuple(by_value[values[name]] for name, by_value in self.functions.items() if values[name] in by_value)
+
+    def _anchor_column(self, data: TokenData) -> list[tuple[Callable[..., None], ...]]:
+        """data.anchors when the caller did not work them out (Japanese: lemmas that depend on context)."""
+        keys = zip(data.orth, data.lower, data.norm, data.lemma, strict=True)
+        types = self.types
+        if len(types) > 200_000:
+            types.clear()
+        return [types[key] if key in types else types.setdefault(key, self.anchors_of(*key)) for key in keys]
+
+    def compile(self) -> None:
+        """Compile the patterns added so far (done on first use otherwise)."""
         self.functions = {name: {value: self.compiler.function([self.sources[number] for number in numbers])
                                  for value, numbers in index.items()}
                           for name, index in self.index.items()}
@@ -666,6 +656,52 @@ def _literal_triggers(pattern: str, case: bool) -> tuple[str, ...] | None:
     return tuple(words)
 
 
+def _required_literals(pattern: str, case: bool) -> tuple[str, ...] | None:
+    """Strings one of which every match of the regex contains, or None if none can be told.
+
+    Read off the regex's parse tree: a run of literal characters must occur; a group or a repetition of at
+    least one needs what its content needs; an alternation needs one of what its branches need. Lets a rule
+    whose match may start anywhere (no _literal_triggers) be skipped with a few substring tests.
+    """
+    from re import _constants as sre
+    from re import _parser
+
+    def needs(items: Any) -> set[str] | None:
+        options: list[set[str]] = []
+        run: list[str] = []
+        for op, value in [*items, (None, None)]:
+            if op is sre.LITERAL:
+                run.append(chr(value))
+                continue
+            if run:
+                options.append({"".join(run)})
+                run = []
+            found: set[str] | None = None
+            if op is sre.SUBPATTERN:
+                _, add_flags, del_flags, content = value
+                found = needs(content) if not (add_flags or del_flags) else None
+            elif op is sre.BRANCH:
+                branches = [needs(branch) for branch in value[1]]
+                found = set().union(*branches) if all(branches) else None  # type: ignore[arg-type]
+            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None)) and value[0] >= 1:
+                found = needs(value[2])
+            elif op is sre.IN and value and all(kind is sre.LITERAL for kind, _ in value):
+                found = {chr(char) for _, char in value}
+            if found:
+                options.append(found)
+        if not options:
+            return None
+        return max(options, key=lambda option: (min(map(len, option)), -len(option)))
+
+    try:
+        found = needs(_parser.parse(pattern, 0 if case else re.IGNORECASE))
+    except (re.error, ValueError, TypeError):
+        return None
+    if not found:
+        return None
+    return tuple(sorted(word if case else word.lower() for word in found))
+
+
 def _quantifier(op: str | None) -> tuple[int, int]:
     if op is None:
         return 1, 1
@@ -692,8 +728,9 @@ class RuleModel:
                                          "clause_punct": [".", ",", ";", ":", "!", "?", "(", ")", "…", "—", "–",
                                                           "¿", "¡", "。", "、", "！", "？", "：", "，"]}
         self.rules: dict[str, tuple[str, str]] = {}
-        # (rule, regex, literal triggers or None, case-sensitive, tried only at token starts)
-        self.regexes: list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool, bool]] = []
+        # (rule, regex, words one of which every match contains (or None), whether every match starts with one,
+        # case-sensitive, tried only at token starts)
+        self.regexes: list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool, bool, bool]] = []
         self._long_with_digit: dict[int, bool] = {}
         patterns: list[tuple[str, list[dict[str, Any]]]] = []
         phrases: list[tuple[str, list[str]]] = []
@@ -709,8 +746,10 @@ class RuleModel:
             if "regex" in entry:
                 case = bool(entry.get("case"))
                 compiled = re.compile(entry["regex"], 0 if case else re.IGNORECASE)
-                triggers = _literal_triggers(entry["regex"], case)
-                self.regexes.append((rule, compiled, triggers, case, entry.get("scope") == "token"))
+                triggers = _literal_triggers(entry["regex"], case)  # every match starts with one
+                required = triggers or _required_literals(entry["regex"], case)  # every match contains one
+                self.regexes.append((rule, compiled, required, triggers is not None, case,
+                                     entry.get("scope") == "token"))
             elif "phrases" in entry or "phrase" in entry:
                 phrases.append((rule, entry.get("phrases") or [entry["phrase"]]))
             else:
@@ -729,7 +768,7 @@ class RuleModel:
         self.lemmatizer = self.nlp.get_pipe("pipeline_lemmatizer") if lang != "ja" else None
         common = set(_function_words_of(folders, lang)) | _COMMON_WORDS.get(lang, set())
         common |= {" ".join(w) for ws in self.words.values() for w in ws}
-        self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja", lemma_by_type=lang != "ja")
+        self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja")
         self.patterns = patterns  # as given to the matcher; tests check it against spaCy's own Matcher
         for rule, pattern in patterns:
             self.matcher.add(rule, pattern)
@@ -753,6 +792,8 @@ class RuleModel:
         self._negation_words = self._neg1 | self._neg_after
         self._window = int(self.settings["window"])
         self._newline: dict[int, bool] = {}
+        self._types: dict[tuple[int, int], tuple[Any, ...]] = {}  # (ORTH, NORM) -> row (see token_data)
+        self.matcher.compile()  # now, not on first use: part of the load time
 
     def _lowercase_values(self, pattern: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.lang == "ja":
@@ -772,10 +813,9 @@ class RuleModel:
     def hits(self, text: str, subject_end: int = 0) -> list[Hit]:
         """Every rule match in the text (characters before subject_end are the subject), negation marked."""
         doc = self.nlp.make_doc(text)
-        if self.lemmatizer is not None:  # spaCy's Matcher, for patterns without an anchor, reads them off the doc
-            data = self.lemmatizer.annotate(doc, write=self.matcher.has_fallback)
-        else:
-            data = _token_data(doc)
+        data = self.token_data(doc)
+        if self.matcher.has_fallback:  # spaCy's Matcher, for patterns without an anchor, reads them off the doc
+            doc.from_array([NORM, LEMMA], numpy.array([data.norm, data.lemma], dtype="uint64").T)
         spans = self.matcher(doc, data)
         if self.regexes:
             spans += self._regex_spans(text, data)
@@ -798,6 +838,41 @@ class RuleModel:
                                                and h.start < b for target, a, b in blocks)]
         return hits
 
+    def token_data(self, doc: Doc) -> TokenData:
+        """The doc's token attributes, lemmas, mended typos and matcher anchors (see TokenData).
+
+        Everything but ORTH, NORM (a tokenizer exception can set it per token) and IDX follows from a token's
+        ORTH and NORM, so it is worked out once per (ORTH, NORM) and cached: per doc, one C-level lookup per token
+        and one transpose, no Python step per token.
+        """
+        if self.lemmatizer is None:  # Sudachi's lemmas depend on context: nothing to cache per word type
+            return _token_data(doc)
+        orths, norms, idx = doc.to_array([ORTH, NORM, IDX]).T.tolist() if len(doc) else ([], [], [])
+        types = self._types
+        try:
+            rows = list(map(types.__getitem__, zip(orths, norms, strict=True)))
+        except KeyError:  # a word type seen for the first time
+            if len(types) > 200_000:
+                types.clear()
+            rows = [types.get(key) or self._type(key) for key in zip(orths, norms, strict=True)]
+        columns = zip(*rows, strict=True) if rows else ((),) * 9
+        lowers, lemmas, norms, is_punct, is_space, like_num, length, anchors, long_with_digit = columns
+        return TokenData(orths, lowers, norms, lemmas, is_punct, is_space, like_num, idx, length, anchors,
+                         long_with_digit)
+
+    def _type(self, key: tuple[int, int]) -> tuple[Any, ...]:
+        """The cached row of a word type (see token_data): its attributes, lemma, matcher anchors, digits."""
+        assert self.lemmatizer is not None
+        orth, norm = key
+        lower, lemma, mended, is_punct, is_space, like_num, length = self.lemmatizer.resolve(orth, norm)
+        norm = mended or norm
+        word = self.nlp.vocab.strings[orth]
+        row = (lower, lemma, norm, is_punct, is_space, like_num, length,
+               self.matcher.anchors_of(orth, lower, norm, lemma),
+               length >= 10 and any(c.isdigit() for c in word))
+        self._types[key] = row
+        return row
+
     def _regex_spans(self, text: str, data: TokenData) -> list[tuple[str, int, int]]:
         """Token spans of the regex rules. A rule with literal words runs only where one of them occurs;
         a "scope": "token" rule (tracking numbers) is tried only where a long token with digits starts."""
@@ -806,7 +881,7 @@ class RuleModel:
         same_positions = len(lowered) == len(text)  # lower-casing can lengthen a text ("İ" -> "i̇")
         candidates: list[int] | None = None
         spans = []
-        for rule, regex, triggers, case, token_scope in self.regexes:
+        for rule, regex, triggers, starts_with_trigger, case, token_scope in self.regexes:
             found: Iterable[re.Match[str]]
             if triggers is not None:
                 haystack = text if case else lowered
@@ -819,7 +894,7 @@ class RuleModel:
                 if not candidates:
                     continue
                 found = [m for m in map(regex.match, repeat(text), candidates) if m]
-            elif triggers is not None and (case or same_positions):
+            elif starts_with_trigger and (case or same_positions):
                 found = matches_at_triggers(regex, text, haystack, triggers)
             else:
                 found = regex.finditer(text)
@@ -831,6 +906,8 @@ class RuleModel:
 
     def _digit_token_starts(self, data: TokenData) -> list[int]:
         """Where the tokens of 10 or more characters with a digit start (tracking numbers can)."""
+        if data.long_with_digit:
+            return list(compress(data.idx, data.long_with_digit))
         long_with_digit = self._long_with_digit
         try:
             marks = list(map(long_with_digit.__getitem__, data.orth))
@@ -990,6 +1067,9 @@ class Understander:
 
     def model(self, lang: str) -> RuleModel:
         """The rule model of a language (built on first use)."""
+        built = self._models.get(lang)
+        if built is not None:
+            return built
         with self._lock:
             if lang not in self._models:
                 try:
@@ -1511,8 +1591,14 @@ def _may_hold_wrapped_id(text: str) -> bool:
 
 def _order_ids(text: str) -> list[str]:
     """Order IDs in the text, in order (the scan has no look-behind, so it is checked here: much faster)."""
-    return [m.group(0) for m in _ORDER_ID_SCAN.finditer(text)
-            if not m.start() or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "-_")]
+    found = []
+    for tail in _ORDER_ID_TAIL.finditer(text):
+        start = tail.start() - 3
+        head = text[start:tail.start()] if start >= 0 else ""
+        if (head == "D01" or (len(head) == 3 and head.isdecimal())) and (
+                not start or not (text[start - 1].isalnum() or text[start - 1] in "-_")):
+            found.append(text[start:tail.end()])
+    return found
 
 
 def _order_id(subject: str, text: str, evidence: dict[str, Evidence]) -> str | None:
@@ -1731,13 +1817,14 @@ def _amount(body: str, hits: list[Hit], offset: int, marketplace: str | None,
 
 
 _CURRENCY_MARK = re.compile(r"US\$|CA\$|C\$|EUR|GBP|USD|JPY|[$£€¥￥円]")
+_CURRENCY_MARKS = ("US$", "CA$", "C$", "EUR", "GBP", "USD", "JPY", "$", "£", "€", "¥", "￥", "円")  # its literals
 
 
 def _money(text: str) -> list[re.Match[str]]:
     """MONEY matches, looked for only around currency marks (scanning every digit is slow)."""
     found: list[re.Match[str]] = []
     seen = -1
-    for mark in _CURRENCY_MARK.finditer(text):
+    for mark in matches_at_triggers(_CURRENCY_MARK, text, text, _CURRENCY_MARKS):
         start = max(0, mark.start() - 24, seen)
         for match in MONEY.finditer(text, start, min(len(text), mark.end() + 24)):
             if match.start() >= seen and (match.start() <= mark.start() < match.end()):

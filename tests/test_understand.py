@@ -360,13 +360,8 @@ def test_anchored_matcher_finds_what_spacys_matchers_find(understander: Understa
                 phrase_oracle.add(rule, list(model.nlp.pipe(texts)))
             oracles[model.lang] = (oracle, phrase_oracle)
         doc = model.nlp.make_doc(reading.text)
-        data = model.lemmatizer.annotate(doc) if model.lemmatizer is not None else None
-        if data is not None:
-            doc.from_array([NORM, LEMMA], numpy.array([data.norm, data.lemma], dtype="uint64").T)
-        else:
-            from pipeline.understand import _token_data
-
-            data = _token_data(doc)
+        data = model.token_data(doc)  # what the rules read; spaCy's matchers read the doc
+        doc.from_array([NORM, LEMMA], numpy.array([data.norm, data.lemma], dtype="uint64").T)
         strings = model.nlp.vocab.strings
         ours = set(model.matcher(doc, data))
         oracle, phrase_oracle = oracles[model.lang]
