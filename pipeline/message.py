@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import mailparser
@@ -79,7 +79,7 @@ class ParsedMessage:
     defects: tuple[str, ...] = field(default=())
     authentication: tuple[str, ...] = field(default=())  # Authentication-Results headers, as received
 
-    @property
+    @cached_property  # (a frozen dataclass keeps it: cached_property writes the instance dict directly)
     def authentication_failure(self) -> str | None:
         """The Authentication-Results verdict that says the sender is forged (DMARC fail, or SPF and DKIM both
         failing), or None. Only a receiving server's failure verdict is used: it can only take trust away."""
@@ -91,7 +91,7 @@ class ParsedMessage:
                 return _one_line(result)[:300]
         return None
 
-    @property
+    @cached_property
     def sender_domain(self) -> str:
         """The domain of the From address, lower-cased."""
         return self.sender.rpartition("@")[2].lower()

@@ -57,6 +57,7 @@ INTENTS = ("wants_refund", "wants_resend", "resolved", "will_withdraw", "other")
 KIND_PRIORITY = ("claim_withdrawn", "claim_granted", "claim_denied", "claim_info_request", "claim_filed")
 # "arrived" (the parcel came) only resolves a non-receipt; an explicit "all sorted" resolves anything.
 INTENT_PRIORITY = ("will_withdraw", "resolved", "arrived", "wants_resend", "wants_refund")
+_INTENT_PRIORITY_NOT_ARRIVED = tuple(value for value in INTENT_PRIORITY if value != "arrived")
 # The more specific complaint wins when a message voices several ("two glasses broken, send the missing ones").
 COMPLAINT_PRIORITY = ("damaged", "size", "not_as_described", "not_received", "other")
 CLAIM_KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn")
@@ -444,7 +445,7 @@ class AnchoredMatcher:
             self.compile()
         anchored = data.anchors or self._anchor_column(data)
         found: list[tuple[str, int, int]] = []
-        columns = tuple(getattr(data, name) for name in _TOKEN_COLUMNS)
+        columns = (data.orth, data.lower, data.norm, data.lemma, data.is_punct, data.is_space, data.like_num)
         size = len(anchored)
         strings = self.vocab.strings
         for position in compress(range(size), anchored):  # only where an anchor word stands (a C-level scan)
@@ -595,23 +596,28 @@ class _PatternCompiler:
         return namespace["match"]
 
 
-def matches_at_triggers(regex: re.Pattern[str], text: str, haystack: str,
-                        triggers: tuple[str, ...]) -> list[re.Match[str]]:
-    """What regex.finditer(text) finds, for a regex whose every match starts with one of its literal triggers
-    (see _literal_triggers): tried only where a trigger occurs in `haystack` (the text, or the text lower-cased
-    with the same positions), so a long text without them costs a few substring searches."""
-    positions = set()
-    for trigger in triggers:
-        at = haystack.find(trigger)
+def matches_near_anchors(regex: re.Pattern[str], text: str, haystack: str,
+                         anchors: dict[str, tuple[int, int | None]]) -> list[re.Match[str]] | None:
+    """What regex.finditer(text) finds, tried only where a match can start: at the offsets literal_anchors
+    gives before each occurrence of its strings in `haystack` (the text, or the text lower-cased with the same
+    positions). None when that is no cheaper than finditer (an unbounded offset, or very many places)."""
+    starts: set[int] = set()
+    limit = len(text) // 8
+    for word, (low, high) in anchors.items():
+        if high is None:
+            return None
+        at = haystack.find(word)
         while at >= 0:
-            positions.add(at)
-            at = haystack.find(trigger, at + 1)
+            starts.update(range(max(0, at - high), at - low + 1))
+            at = haystack.find(word, at + 1)
+        if len(starts) > limit:
+            return None
     found = []
     done = 0
-    for position in sorted(positions):
-        if position < done:
+    for start in sorted(starts):
+        if start < done:
             continue  # inside the previous match: finditer does not overlap
-        match = regex.match(text, position)
+        match = regex.match(text, start)
         if match:
             found.append(match)
             done = match.end()
@@ -636,70 +642,79 @@ def _ids(strings: Any, words: list[str], lower: bool) -> frozenset[int]:
     return frozenset(strings.add(w.lower() if lower else w) for w in words)
 
 
-def _literal_triggers(pattern: str, case: bool) -> tuple[str, ...] | None:
-    """Literal words one of which any match must contain ("China Post", "tracking"), or None if unsure.
+def literal_anchors(pattern: str, case: bool) -> dict[str, tuple[int, int | None]] | None:
+    """Literal strings one of which every match of the regex contains, each with the range of its offset from
+    the match's start (None: unbounded); None if no such strings can be told.
 
-    Lets a regex rule be skipped with a fast substring test; only plain alternations of words qualify.
-    """
-    core = re.sub(r"\\b|\(\?<?[!=][^()]*\)", "", pattern)
-    while core.startswith("(?:") and core.endswith(")") and core.count("(") == 1:
-        core = core[3:-1]
-    if re.search(r"(?<!\\)[()\[\]{}*+?^$]", core.replace(" ?", "")):
-        return None
-    words = []
-    for alternative in core.split("|"):
-        literal = re.match(r"(?:[^\\.|]|\\[.\-'])+", alternative.split(" ?")[0])
-        text = literal.group(0).replace("\\", "") if literal else ""
-        if len(text) < (3 if text.isascii() else 1):
-            return None
-        words.append(text if case else text.lower())
-    return tuple(words)
-
-
-def _required_literals(pattern: str, case: bool) -> tuple[str, ...] | None:
-    """Strings one of which every match of the regex contains, or None if none can be told.
-
-    Read off the regex's parse tree: a run of literal characters must occur; a group or a repetition of at
-    least one needs what its content needs; an alternation needs one of what its branches need. Lets a rule
-    whose match may start anywhere (no _literal_triggers) be skipped with a few substring tests.
+    Read off the regex's parse tree: a run of literal characters must occur; a group, or a repetition of at
+    least once, needs what its content needs; an alternation needs one of what its branches need. The widths
+    of what comes before give the offsets. Lets a rule be skipped with a few substring tests, and tried only
+    where it can match ("\\bFed ?Ex\\b": "Fed" at offset 0; "(ri|re)?(mand|sped)...": "mand" at 0 to 2).
+    Case-insensitive rules get lower-case strings.
     """
     from re import _constants as sre
     from re import _parser
 
-    def needs(items: Any) -> set[str] | None:
-        options: list[set[str]] = []
+    try:
+        parsed = _parser.parse(pattern, 0 if case else re.IGNORECASE)
+    except (re.error, ValueError, TypeError, OverflowError):
+        return None
+    repeats = (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None))
+
+    def width(item: tuple[Any, Any]) -> tuple[int, int | None]:
+        low, high = _parser.SubPattern(parsed.state, [item]).getwidth()
+        return low, None if high >= sre.MAXREPEAT else high
+
+    def plus(a: tuple[int, int | None], b: tuple[int, int | None]) -> tuple[int, int | None]:
+        return a[0] + b[0], None if a[1] is None or b[1] is None else a[1] + b[1]
+
+    def needs(items: Any) -> dict[str, tuple[int, int | None]] | None:
+        options: list[dict[str, tuple[int, int | None]]] = []
         run: list[str] = []
+        at: tuple[int, int | None] = (0, 0)  # the width of what comes before the current item
+        run_at = at
         for op, value in [*items, (None, None)]:
             if op is sre.LITERAL:
+                if not run:
+                    run_at = at
                 run.append(chr(value))
+                at = plus(at, (1, 1))
                 continue
             if run:
-                options.append({"".join(run)})
+                options.append({"".join(run): run_at})
                 run = []
-            found: set[str] | None = None
+            if op is None:
+                break
+            found: dict[str, tuple[int, int | None]] | None = None
             if op is sre.SUBPATTERN:
                 _, add_flags, del_flags, content = value
                 found = needs(content) if not (add_flags or del_flags) else None
             elif op is sre.BRANCH:
                 branches = [needs(branch) for branch in value[1]]
-                found = set().union(*branches) if all(branches) else None  # type: ignore[arg-type]
-            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None)) and value[0] >= 1:
-                found = needs(value[2])
+                if all(branches):
+                    found = {}
+                    for branch in branches:
+                        for word, (low, high) in branch.items():  # type: ignore[union-attr]
+                            if word in found:
+                                old_low, old_high = found[word]
+                                high = None if high is None or old_high is None else max(high, old_high)
+                                low = min(low, old_low)
+                            found[word] = (low, high)
+            elif op in repeats and value[0] >= 1:
+                found = needs(value[2])  # the first repetition has it
             elif op is sre.IN and value and all(kind is sre.LITERAL for kind, _ in value):
-                found = {chr(char) for _, char in value}
+                found = {chr(char): (0, 0) for _, char in value}
             if found:
-                options.append(found)
+                options.append({word: plus(at, offset) for word, offset in found.items()})
+            at = plus(at, width((op, value)))
         if not options:
             return None
         return max(options, key=lambda option: (min(map(len, option)), -len(option)))
 
-    try:
-        found = needs(_parser.parse(pattern, 0 if case else re.IGNORECASE))
-    except (re.error, ValueError, TypeError):
-        return None
+    found = needs(parsed)
     if not found:
         return None
-    return tuple(sorted(word if case else word.lower() for word in found))
+    return {word if case else word.lower(): offset for word, offset in sorted(found.items())}
 
 
 def _quantifier(op: str | None) -> tuple[int, int]:
@@ -728,9 +743,8 @@ class RuleModel:
                                          "clause_punct": [".", ",", ";", ":", "!", "?", "(", ")", "…", "—", "–",
                                                           "¿", "¡", "。", "、", "！", "？", "：", "，"]}
         self.rules: dict[str, tuple[str, str]] = {}
-        # (rule, regex, words one of which every match contains (or None), whether every match starts with one,
-        # case-sensitive, tried only at token starts)
-        self.regexes: list[tuple[str, re.Pattern[str], tuple[str, ...] | None, bool, bool, bool]] = []
+        # (rule, regex, its literal anchors (see literal_anchors), case-sensitive, tried only at token starts)
+        self.regexes: list[tuple[str, re.Pattern[str], dict[str, tuple[int, int | None]] | None, bool, bool]] = []
         self._long_with_digit: dict[int, bool] = {}
         patterns: list[tuple[str, list[dict[str, Any]]]] = []
         phrases: list[tuple[str, list[str]]] = []
@@ -746,9 +760,7 @@ class RuleModel:
             if "regex" in entry:
                 case = bool(entry.get("case"))
                 compiled = re.compile(entry["regex"], 0 if case else re.IGNORECASE)
-                triggers = _literal_triggers(entry["regex"], case)  # every match starts with one
-                required = triggers or _required_literals(entry["regex"], case)  # every match contains one
-                self.regexes.append((rule, compiled, required, triggers is not None, case,
+                self.regexes.append((rule, compiled, literal_anchors(entry["regex"], case), case,
                                      entry.get("scope") == "token"))
             elif "phrases" in entry or "phrase" in entry:
                 phrases.append((rule, entry.get("phrases") or [entry["phrase"]]))
@@ -756,8 +768,8 @@ class RuleModel:
                 patterns.append((rule, self._lowercase_values(entry["pattern"])))
         # regex rules by the literal words they need: a doc's rules are found with two C-level passes
         self._rules_by_word: dict[tuple[bool, str], list[int]] = {}
-        for number, (_, _, words, _, case, _) in enumerate(self.regexes):
-            for word in words or ():
+        for number, (_, _, anchors, case, _) in enumerate(self.regexes):
+            for word in anchors or ():
                 self._rules_by_word.setdefault((case, word), []).append(number)
         self._case_words = tuple(word for case, word in self._rules_by_word if case)
         self._lower_words = tuple(word for case, word in self._rules_by_word if not case)
@@ -834,7 +846,8 @@ class RuleModel:
         hits: list[Hit] = []
         blocks: list[tuple[str, int, int]] = []
         idx, length = data.idx, data.length
-        for rule, start, end in sorted(set(spans), key=lambda f: (f[1], -f[2], f[0])):
+        for start, after_end, rule in sorted({(start, -end, rule) for rule, start, end in spans}):
+            end = -after_end
             label, value = self.rules[rule]
             a, b = idx[start], idx[end - 1] + length[end - 1]
             if label == "BLOCK":
@@ -899,18 +912,17 @@ class RuleModel:
         candidates: list[int] | None = None
         spans = []
         for number in sorted(chosen):
-            rule, regex, triggers, starts_with_trigger, case, token_scope = self.regexes[number]
-            found: Iterable[re.Match[str]]
-            haystack = text if case else lowered
+            rule, regex, anchors, case, token_scope = self.regexes[number]
+            found: Iterable[re.Match[str]] | None = None
             if token_scope:
                 if candidates is None:
                     candidates = self._digit_token_starts(data)
                 if not candidates:
                     continue
                 found = [m for m in map(regex.match, repeat(text), candidates) if m]
-            elif starts_with_trigger and (case or same_positions):
-                found = matches_at_triggers(regex, text, haystack, triggers)
-            else:
+            elif anchors is not None and (case or same_positions):
+                found = matches_near_anchors(regex, text, text if case else lowered, anchors)
+            if found is None:
                 found = regex.finditer(text)
             for match in found:
                 first = bisect.bisect_right(starts, match.start()) - 1
@@ -1155,11 +1167,11 @@ class Understander:
         if draft.language == "ja" and _KANA.search(draft.text):
             return draft, model, doc, tokens
         language = self._language_of_tokens(tokens, draft.language, model)
-        if language != draft.language:
-            model = self.model(language)
-            doc = model.nlp.make_doc(draft.text)
-            tokens = model.token_data(doc)
-        return draft._replace(language=language), model, doc, tokens
+        if language == draft.language:
+            return draft, model, doc, tokens
+        model = self.model(language)
+        doc = model.nlp.make_doc(draft.text)
+        return draft._replace(language=language), model, doc, model.token_data(doc)
 
     def _language_of_tokens(self, tokens: TokenData, default: str, model: RuleModel) -> str:
         """The language whose function words the text's first 1000 characters use most (see decide_language)."""
@@ -1251,7 +1263,7 @@ def default_understander() -> Understander:
 
 
 def _normalize_chars(text: str) -> str:
-    return text.translate(_CHAR_MAP) if any(c in text for c in _MAPPED_CHARS) else text
+    return text.translate(_CHAR_MAP) if any(map(text.__contains__, _MAPPED_CHARS)) else text
 
 
 def prepare_text(text: str) -> str:
@@ -1671,11 +1683,14 @@ def _order_id(subject: str, text: str, evidence: dict[str, Evidence]) -> str | N
 
 
 def _first(hits: list[Hit], label: str, order: tuple[str, ...]) -> Hit | None:
-    candidates = [h for h in hits if h.label == label and not h.negated]
+    """The first not negated hit of the label with the value that comes first in `order`."""
+    first: dict[str, Hit] = {}
+    for hit in hits:
+        if hit.label == label and not hit.negated and hit.value not in first:
+            first[hit.value] = hit
     for value in order:
-        hit = next((h for h in candidates if h.value == value), None)
-        if hit:
-            return hit
+        if value in first:
+            return first[value]
     return None
 
 
@@ -1724,14 +1739,12 @@ def _complaint(hits: list[Hit], kind: str, text: str, evidence: dict[str, Eviden
 
 
 def _intent(hits: list[Hit], complaint: str | None, evidence: dict[str, Evidence]) -> str:
-    candidates = [h for h in hits if h.label == "INTENT" and not h.negated]
-    if complaint not in (None, "not_received"):
-        candidates = [h for h in candidates if h.value != "arrived"]
-    for value in INTENT_PRIORITY:
-        hit = next((h for h in candidates if h.value == value), None)
-        if hit:
-            evidence["buyer_intent"] = Evidence(hit.rule, hit.text)
-            return "resolved" if value == "arrived" else value
+    # "it arrived" settles only a parcel that did not come
+    order = INTENT_PRIORITY if complaint in (None, "not_received") else _INTENT_PRIORITY_NOT_ARRIVED
+    hit = _first(hits, "INTENT", order)
+    if hit:
+        evidence["buyer_intent"] = Evidence(hit.rule, hit.text)
+        return "resolved" if hit.value == "arrived" else hit.value
     evidence["buyer_intent"] = Evidence("no-intent-rule", "")
     return "other"
 
@@ -1749,7 +1762,7 @@ def _deadline_hours(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -
             continue
         if inside_quotes(text, hit.start):
             continue  # the buyer's quoted comment ("promised within 2 days") is not Amazon's deadline
-        number = re.search(r"\d+", hit.text.translate(_FULLWIDTH_DIGITS))
+        number = _DIGITS.search(hit.text.translate(_FULLWIDTH_DIGITS))
         if number is None:
             lowered = hit.text.lower()
             amount = next((n for w, n in _NUMBER_WORDS.items() if re.search(rf"\b{w}\b", lowered)), None)
@@ -1778,6 +1791,12 @@ def inside_quotes(text: str, position: int) -> bool:
     return quoted
 
 
+_DIGITS = re.compile(r"\d+")
+_SPACE = re.compile(r"\s")
+_S10 = re.compile(r"[A-Z]{2}\d{9}[A-Z]{2}")
+_CENTS = re.compile(r"[.,]\d{2}$")
+_SEPARATORS = re.compile(r"[.,]")
+_AMAZON_NAME_SUFFIX = re.compile(r"\s+-\s+Amazon")
 _FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 _NUMBER_WORDS = {"two": 2, "three": 3, "seven": 7, "zwei": 2, "drei": 3, "sieben": 7, "deux": 2, "trois": 3,
                  "sept": 7, "due": 2, "tre": 3, "sette": 7, "dos": 2, "tres": 3, "siete": 7}
@@ -1788,7 +1807,7 @@ def _tracking(hits: list[Hit], evidence: dict[str, Evidence]) -> tuple[str | Non
     named = [h for h in hits if h.label == "CARRIER"]
     numbers = sorted((h for h in hits if h.label == "TRACKING"), key=lambda h: (h.start, _rule_line(h.rule)))
     for hit in numbers:
-        number = re.sub(r"\s", "", hit.text).upper()
+        number = _SPACE.sub("", hit.text).upper()
         carrier = tracking_carrier(number, hit.value)
         if carrier is None:
             continue
@@ -1836,7 +1855,7 @@ def ups_check_ok(number: str) -> bool:
 
 def s10_check_ok(number: str) -> bool:
     """UPU S10 numbers (AA123456785CN): mod-11 check over the 8 serial digits."""
-    if not re.fullmatch(r"[A-Z]{2}\d{9}[A-Z]{2}", number):
+    if not _S10.fullmatch(number):
         return False
     serial, check = number[2:10], int(number[10])
     total = sum(int(d) * w for d, w in zip(serial, (8, 6, 4, 2, 3, 5, 9, 7), strict=True))
@@ -1872,14 +1891,15 @@ def _amount(body: str, hits: list[Hit], offset: int, marketplace: str | None,
 
 
 _CURRENCY_MARK = re.compile(r"US\$|CA\$|C\$|EUR|GBP|USD|JPY|[$£€¥￥円]")
-_CURRENCY_MARKS = ("US$", "CA$", "C$", "EUR", "GBP", "USD", "JPY", "$", "£", "€", "¥", "￥", "円")  # its literals
+_CURRENCY_MARKS = literal_anchors(_CURRENCY_MARK.pattern, True) or {}
 
 
 def _money(text: str) -> list[re.Match[str]]:
     """MONEY matches, looked for only around currency marks (scanning every digit is slow)."""
     found: list[re.Match[str]] = []
     seen = -1
-    for mark in matches_at_triggers(_CURRENCY_MARK, text, text, _CURRENCY_MARKS):
+    marks = matches_near_anchors(_CURRENCY_MARK, text, text, _CURRENCY_MARKS)
+    for mark in marks if marks is not None else _CURRENCY_MARK.finditer(text):
         start = max(0, mark.start() - 24, seen)
         for match in MONEY.finditer(text, start, min(len(text), mark.end() + 24)):
             if match.start() >= seen and (match.start() <= mark.start() < match.end()):
@@ -1890,12 +1910,12 @@ def _money(text: str) -> list[re.Match[str]]:
 
 def _decimal(number: str, currency: str) -> str | None:
     number = number.replace(" ", "")
-    if re.search(r"[.,]\d{2}$", number):
+    if _CENTS.search(number):
         whole, cents = number[:-3], number[-2:]
-        whole = re.sub(r"[.,]", "", whole)
+        whole = _SEPARATORS.sub("", whole)
         number = f"{whole}.{cents}"
     else:
-        number = re.sub(r"[.,]", "", number)
+        number = _SEPARATORS.sub("", number)
     try:
         value = Decimal(number)
     except InvalidOperation:
@@ -1904,7 +1924,7 @@ def _decimal(number: str, currency: str) -> str | None:
 
 
 def _buyer_name(message: ParsedMessage) -> str | None:
-    name = re.split(r"\s+-\s+Amazon", message.sender_name or "", maxsplit=1)[0].strip(" \"'")
+    name = _AMAZON_NAME_SUFFIX.split(message.sender_name or "", maxsplit=1)[0].strip(" \"'")
     if not name or "@" in name or len(name) > 80:
         return None
     return name
