@@ -1263,7 +1263,9 @@ def default_understander() -> Understander:
 
 
 def _normalize_chars(text: str) -> str:
-    return text.translate(_CHAR_MAP) if any(map(text.__contains__, _MAPPED_CHARS)) else text
+    for char in filter(text.__contains__, _MAPPED_CHARS):  # (str.replace is much faster than str.translate)
+        text = text.replace(char, _CHAR_MAP[ord(char)] or "")
+    return text
 
 
 def prepare_text(text: str) -> str:
