@@ -596,14 +596,39 @@ class _PatternCompiler:
         return namespace["match"]
 
 
+class _WordList:
+    """Literal strings to look for in a text: which of them occur?
+
+    A substring test per string is fast for a few dozen; for long lists (the Japanese rules' phrases) only the
+    strings whose first character the text has are tested.
+    """
+
+    MANY = 64
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words = tuple(words)
+        self.by_first: dict[str, list[str]] = {}
+        for word in self.words:
+            self.by_first.setdefault(word[0], []).append(word)
+
+    def present_in(self, text: str) -> Iterable[str]:
+        """The strings that occur in `text`."""
+        if len(self.words) < self.MANY:
+            return filter(text.__contains__, self.words)
+        return [word for first in self.by_first.keys() & set(text) for word in self.by_first[first] if word in text]
+
+
 def matches_near_anchors(regex: re.Pattern[str], text: str, haystack: str,
-                         anchors: dict[str, tuple[int, int | None]]) -> list[re.Match[str]] | None:
+                         anchors: dict[str, tuple[int, int | None]],
+                         present: Iterable[str] | None = None) -> list[re.Match[str]] | None:
     """What regex.finditer(text) finds, tried only where a match can start: at the offsets literal_anchors
     gives before each occurrence of its strings in `haystack` (the text, or the text lower-cased with the same
-    positions). None when that is no cheaper than finditer (an unbounded offset, or very many places)."""
+    positions; `present`: those of the strings known to occur in it). None when that is no cheaper than
+    finditer (an unbounded offset, or very many places)."""
     starts: set[int] = set()
     limit = len(text) // 8
-    for word, (low, high) in anchors.items():
+    for word in anchors if present is None else present:
+        low, high = anchors[word]
         if high is None:
             return None
         at = haystack.find(word)
@@ -771,8 +796,8 @@ class RuleModel:
         for number, (_, _, anchors, case, _) in enumerate(self.regexes):
             for word in anchors or ():
                 self._rules_by_word.setdefault((case, word), []).append(number)
-        self._case_words = tuple(word for case, word in self._rules_by_word if case)
-        self._lower_words = tuple(word for case, word in self._rules_by_word if not case)
+        self._case_words = _WordList(word for case, word in self._rules_by_word if case)
+        self._lower_words = _WordList(word for case, word in self._rules_by_word if not case)
         self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None]
         if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
             lemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")
@@ -905,13 +930,14 @@ class RuleModel:
         starts = data.idx
         lowered = text.lower()
         same_positions = len(lowered) == len(text)  # lower-casing can lengthen a text ("İ" -> "i̇")
-        chosen = set(self._unconditional)
+        present: dict[int, list[str]] = {number: [] for number in self._unconditional}  # rule -> its words here
         for case, haystack, words in ((True, text, self._case_words), (False, lowered, self._lower_words)):
-            for word in filter(haystack.__contains__, words):
-                chosen.update(self._rules_by_word[case, word])
+            for word in words.present_in(haystack):
+                for number in self._rules_by_word[case, word]:
+                    present.setdefault(number, []).append(word)
         candidates: list[int] | None = None
         spans = []
-        for number in sorted(chosen):
+        for number in sorted(present):
             rule, regex, anchors, case, token_scope = self.regexes[number]
             found: Iterable[re.Match[str]] | None = None
             if token_scope:
@@ -921,7 +947,7 @@ class RuleModel:
                     continue
                 found = [m for m in map(regex.match, repeat(text), candidates) if m]
             elif anchors is not None and (case or same_positions):
-                found = matches_near_anchors(regex, text, text if case else lowered, anchors)
+                found = matches_near_anchors(regex, text, text if case else lowered, anchors, present[number])
             if found is None:
                 found = regex.finditer(text)
             for match in found:
@@ -1302,9 +1328,9 @@ def mark_a_to_z(text: str) -> str:
 def decide_language(found: list[str], default: str) -> str:
     """The language of a text from the languages of its function words, in text order; `default` when unclear
     (fewer than 3 words, or not clearly more than the default language's)."""
-    counts = {lang: found.count(lang) for lang in set(found)}
-    if not counts:
+    if found.count(default) == len(found):  # (the common case: only the default language's words, or none)
         return default
+    counts = {lang: found.count(lang) for lang in set(found)}
     best = max(counts, key=lambda lang: (counts[lang], lang == default))
     if counts[best] < 3 or counts[best] < counts.get(default, 0) * 1.3:
         return default
@@ -1805,9 +1831,12 @@ _NUMBER_WORDS = {"two": 2, "three": 3, "seven": 7, "zwei": 2, "drei": 3, "sieben
 
 
 def _tracking(hits: list[Hit], evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+    numbers = [h for h in hits if h.label == "TRACKING"]
+    if not numbers:
+        return None, None
+    numbers.sort(key=lambda h: (h.start, _rule_line(h.rule)))
     has_cue = any(h.label == "TRACKING_CUE" for h in hits)
     named = [h for h in hits if h.label == "CARRIER"]
-    numbers = sorted((h for h in hits if h.label == "TRACKING"), key=lambda h: (h.start, _rule_line(h.rule)))
     for hit in numbers:
         number = _SPACE.sub("", hit.text).upper()
         carrier = tracking_carrier(number, hit.value)
