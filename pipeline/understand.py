@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import compress, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -35,6 +36,7 @@ import spacy
 from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LEMMA, LENGTH, LIKE_NUM, LOWER, NORM, ORTH
 from spacy.language import Language
 from spacy.matcher import Matcher
+from spacy.strings import hash_string
 from spacy.tokens import Doc
 
 from pipeline.errors import ConfigError
@@ -225,18 +227,16 @@ class LookupLemmatizer:
         self.annotate(doc)
         return doc
 
-    def annotate(self, doc: Doc, write: bool = True) -> TokenData:
-        """The token attributes with lemmas and mended norms; with `write`, also set them on the doc's tokens.
-
-        (The rules read tokens through RuleModel.token_data, which caches this per word type.)"""
-        orths, norms, idx = doc.to_array([ORTH, NORM, IDX]).T.tolist() if len(doc) else ([], [], [])
+    def annotate(self, doc: Doc) -> None:
+        """Set the tokens' lemmas and mended norms on the doc (the rules read them through RuleModel.token_data,
+        which caches them per word type)."""
+        if not len(doc):
+            return
+        orths, norms = doc.to_array([ORTH, NORM]).T.tolist()
         rows = [self.resolve(orth, norm) for orth, norm in zip(orths, norms, strict=True)]
-        columns = zip(*rows, strict=True) if rows else ((),) * 7
-        lowers, lemmas, mended, is_punct, is_space, like_num, length = columns
-        norms = [fixed or norm for fixed, norm in zip(mended, norms, strict=True)]
-        if write:
-            doc.from_array([NORM, LEMMA], numpy.array([norms, lemmas], dtype="uint64").T)
-        return TokenData(orths, lowers, norms, lemmas, is_punct, is_space, like_num, idx, length)
+        lemmas = [row[1] for row in rows]
+        norms = [row[2] or norm for row, norm in zip(rows, norms, strict=True)]
+        doc.from_array([NORM, LEMMA], numpy.array([norms, lemmas], dtype="uint64").T)
 
     def resolve(self, orth: int, norm: int) -> tuple[int, int, int, int, int, int, int]:
         """A token's (lower, lemma, mended norm or 0, is_punct, is_space, like_num, length) from its ORTH and NORM."""
@@ -304,28 +304,50 @@ def fold_accents(word: str) -> str:
 
 
 
-@dataclass
-class TokenData:
-    """A doc's token attributes as plain sequences (lists or tuples) of hashes and flags (what the rules look at)."""
+# A token's row: what the rules look at, all of it following from the token's ORTH and NORM (see token_data).
+ROW_ORTH, ROW_LOWER, ROW_LEMMA, ROW_NORM, ROW_IS_PUNCT, ROW_IS_SPACE, ROW_LIKE_NUM, ROW_LENGTH = range(8)
+ROW_ANCHORS = 8  # the matcher's functions anchored on the token (see AnchoredMatcher.anchors_of)
+ROW_LONG_WITH_DIGIT = 9  # 10 or more characters, a digit among them (a tracking number can be)
+ROW_ROLE = 10  # what the token is to negation scope: ROLE_* bits
+ROW_LANGUAGE = 11  # the language the word is a function word of, or None
+# token roles for RuleModel._scope, worked out once per word type
+ROLE_OWN_NEGATION, ROLE_BOUNDARY, ROLE_NEWLINE, ROLE_CONTRAST, ROLE_HYPOTHETICAL, ROLE_NEGATION, ROLE_CUE_START = (
+    1, 2, 4, 8, 16, 32, 64)
+_ROW_ATTRIBUTES = {"orth": ROW_ORTH, "lower": ROW_LOWER, "lemma": ROW_LEMMA, "norm": ROW_NORM,
+                   "is_punct": ROW_IS_PUNCT, "is_space": ROW_IS_SPACE, "like_num": ROW_LIKE_NUM}
 
-    orth: Sequence[int]
-    lower: Sequence[int]
-    norm: Sequence[int]
-    lemma: Sequence[int]
-    is_punct: Sequence[int]
-    is_space: Sequence[int]
-    like_num: Sequence[int]
-    idx: Sequence[int]
-    length: Sequence[int]
-    # per token, the matcher's functions anchored on it (see AnchoredMatcher.anchors_of); empty: not computed
-    anchors: Sequence[tuple[Callable[..., None], ...]] = ()
-    long_with_digit: Sequence[bool] = ()  # per token: 10 or more characters, a digit among them; empty: not computed
+
+class TokenData:
+    """A doc's tokens as the rules read them: one row per token (see the ROW_* positions) and where each starts.
+
+    Rows are shared between the tokens of a word type, and read in place: no table of columns is built per doc.
+    """
+
+    __slots__ = ("idx", "rows")
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]], idx: Sequence[int]) -> None:
+        self.rows = rows
+        self.idx = idx
+
+    def column(self, position: int) -> list[Any]:
+        """One attribute of every token (a ROW_* position)."""
+        return list(map(itemgetter(position), self.rows))
+
+    @property
+    def norm(self) -> list[int]:
+        return self.column(ROW_NORM)
+
+    @property
+    def lemma(self) -> list[int]:
+        return self.column(ROW_LEMMA)
 
 
 _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm", "LEMMA": "lemma"}
 _FLAG_FIELDS = {"IS_PUNCT": "is_punct", "IS_SPACE": "is_space", "LIKE_NUM": "like_num"}
 _INFINITE = 10 ** 6
-_TOKEN_COLUMNS = ("orth", "lower", "norm", "lemma", "is_punct", "is_space", "like_num")
+_ANCHORS_OF = itemgetter(ROW_ANCHORS)
+_LONG_WITH_DIGIT_OF = itemgetter(ROW_LONG_WITH_DIGIT)
+_LANGUAGE_OF = itemgetter(ROW_LANGUAGE)
 
 
 @dataclass(frozen=True)
@@ -362,8 +384,6 @@ class AnchoredMatcher:
         self.sources: list[list[str]] = []  # per pattern: its source lines (see _PatternCompiler.pattern)
         # per attribute and anchor word: the compiled function of every pattern anchored there (built on first use)
         self.functions: dict[str, dict[int, Callable[..., None]]] | None = None
-        # (ORTH, LOWER, NORM, LEMMA) -> the functions a token anchors, for callers without data.anchors
-        self.types: dict[tuple[int, ...], tuple[Callable[..., None], ...]] = {}
         self.fallback = Matcher(vocab)
         self.has_fallback = False
 
@@ -443,14 +463,14 @@ class AnchoredMatcher:
             return list(self._fallback_matches(doc))
         if self.functions is None:
             self.compile()
-        anchored = data.anchors or self._anchor_column(data)
         found: list[tuple[str, int, int]] = []
-        columns = (data.orth, data.lower, data.norm, data.lemma, data.is_punct, data.is_space, data.like_num)
-        size = len(anchored)
+        rows = data.rows
+        size = len(rows)
         strings = self.vocab.strings
-        for position in compress(range(size), anchored):  # only where an anchor word stands (a C-level scan)
-            for match in anchored[position]:
-                match(position, columns, size, strings, found)
+        # only where an anchor word stands (a C-level scan)
+        for position in compress(range(size), map(_ANCHORS_OF, rows)):
+            for match in rows[position][ROW_ANCHORS]:
+                match(position, rows, size, strings, found)
         found.extend(self._fallback_matches(doc))
         return found
 
@@ -467,26 +487,17 @@ class AnchoredMatcher:
         values = {"orth": orth, "lower": lower, "norm": norm, "lemma": lemma}
         return tuple(by_value[values[name]] for name, by_value in self.functions.items() if values[name] in by_value)
 
-    def _anchor_column(self, data: TokenData) -> list[tuple[Callable[..., None], ...]]:
-        """data.anchors when the caller did not work them out (Japanese: lemmas that depend on context)."""
-        keys = zip(data.orth, data.lower, data.norm, data.lemma, strict=True)
-        types = self.types
-        if len(types) > 200_000:
-            types.clear()
-        return [types[key] if key in types else types.setdefault(key, self.anchors_of(*key)) for key in keys]
-
     def compile(self) -> None:
         """Compile the patterns added so far (done on first use otherwise)."""
         self.functions = {name: {value: self.compiler.function([self.sources[number] for number in numbers])
                                  for value, numbers in index.items()}
                           for name, index in self.index.items()}
-        self.types = {}
 
 
 class _PatternCompiler:
     """Writes Python source for patterns around an anchor token and compiles it: one function per anchor word.
 
-    The function of an anchor word, ``match(position, columns, size, strings, found)``, tries every pattern
+    The function of an anchor word, ``match(position, rows, size, strings, found)``, tries every pattern
     indexed by that word at `position` and appends (rule, start, end) to `found`. Each pattern token becomes one
     nested block (an ``if`` for a single token, a ``while`` for a quantifier), reaching every end and start a
     quantifier allows, as spaCy's Matcher does, without interpreting the pattern per token.
@@ -507,17 +518,20 @@ class _PatternCompiler:
     def test(self, spec: _TokenSpec, at: str) -> str:
         """A Python expression: does the token at index `at` satisfy `spec`?"""
         parts = []
+        def value(name: str) -> str:
+            return f"rows[{at}][{_ROW_ATTRIBUTES[name]}]"
+
         for name, values in spec.equal:
             if len(values) == 1:
-                parts.append(f"{name}[{at}] == {self.constant(next(iter(values)))}")
+                parts.append(f"{value(name)} == {self.constant(next(iter(values)))}")
             else:
-                parts.append(f"{name}[{at}] in {self.constant(values)}")
+                parts.append(f"{value(name)} in {self.constant(values)}")
         for name, values in spec.excluded:
-            parts.append(f"{name}[{at}] not in {self.constant(values)}")
+            parts.append(f"{value(name)} not in {self.constant(values)}")
         for name, flag in spec.flags:
-            parts.append(f"{'' if flag else 'not '}{name}[{at}]")
+            parts.append(f"{'' if flag else 'not '}{value(name)}")
         for name, regex in spec.regexes:
-            parts.append(f"{self.constant(regex)}.search(strings[{name}[{at}]])")
+            parts.append(f"{self.constant(regex)}.search(strings[{value(name)}])")
         return " and ".join(parts) or "True"
 
     def pattern(self, key: str, specs: tuple[_TokenSpec, ...], anchor: int, test_anchor: bool) -> list[str]:
@@ -587,10 +601,9 @@ class _PatternCompiler:
         return lines
 
     def function(self, bodies: list[list[str]]) -> Callable[..., None]:
-        """Compile the patterns' source lines into one match(position, columns, size, strings, found)."""
+        """Compile the patterns' source lines into one match(position, rows, size, strings, found)."""
         body = [line for lines in bodies for line in lines]
-        source = ["def match(position, columns, size, strings, found):",
-                  f"    {', '.join(_TOKEN_COLUMNS)} = columns", *body]
+        source = ["def match(position, rows, size, strings, found):", *body]
         namespace = dict(self.constants)
         exec(compile("\n".join(source), "<patterns>", "exec"), namespace)  # our own generated source, no input
         return namespace["match"]
@@ -759,8 +772,9 @@ def _quantifier(op: str | None) -> tuple[int, int]:
 class RuleModel:
     """One language's blank spaCy pipeline with its lookup lemmatizer and its rules."""
 
-    def __init__(self, lang: str, folders: list[Path]) -> None:
+    def __init__(self, lang: str, folders: list[Path], language_of_word: dict[int, str] | None = None) -> None:
         self.lang = lang
+        self.language_of_word = language_of_word or {}  # function word (LOWER hash) -> its language
         self.nlp = blank(lang)
         self.words: dict[str, list[tuple[str, ...]]] = {"NEGATION": [], "NEGATION_AFTER": [], "CONTRAST": [],
                                                         "HYPOTHETICAL": []}
@@ -770,7 +784,6 @@ class RuleModel:
         self.rules: dict[str, tuple[str, str]] = {}
         # (rule, regex, its literal anchors (see literal_anchors), case-sensitive, tried only at token starts)
         self.regexes: list[tuple[str, re.Pattern[str], dict[str, tuple[int, int | None]] | None, bool, bool]] = []
-        self._long_with_digit: dict[int, bool] = {}
         patterns: list[tuple[str, list[dict[str, Any]]]] = []
         phrases: list[tuple[str, list[str]]] = []
         for rule, entry in _entries(folders, lang):
@@ -836,8 +849,8 @@ class RuleModel:
         self.boundaries = frozenset(add(p) for p in self.settings["clause_punct"])
         self._negation_words = self._neg1 | self._neg_after
         self._window = int(self.settings["window"])
-        self._newline: dict[int, bool] = {}
-        self._types: dict[tuple[int, int], tuple[Any, ...]] = {}  # (ORTH, NORM) -> row (see token_data)
+        self._cue_starts = {first for first, _ in self._neg2 | self._hyp2}
+        self._types: dict[bytes, tuple[Any, ...]] = {}  # (ORTH, NORM) as 16 bytes -> row (see token_data)
         self.matcher.compile()  # now, not on first use: part of the load time
 
     def _lowercase_values(self, pattern: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -863,18 +876,18 @@ class RuleModel:
             data = self.token_data(doc)
         else:
             doc, data = tokens
-        if self.matcher.has_fallback:  # spaCy's Matcher, for patterns without an anchor, reads them off the doc
+        if self.matcher.has_fallback and len(doc):  # spaCy's Matcher (patterns without an anchor) reads the doc
             doc.from_array([NORM, LEMMA], numpy.array([data.norm, data.lemma], dtype="uint64").T)
         spans = self.matcher(doc, data)
         if self.regexes:
             spans += self._regex_spans(text, data)
         hits: list[Hit] = []
         blocks: list[tuple[str, int, int]] = []
-        idx, length = data.idx, data.length
+        idx, rows = data.idx, data.rows
         for start, after_end, rule in sorted({(start, -end, rule) for rule, start, end in spans}):
             end = -after_end
             label, value = self.rules[rule]
-            a, b = idx[start], idx[end - 1] + length[end - 1]
+            a, b = idx[start], idx[end - 1] + rows[end - 1][ROW_LENGTH]
             if label == "BLOCK":
                 blocks.append((value, a, b))
                 continue
@@ -891,35 +904,75 @@ class RuleModel:
     def token_data(self, doc: Doc) -> TokenData:
         """The doc's token attributes, lemmas, mended typos and matcher anchors (see TokenData).
 
-        Everything but ORTH, NORM (a tokenizer exception can set it per token) and IDX follows from a token's
-        ORTH and NORM, so it is worked out once per (ORTH, NORM) and cached: per doc, one C-level lookup per token
-        and one transpose, no Python step per token.
+        Everything but IDX follows from a token's ORTH and NORM (a tokenizer exception can set NORM per token),
+        so it is worked out once per (ORTH, NORM) and cached: per doc, one C-level lookup per token and one
+        transpose, no Python step per token. The cache key is the pair's 16 bytes, made by numpy in one go:
+        much cheaper than a tuple of two 64-bit Python ints per token.
         """
         if self.lemmatizer is None:  # Sudachi's lemmas depend on context: nothing to cache per word type
-            return _token_data(doc)
-        orths, norms, idx = doc.to_array([ORTH, NORM, IDX]).T.tolist() if len(doc) else ([], [], [])
+            return self._token_data_in_context(doc)
+        if not len(doc):
+            return TokenData((), ())
+        array = doc.to_array([ORTH, NORM, IDX])
+        keys = numpy.ascontiguousarray(array[:, :2]).view("S16").ravel().tolist()
         types = self._types
         try:
-            rows = list(map(types.__getitem__, zip(orths, norms, strict=True)))
+            rows = list(map(types.__getitem__, keys))
         except KeyError:  # a word type seen for the first time
             if len(types) > 200_000:
                 types.clear()
-            rows = [types.get(key) or self._type(key) for key in zip(orths, norms, strict=True)]
-        columns = zip(*rows, strict=True) if rows else ((),) * 9
-        lowers, lemmas, norms, is_punct, is_space, like_num, length, anchors, long_with_digit = columns
-        return TokenData(orths, lowers, norms, lemmas, is_punct, is_space, like_num, idx, length, anchors,
-                         long_with_digit)
+            pairs = zip(array[:, 0].tolist(), array[:, 1].tolist(), strict=True)
+            rows = [types[key] if key in types else self._type(key, *pair)
+                    for key, pair in zip(keys, pairs, strict=True)]
+        return TokenData(rows, array[:, 2].tolist())
 
-    def _type(self, key: tuple[int, int]) -> tuple[Any, ...]:
+    def _token_data_in_context(self, doc: Doc) -> TokenData:
+        """token_data for a tokenizer whose lemmas depend on the context (Sudachi): rows built per token."""
+        if not len(doc):
+            return TokenData((), ())
+        array = doc.to_array([ORTH, LOWER, LEMMA, NORM, IS_PUNCT, IS_SPACE, LIKE_NUM, LENGTH, IDX])
+        orth, lower, lemma, norm, is_punct, is_space, like_num, length, idx = array.T.tolist()
+        anchors: Iterable[tuple[Callable[..., None], ...]] = repeat(())
+        if self.matcher.patterns:
+            anchors = [self.matcher.anchors_of(*key) for key in zip(orth, lower, norm, lemma, strict=True)]
+        long_with_digit = map(self._long_with_digit, orth)
+        roles = map(self._role, orth, norm, lemma)
+        languages = map(self.language_of_word.get, lower)
+        rows = list(zip(orth, lower, lemma, norm, is_punct, is_space, like_num, length, anchors, long_with_digit,
+                        roles, languages, strict=False))
+        return TokenData(rows, idx)
+
+    def _role(self, orth: int, norm: int, lemma: int) -> int:
+        """The ROLE_* bits of a token (see _scope)."""
+        role = 0
+        if norm in self._negation_words or lemma in self._neg_after:
+            role |= ROLE_OWN_NEGATION
+        if orth in self.boundaries:
+            role |= ROLE_BOUNDARY
+        if "\n" in self.nlp.vocab.strings[orth]:
+            role |= ROLE_NEWLINE
+        if norm in self._contrast:
+            role |= ROLE_CONTRAST
+        if norm in self._hyp1:
+            role |= ROLE_HYPOTHETICAL
+        if norm in self._neg1:
+            role |= ROLE_NEGATION
+        if norm in self._cue_starts:
+            role |= ROLE_CUE_START
+        return role
+
+    def _long_with_digit(self, orth: int) -> bool:
+        word = self.nlp.vocab.strings[orth]
+        return len(word) >= 10 and any(c.isdigit() for c in word)
+
+    def _type(self, key: bytes, orth: int, norm: int) -> tuple[Any, ...]:
         """The cached row of a word type (see token_data): its attributes, lemma, matcher anchors, digits."""
         assert self.lemmatizer is not None
-        orth, norm = key
         lower, lemma, mended, is_punct, is_space, like_num, length = self.lemmatizer.resolve(orth, norm)
         norm = mended or norm
-        word = self.nlp.vocab.strings[orth]
-        row = (lower, lemma, norm, is_punct, is_space, like_num, length,
-               self.matcher.anchors_of(orth, lower, norm, lemma),
-               length >= 10 and any(c.isdigit() for c in word))
+        row = (orth, lower, lemma, norm, is_punct, is_space, like_num, length,
+               self.matcher.anchors_of(orth, lower, norm, lemma), self._long_with_digit(orth),
+               self._role(orth, norm, lemma), self.language_of_word.get(lower))
         self._types[key] = row
         return row
 
@@ -958,22 +1011,7 @@ class RuleModel:
 
     def _digit_token_starts(self, data: TokenData) -> list[int]:
         """Where the tokens of 10 or more characters with a digit start (tracking numbers can)."""
-        if data.long_with_digit:
-            return list(compress(data.idx, data.long_with_digit))
-        long_with_digit = self._long_with_digit
-        try:
-            marks = list(map(long_with_digit.__getitem__, data.orth))
-        except KeyError:  # a word type seen for the first time
-            if len(long_with_digit) > 200_000:
-                long_with_digit.clear()
-            strings = self.nlp.vocab.strings
-            marks = []
-            for orth in data.orth:
-                if orth not in long_with_digit:
-                    word = strings[orth]
-                    long_with_digit[orth] = len(word) >= 10 and any(c.isdigit() for c in word)
-                marks.append(long_with_digit[orth])
-        return list(compress(data.idx, marks))
+        return list(compress(data.idx, map(_LONG_WITH_DIGIT_OF, data.rows)))
 
     def _scope(self, data: TokenData, start: int, end: int, predicate: bool = True) -> tuple[bool, bool]:
         """(negated, hypothetical): a negation or a conditional shortly before the match in the same clause.
@@ -981,26 +1019,27 @@ class RuleModel:
         A negation inside a condition ("if I don't get a refund ...") does not negate; a rule that spells its
         own negation ("not received") is not negated by it.
         """
-        norms, lemmas, is_space, orths = data.norm, data.lemma, data.is_space, data.orth
-        own_negation = not (self._negation_words.isdisjoint(norms[start:end])
-                            and self._neg_after.isdisjoint(lemmas[start:end]))
+        rows = data.rows
+        own_negation = any(row[ROW_ROLE] & ROLE_OWN_NEGATION for row in rows[start:end])
         negated = hypothetical = False
         previous = None
-        boundaries = self.boundaries
         for i in range(start - 1, max(-1, start - 1 - self._window), -1):
-            if orths[i] in boundaries:
+            row = rows[i]
+            role = row[ROW_ROLE]
+            if role & ROLE_BOUNDARY:
                 break
-            if is_space[i]:
-                if self._boundary(data, i):
+            if row[ROW_IS_SPACE]:
+                if role & ROLE_NEWLINE:
                     break
                 continue
-            norm = norms[i]
-            if norm in self._contrast and not negated:
+            norm = row[ROW_NORM]
+            if role & ROLE_CONTRAST and not negated:
                 break
-            if norm in self._hyp1 or (previous and (norm, previous) in self._hyp2):
+            cue = previous and role & ROLE_CUE_START
+            if role & ROLE_HYPOTHETICAL or (cue and (norm, previous) in self._hyp2):
                 hypothetical = True
                 break
-            if not own_negation and (norm in self._neg1 or (previous and (norm, previous) in self._neg2)):
+            if not own_negation and (role & ROLE_NEGATION or (cue and (norm, previous) in self._neg2)):
                 negated = True
             previous = norm
         if hypothetical:
@@ -1016,29 +1055,18 @@ class RuleModel:
         A conjunctive particle ends the clause unless an auxiliary follows ("大きすぎて着られません" negates
         the second verb; "承認されていません" the first), and a negative question is a request ("〜ませんか").
         """
-        size = len(data.orth)
+        rows = data.rows
+        size = len(rows)
         for i in range(end, min(size, end + self.settings["window_after"])):
-            if self._boundary(data, i):
+            row = rows[i]
+            if row[ROW_ROLE] & (ROLE_BOUNDARY | ROLE_NEWLINE):
                 return False
-            if data.orth[i] in self._after_boundary and (i + 1 >= size or data.lemma[i + 1] not in self._continuing):
+            if row[ROW_ORTH] in self._after_boundary and (
+                    i + 1 >= size or rows[i + 1][ROW_LEMMA] not in self._continuing):
                 return False
-            if data.norm[i] in self._neg_after or data.lemma[i] in self._neg_after:
-                return not any(data.orth[j] in self._questions for j in range(i + 1, min(size, i + 3)))
+            if row[ROW_NORM] in self._neg_after or row[ROW_LEMMA] in self._neg_after:
+                return not any(rows[j][ROW_ORTH] in self._questions for j in range(i + 1, min(size, i + 3)))
         return False
-
-    def _boundary(self, data: TokenData, i: int) -> bool:
-        orth = data.orth[i]
-        if orth in self.boundaries:
-            return True
-        newline = self._newline.get(orth)
-        if newline is None:
-            newline = self._newline[orth] = "\n" in self.nlp.vocab.strings[orth]
-        return newline
-
-
-def _token_data(doc: Doc) -> TokenData:
-    array = doc.to_array([ORTH, LOWER, NORM, LEMMA, IS_PUNCT, IS_SPACE, LIKE_NUM, IDX, LENGTH])
-    return TokenData(*(array[:, i].tolist() for i in range(9)))
 
 
 def blank(lang: str) -> Language:
@@ -1126,7 +1154,7 @@ class Understander:
         with self._lock:
             if lang not in self._models:
                 try:
-                    self._models[lang] = RuleModel(lang, self.folders)
+                    self._models[lang] = RuleModel(lang, self.folders, self._function_word_languages())
                 except (ValueError, re.error, OSError) as exc:
                     raise ConfigError(f"rule model {lang!r} cannot be loaded: {exc}") from None
             return self._models[lang]
@@ -1192,22 +1220,26 @@ class Understander:
         tokens = model.token_data(doc)
         if draft.language == "ja" and _KANA.search(draft.text):
             return draft, model, doc, tokens
-        language = self._language_of_tokens(tokens, draft.language, model)
+        language = self._language_of_tokens(tokens, draft.language)
         if language == draft.language:
             return draft, model, doc, tokens
         model = self.model(language)
         doc = model.nlp.make_doc(draft.text)
         return draft._replace(language=language), model, doc, model.token_data(doc)
 
-    def _language_of_tokens(self, tokens: TokenData, default: str, model: RuleModel) -> str:
-        """The language whose function words the text's first 1000 characters use most (see decide_language)."""
+    def _function_word_languages(self) -> dict[int, str]:
+        """Function word (LOWER hash) -> its language, for the models' token rows (see decide_language)."""
         if not self._language_of_word:
-            add = model.nlp.vocab.strings.add  # (a string's hash is the same in every vocab)
-            self._language_of_word = {add(word): lang for lang, words in _function_words(self.folders).items()
-                                      for word in words}
+            self._language_of_word = {hash_string(word): lang for lang, words in
+                                      _function_words(self.folders).items() for word in words}
+        return self._language_of_word
+
+    @staticmethod
+    def _language_of_tokens(tokens: TokenData, default: str) -> str:
+        """The language whose function words the text's first 1000 characters use most (see decide_language)."""
         cut = bisect.bisect_left(tokens.idx, 1000)
-        words = tokens.lower[:cut] if cut < len(tokens.lower) else tokens.lower
-        return decide_language(list(filter(None, map(self._language_of_word.get, words))), default)
+        rows = tokens.rows[:cut] if cut < len(tokens.rows) else tokens.rows
+        return decide_language(list(filter(None, map(_LANGUAGE_OF, rows))), default)
 
     def _understand(self, message: ParsedMessage, draft: Reading, doc: Doc | None = None) -> Facts:
         reading, model, doc, tokens = self._read(draft, doc)
