@@ -1255,22 +1255,27 @@ class Understander:
             rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
             evidence["marketplace"] = Evidence(rule, message.marketplace_id or domain)
 
-        hits = model.hits(text, reading.subject_end, (doc, tokens))
-        body_hits = [h for h in hits if not h.in_subject]
+        hits: dict[str, list[Hit]] = {}  # by label
+        body_hits: dict[str, list[Hit]] = {}  # by label, outside the subject
+        for hit in model.hits(text, reading.subject_end, (doc, tokens)):
+            hits.setdefault(hit.label, []).append(hit)
+            if not hit.in_subject:
+                body_hits.setdefault(hit.label, []).append(hit)
 
-        kind = _kind(message, is_buyer, hits, evidence)
+        kind = _kind(message, is_buyer, hits.get("KIND", []), evidence)
         order_id = _order_id(message.subject, body, evidence)
         if order_id is None and is_buyer:
             order_id = _order_id("", prepare_text(message.text), evidence)
         complaint = _complaint(hits, kind, text, evidence)
-        intent = _intent(hits, complaint, evidence) if kind == "buyer_message" else None
+        intent = _intent(hits.get("INTENT", []), complaint, evidence) if kind == "buyer_message" else None
         tracking, carrier = _tracking(body_hits, evidence)
-        delivered = _delivered(body_hits, evidence)
-        delivered_on = self._delivery_date(text, body_hits, evidence) if delivered else None
-        deadline_hours = _deadline_hours(body_hits, text, evidence) if kind in ("claim_filed", "claim_info_request") \
-            else None
-        amount, currency = _amount(body, body_hits, len(text) - len(body), marketplace, evidence) \
-            if kind in CLAIM_KINDS else (None, None)
+        delivered_hits = body_hits.get("DELIVERED", [])
+        delivered = _delivered(delivered_hits, evidence)
+        delivered_on = self._delivery_date(text, delivered_hits, evidence) if delivered else None
+        deadline_hours = _deadline_hours(body_hits.get("DEADLINE", []), text, evidence) \
+            if kind in ("claim_filed", "claim_info_request") else None
+        amount, currency = _amount(body, body_hits.get("AMOUNT_CUE", []), len(text) - len(body), marketplace,
+                                   evidence) if kind in CLAIM_KINDS else (None, None)
         deadline_at = None
         if message.sent_at and kind in ("claim_filed", "claim_info_request"):
             if deadline_hours:
@@ -1295,7 +1300,7 @@ class Understander:
     def _delivery_date(self, text: str, hits: list[Hit], evidence: dict[str, Evidence]) -> date | None:
         """The date written right after "tracking shows … delivered" ("on February 12, 2026", "am 3. März 2026")."""
         for hit in hits:
-            if hit.label != "DELIVERED" or hit.negated:
+            if hit.negated:
                 continue
             when = find_date(text[hit.start:hit.end + 60].replace("\u00a0", " "), self._months())
             if when:
@@ -1662,12 +1667,13 @@ def refresh_lemma_tables(models_dir: str | Path | None = None, languages: Iterab
 
 
 def _kind(message: ParsedMessage, is_buyer: bool, hits: list[Hit], evidence: dict[str, Evidence]) -> str:
+    """The message kind from the KIND hits."""
     if is_buyer:
         evidence["kind"] = Evidence("buyer-relay-address", message.sender)
         return "buyer_message"
     found: dict[str, Hit] = {}
     for hit in hits:
-        if hit.label != "KIND" or hit.hypothetical:
+        if hit.hypothetical:
             continue
         value = hit.value
         if hit.negated:
@@ -1742,11 +1748,11 @@ def _order_id(subject: str, text: str, evidence: dict[str, Evidence]) -> str | N
     return best
 
 
-def _first(hits: list[Hit], label: str, order: tuple[str, ...]) -> Hit | None:
-    """The first not negated hit of the label with the value that comes first in `order`."""
+def _first(hits: list[Hit], order: tuple[str, ...]) -> Hit | None:
+    """The first not negated hit with the value that comes first in `order`."""
     first: dict[str, Hit] = {}
     for hit in hits:
-        if hit.label == label and not hit.negated and hit.value not in first:
+        if not hit.negated and hit.value not in first:
             first[hit.value] = hit
     for value in order:
         if value in first:
@@ -1754,39 +1760,46 @@ def _first(hits: list[Hit], label: str, order: tuple[str, ...]) -> Hit | None:
     return None
 
 
-def _reason_hit(hits: list[Hit], text: str) -> Hit | None:
+def _reason_hit(hits: dict[str, list[Hit]], text: str) -> Hit | None:
     """The complaint Amazon's reason field states: on the reason label's line, or the line below (tables)."""
-    for cue in (h for h in hits if h.label == "REASON_CUE"):
+    cues = hits.get("REASON_CUE")
+    if not cues:
+        return None
+    # in text order, as the hits came (COMPLAINT and REASON interleaved)
+    stated = sorted((h for h in (*hits.get("COMPLAINT", ()), *hits.get("REASON", ())) if not h.negated),
+                    key=lambda h: (h.start, -h.end, h.rule))
+    for cue in cues:
         line_end = text.find("\n", cue.end)
         line_end = len(text) if line_end < 0 else line_end
         next_end = text.find("\n", line_end + 1)
         next_end = len(text) if next_end < 0 else next_end
         for limit in (line_end, next_end):
-            found = [h for h in hits if h.label in ("COMPLAINT", "REASON") and not h.negated
-                     and cue.end <= h.start < limit]
+            found = [h for h in stated if cue.end <= h.start < limit]
             if found:
                 return found[0]
     return None
 
 
-def _complaint(hits: list[Hit], kind: str, text: str, evidence: dict[str, Evidence]) -> str | None:
+def _complaint(hits: dict[str, list[Hit]], kind: str, text: str, evidence: dict[str, Evidence]) -> str | None:
+    """The complaint type: Amazon's reason field, else the buyer's words by COMPLAINT_PRIORITY; damage split
+    by when it showed (USE_PERIOD, ARRIVAL)."""
     if kind == "other":
         return None
-    complaints = [h for h in hits if h.label == "COMPLAINT" and not h.negated]
+    complaints = [h for h in hits.get("COMPLAINT", ()) if not h.negated]
     reason = _reason_hit(hits, text)
     hit = reason
     if reason is not None and reason.value == "not_as_described":
         size = next((h for h in complaints if h.value == "size"), None)
         hit = size or reason  # Amazon files wrong sizes under "not as described"; the buyer's words say which
     if hit is None:
-        hit = _first(complaints, "COMPLAINT", COMPLAINT_PRIORITY)
+        hit = _first(complaints, COMPLAINT_PRIORITY)
     if hit is None:
         return None
     value = hit.value
     rule = hit.rule if hit is not reason else f"reason:{hit.rule}"
     if value == "damaged":
-        use = _first(hits, "USE_PERIOD", ("use",))
-        arrival = _first(hits, "ARRIVAL", ("arrival",))
+        use = _first(hits.get("USE_PERIOD", []), ("use",))
+        arrival = _first(hits.get("ARRIVAL", []), ("arrival",))
         if use and not arrival:
             evidence["complaint_type"] = Evidence(f"{rule}+{use.rule}", f"{hit.text} … {use.text}")
             return "damaged_after_use"
@@ -1801,7 +1814,7 @@ def _complaint(hits: list[Hit], kind: str, text: str, evidence: dict[str, Eviden
 def _intent(hits: list[Hit], complaint: str | None, evidence: dict[str, Evidence]) -> str:
     # "it arrived" settles only a parcel that did not come
     order = INTENT_PRIORITY if complaint in (None, "not_received") else _INTENT_PRIORITY_NOT_ARRIVED
-    hit = _first(hits, "INTENT", order)
+    hit = _first(hits, order)
     if hit:
         evidence["buyer_intent"] = Evidence(hit.rule, hit.text)
         return "resolved" if hit.value == "arrived" else hit.value
@@ -1810,7 +1823,7 @@ def _intent(hits: list[Hit], complaint: str | None, evidence: dict[str, Evidence
 
 
 def _delivered(hits: list[Hit], evidence: dict[str, Evidence]) -> bool:
-    hit = _first(hits, "DELIVERED", ("delivered",))
+    hit = _first(hits, ("delivered",))
     if hit:
         evidence["delivered"] = Evidence(hit.rule, hit.text)
     return hit is not None
@@ -1818,7 +1831,7 @@ def _delivered(hits: list[Hit], evidence: dict[str, Evidence]) -> bool:
 
 def _deadline_hours(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -> int | None:
     for hit in hits:
-        if hit.label != "DEADLINE" or hit.negated:
+        if hit.negated:
             continue
         if inside_quotes(text, hit.start):
             continue  # the buyer's quoted comment ("promised within 2 days") is not Amazon's deadline
@@ -1862,13 +1875,14 @@ _NUMBER_WORDS = {"two": 2, "three": 3, "seven": 7, "zwei": 2, "drei": 3, "sieben
                  "sept": 7, "due": 2, "tre": 3, "sette": 7, "dos": 2, "tres": 3, "siete": 7}
 
 
-def _tracking(hits: list[Hit], evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
-    numbers = [h for h in hits if h.label == "TRACKING"]
+def _tracking(hits: dict[str, list[Hit]], evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+    """The tracking number with a valid format and check digit, and its carrier (format or a named carrier)."""
+    numbers = hits.get("TRACKING")
     if not numbers:
         return None, None
-    numbers.sort(key=lambda h: (h.start, _rule_line(h.rule)))
-    has_cue = any(h.label == "TRACKING_CUE" for h in hits)
-    named = [h for h in hits if h.label == "CARRIER"]
+    numbers = sorted(numbers, key=lambda h: (h.start, _rule_line(h.rule)))
+    has_cue = "TRACKING_CUE" in hits
+    named = hits.get("CARRIER", [])
     for hit in numbers:
         number = _SPACE.sub("", hit.text).upper()
         carrier = tracking_carrier(number, hit.value)
@@ -1935,7 +1949,7 @@ def _amount(body: str, hits: list[Hit], offset: int, marketplace: str | None,
         return None, None
     match = matches[0]
     rule = "money"
-    for cue in (h for h in hits if h.label == "AMOUNT_CUE"):
+    for cue in hits:  # AMOUNT_CUE
         after = [m for m in matches if 0 <= m.start() + offset - cue.end <= 80]
         if after:
             match, rule = after[0], f"money+{cue.rule}"
