@@ -806,12 +806,12 @@ class RuleModel:
                 patterns.append((rule, self._lowercase_values(entry["pattern"])))
         # regex rules by the literal words they need: a doc's rules are found with two C-level passes
         self._rules_by_word: dict[tuple[bool, str], list[int]] = {}
-        for number, (_, _, anchors, case, _) in enumerate(self.regexes):
-            for word in anchors or ():
+        for number, (_, _, anchors, case, token_scope) in enumerate(self.regexes):
+            for word in () if token_scope else anchors or ():  # (token-scope rules: gated by the tokens instead)
                 self._rules_by_word.setdefault((case, word), []).append(number)
         self._case_words = _WordList(word for case, word in self._rules_by_word if case)
         self._lower_words = _WordList(word for case, word in self._rules_by_word if not case)
-        self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None]
+        self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None or rule[4]]
         if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
             lemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")
             needed = _pattern_lemmas(p for _, p in patterns) | {w for _, ps in phrases for p in ps
@@ -850,6 +850,7 @@ class RuleModel:
         self._negation_words = self._neg1 | self._neg_after
         self._window = int(self.settings["window"])
         self._cue_starts = {first for first, _ in self._neg2 | self._hyp2}
+        self._roles: dict[tuple[int, int, int], int] = {}  # (ORTH, NORM, LEMMA) -> ROLE_* bits, in context
         self._types: dict[bytes, tuple[Any, ...]] = {}  # (ORTH, NORM) as 16 bytes -> row (see token_data)
         self.matcher.compile()  # now, not on first use: part of the load time
 
@@ -936,11 +937,20 @@ class RuleModel:
         if self.matcher.patterns:
             anchors = [self.matcher.anchors_of(*key) for key in zip(orth, lower, norm, lemma, strict=True)]
         long_with_digit = map(self._long_with_digit, orth)
-        roles = map(self._role, orth, norm, lemma)
+        roles = map(self._cached_role, orth, norm, lemma)
         languages = map(self.language_of_word.get, lower)
         rows = list(zip(orth, lower, lemma, norm, is_punct, is_space, like_num, length, anchors, long_with_digit,
                         roles, languages, strict=False))
         return TokenData(rows, idx)
+
+    def _cached_role(self, orth: int, norm: int, lemma: int) -> int:
+        key = (orth, norm, lemma)
+        role = self._roles.get(key)
+        if role is None:
+            if len(self._roles) > 200_000:
+                self._roles.clear()
+            role = self._roles[key] = self._role(orth, norm, lemma)
+        return role
 
     def _role(self, orth: int, norm: int, lemma: int) -> int:
         """The ROLE_* bits of a token (see _scope)."""
@@ -1020,7 +1030,11 @@ class RuleModel:
         own negation ("not received") is not negated by it.
         """
         rows = data.rows
-        own_negation = any(row[ROW_ROLE] & ROLE_OWN_NEGATION for row in rows[start:end])
+        own_negation = False
+        for row in rows[start:end]:
+            if row[ROW_ROLE] & ROLE_OWN_NEGATION:
+                own_negation = True
+                break
         negated = hypothetical = False
         previous = None
         for i in range(start - 1, max(-1, start - 1 - self._window), -1):
