@@ -824,7 +824,7 @@ class RuleModel:
             lemmatizer.configure(forms, keywords, protected, bool(self.settings["compound_heads"]))
             patterns = [(rule, _widen_lemmas(pattern, table_lemmas)) for rule, pattern in patterns]
         self.lemmatizer = self.nlp.get_pipe("pipeline_lemmatizer") if lang != "ja" else None
-        common = set(_function_words_of(folders, lang)) | _COMMON_WORDS.get(lang, set())
+        common = set(_function_words_of(folders, lang)) | _COMMON_WORDS.get(lang, set()) | _MAIL_WORDS.get(lang, set())
         common |= {" ".join(w) for ws in self.words.values() for w in ws}
         self.matcher = AnchoredMatcher(self.nlp.vocab, common, lowercase=lang != "ja")
         self.patterns = patterns  # as given to the matcher; tests check it against spaCy's own Matcher
@@ -1394,11 +1394,26 @@ _KANA = re.compile(r"[\u3040-\u30ff]")
 # Frequent words that make poor anchors for the matcher (besides each language's function words).
 _COMMON_WORDS = {
     "en": {"be", "have", "do", "get", "the", "a", "an", "to", "of", "in", "on", "at", "for", "from", "this",
-           "that", "it", "is", "was", "are", "my", "me", "you", "your", "and", "or", "with", "as", "by"},
-    "de": {"sein", "haben", "werden", "der", "die", "das", "den", "dem", "ein", "eine", "zu", "in", "im", "und"},
-    "fr": {"être", "avoir", "le", "la", "les", "l'", "de", "d'", "du", "un", "une", "à", "et", "en", "que"},
-    "it": {"essere", "avere", "il", "lo", "la", "i", "le", "di", "da", "a", "in", "e", "è", "un", "una", "che"},
-    "es": {"ser", "estar", "haber", "el", "la", "lo", "los", "las", "de", "a", "en", "y", "un", "una", "que"},
+           "that", "it", "is", "was", "are", "my", "me", "you", "your", "and", "or", "with", "as", "by", "not"},
+    "de": {"sein", "haben", "werden", "der", "die", "das", "den", "dem", "ein", "eine", "zu", "in", "im", "und",
+           "nicht"},
+    "fr": {"être", "avoir", "le", "la", "les", "l'", "de", "d'", "du", "un", "une", "à", "et", "en", "que", "pas"},
+    "it": {"essere", "avere", "il", "lo", "la", "i", "le", "di", "da", "a", "in", "e", "è", "un", "una", "che",
+           "non"},
+    "es": {"ser", "estar", "haber", "el", "la", "lo", "los", "las", "de", "a", "en", "y", "un", "una", "que", "no"},
+}
+# Words every claim mail repeats: as anchors they would make the matcher try its patterns at each of them.
+_MAIL_WORDS = {
+    "en": {"claim", "order", "buyer", "customer", "mail", "guarantee", "a\u2011to\u2011z", "amazon", "seller",
+           "item", "package", "day", "days", "reply", "information"},
+    "de": {"antrag", "bestellung", "käufer", "kunde", "garantie", "a\u2011bis\u2011z", "amazon", "verkäufer",
+           "artikel", "paket", "tag", "tage"},
+    "fr": {"réclamation", "commande", "acheteur", "client", "garantie", "amazon", "vendeur", "article", "colis",
+           "jour", "jours"},
+    "it": {"reclamo", "ordine", "acquirente", "cliente", "garanzia", "amazon", "venditore", "articolo", "pacco",
+           "giorno", "giorni"},
+    "es": {"reclamación", "pedido", "pedir", "comprador", "cliente", "garantía", "amazon", "vendedor", "artículo",
+           "paquete", "día", "días"},
 }
 
 
