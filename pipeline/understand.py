@@ -346,6 +346,7 @@ _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm"
 _FLAG_FIELDS = {"IS_PUNCT": "is_punct", "IS_SPACE": "is_space", "LIKE_NUM": "like_num"}
 _INFINITE = 10 ** 6
 _ANCHORS_OF = itemgetter(ROW_ANCHORS)
+_new_tuple = tuple.__new__
 _LONG_WITH_DIGIT_OF = itemgetter(ROW_LONG_WITH_DIGIT)
 _LANGUAGE_OF = itemgetter(ROW_LANGUAGE)
 
@@ -851,6 +852,7 @@ class RuleModel:
         self._window = int(self.settings["window"])
         self._cue_starts = {first for first, _ in self._neg2 | self._hyp2}
         self._roles: dict[tuple[int, int, int], int] = {}  # (ORTH, NORM, LEMMA) -> ROLE_* bits, in context
+        self._digits: dict[int, bool] = {}  # ORTH -> 10 or more characters with a digit
         self._types: dict[bytes, tuple[Any, ...]] = {}  # (ORTH, NORM) as 16 bytes -> row (see token_data)
         self.matcher.compile()  # now, not on first use: part of the load time
 
@@ -896,7 +898,8 @@ class RuleModel:
                 negated, hypothetical = self._scope(data, start, end, label in _PREDICATE_LABELS)
             else:
                 negated = hypothetical = False
-            hits.append(Hit(label, value, rule, text[a:b], a, b, negated, hypothetical, a < subject_end))
+            # (tuple.__new__ skips the namedtuple's Python-level __new__: one call less per hit)
+            hits.append(_new_tuple(Hit, (label, value, rule, text[a:b], a, b, negated, hypothetical, a < subject_end)))
         if blocks:  # a BLOCK's id is a label ("INTENT") or a label and value ("COMPLAINT:not_as_described")
             hits = [h for h in hits if not any(target in (h.label, f"{h.label}:{h.value}") and a < h.end
                                                and h.start < b for target, a, b in blocks)]
@@ -972,8 +975,13 @@ class RuleModel:
         return role
 
     def _long_with_digit(self, orth: int) -> bool:
-        word = self.nlp.vocab.strings[orth]
-        return len(word) >= 10 and any(c.isdigit() for c in word)
+        found = self._digits.get(orth)
+        if found is None:
+            if len(self._digits) > 200_000:
+                self._digits.clear()
+            word = self.nlp.vocab.strings[orth]
+            found = self._digits[orth] = len(word) >= 10 and any(c.isdigit() for c in word)
+        return found
 
     def _type(self, key: bytes, orth: int, norm: int) -> tuple[Any, ...]:
         """The cached row of a word type (see token_data): its attributes, lemma, matcher anchors, digits."""
