@@ -313,6 +313,7 @@ ROW_LANGUAGE = 11  # the language the word is a function word of, or None
 # token roles for RuleModel._scope, worked out once per word type
 ROLE_OWN_NEGATION, ROLE_BOUNDARY, ROLE_NEWLINE, ROLE_CONTRAST, ROLE_HYPOTHETICAL, ROLE_NEGATION, ROLE_CUE_START = (
     1, 2, 4, 8, 16, 32, 64)
+ROLE_SPACE = 128
 _ROW_ATTRIBUTES = {"orth": ROW_ORTH, "lower": ROW_LOWER, "lemma": ROW_LEMMA, "norm": ROW_NORM,
                    "is_punct": ROW_IS_PUNCT, "is_space": ROW_IS_SPACE, "like_num": ROW_LIKE_NUM}
 
@@ -940,24 +941,24 @@ class RuleModel:
         if self.matcher.patterns:
             anchors = [self.matcher.anchors_of(*key) for key in zip(orth, lower, norm, lemma, strict=True)]
         long_with_digit = map(self._long_with_digit, orth)
-        roles = map(self._cached_role, orth, norm, lemma)
+        roles = map(self._cached_role, orth, norm, lemma, is_space)
         languages = map(self.language_of_word.get, lower)
         rows = list(zip(orth, lower, lemma, norm, is_punct, is_space, like_num, length, anchors, long_with_digit,
                         roles, languages, strict=False))
         return TokenData(rows, idx)
 
-    def _cached_role(self, orth: int, norm: int, lemma: int) -> int:
+    def _cached_role(self, orth: int, norm: int, lemma: int, is_space: int) -> int:
         key = (orth, norm, lemma)
         role = self._roles.get(key)
         if role is None:
             if len(self._roles) > 200_000:
                 self._roles.clear()
-            role = self._roles[key] = self._role(orth, norm, lemma)
+            role = self._roles[key] = self._role(orth, norm, lemma, is_space)
         return role
 
-    def _role(self, orth: int, norm: int, lemma: int) -> int:
+    def _role(self, orth: int, norm: int, lemma: int, is_space: int) -> int:
         """The ROLE_* bits of a token (see _scope)."""
-        role = 0
+        role = ROLE_SPACE if is_space else 0
         if norm in self._negation_words or lemma in self._neg_after:
             role |= ROLE_OWN_NEGATION
         if orth in self.boundaries:
@@ -990,7 +991,7 @@ class RuleModel:
         norm = mended or norm
         row = (orth, lower, lemma, norm, is_punct, is_space, like_num, length,
                self.matcher.anchors_of(orth, lower, norm, lemma), self._long_with_digit(orth),
-               self._role(orth, norm, lemma), self.language_of_word.get(lower))
+               self._role(orth, norm, lemma, is_space), self.language_of_word.get(lower))
         self._types[key] = row
         return row
 
@@ -1045,12 +1046,16 @@ class RuleModel:
                 break
         negated = hypothetical = False
         previous = None
-        for i in range(start - 1, max(-1, start - 1 - self._window), -1):
+        first = start - 1 - self._window
+        for i in range(start - 1, first if first > -1 else -1, -1):
             row = rows[i]
             role = row[ROW_ROLE]
+            if not role:  # (most words play no part)
+                previous = row[ROW_NORM]
+                continue
             if role & ROLE_BOUNDARY:
                 break
-            if row[ROW_IS_SPACE]:
+            if role & ROLE_SPACE:
                 if role & ROLE_NEWLINE:
                     break
                 continue
@@ -1889,7 +1894,7 @@ def _deadline_hours(hits: list[Hit], text: str, evidence: dict[str, Evidence]) -
 def inside_quotes(text: str, position: int) -> bool:
     """Whether `position` lies inside quotation marks opened earlier on its line ("…", “…”, „…“, «…»)."""
     quoted = False
-    for char in text[text.rfind("\n", 0, position) + 1:position]:
+    for char in _QUOTE_MARK.findall(text, text.rfind("\n", 0, position) + 1, position):  # (only the marks)
         if char == '"':
             quoted = not quoted
         elif char in "„«":
@@ -1902,6 +1907,7 @@ def inside_quotes(text: str, position: int) -> bool:
 
 
 _DIGITS = re.compile(r"\d+")
+_QUOTE_MARK = re.compile('["„«”»“]')
 _SPACE = re.compile(r"\s")
 _S10 = re.compile(r"[A-Z]{2}\d{9}[A-Z]{2}")
 _CENTS = re.compile(r"[.,]\d{2}$")
