@@ -1216,8 +1216,8 @@ class Understander:
             for i, draft in enumerate(drafts):
                 if draft.language == language:
                     docs[i] = make_doc(draft.text)
-        return [self._understand(message, draft, doc) for message, draft, doc in zip(messages, drafts, docs,
-                                                                                     strict=True)]
+        reads = [self._read(draft, doc) for draft, doc in zip(drafts, docs, strict=True)]
+        return [self._facts(message, *read) for message, read in zip(messages, reads, strict=True)]
 
     def _draft(self, message: ParsedMessage) -> Reading:
         """The reading of a message, its language still a guess: Japanese by its script, else the marketplace's."""
@@ -1268,8 +1268,12 @@ class Understander:
         rows = tokens.rows[:cut] if cut < len(tokens.rows) else tokens.rows
         return decide_language(list(filter(None, map(_LANGUAGE_OF, rows))), default)
 
-    def _understand(self, message: ParsedMessage, draft: Reading, doc: Doc | None = None) -> Facts:
-        reading, model, doc, tokens = self._read(draft, doc)
+    def _understand(self, message: ParsedMessage, draft: Reading) -> Facts:
+        return self._facts(message, *self._read(draft))
+
+    def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc,
+               tokens: TokenData) -> Facts:
+        """The facts of a message from its reading and tokens (see _read)."""
         evidence: dict[str, Evidence] = {}
         trusted, marketplace, is_buyer, language = (reading.trusted, reading.marketplace, reading.is_buyer,
                                                     reading.language)
