@@ -600,10 +600,10 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
     outages = [OperationalError("UPDATE claims", {}, Exception("server closed the connection unexpectedly"))]
 
     class FlakyDesk(desk_class):  # type: ignore[misc, valid-type]
-        def process_message(self, session: Any, row: Any, now: datetime) -> None:
+        def process_message(self, session: Any, row: Any, now: datetime, facts: Any = None) -> None:
             if outages:
                 raise outages.pop()
-            super().process_message(session, row, now)
+            super().process_message(session, row, now, facts)
 
     store = Store(config.database.url)
     try:

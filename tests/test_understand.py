@@ -429,3 +429,121 @@ def test_a_receiving_servers_failed_check_takes_trust_away(understander: Underst
     assert facts.kind == "claim_withdrawn"
     assert facts.trusted is trusted
     assert facts.evidence["trusted"].rule == ("sender-domain" if trusted else "authentication-results")
+
+
+# --- the fast paths give what the plain way gives ----------------------------------------------------------
+
+
+def test_understand_many_gives_what_understand_gives(understander: Understander) -> None:
+    """The batch API (reprocess uses it) must give every message the same facts and evidence as one at a time,
+    whatever the batch size and however languages are mixed in a batch."""
+    messages = [parse_message(case["path"].read_bytes()) for case in _eval_module().load_corpus()]
+    one_by_one = [understander.understand(message).to_json() for message in messages]
+    assert [facts.to_json() for facts in understander.understand_many(messages)] == one_by_one
+    assert [facts.to_json() for facts in understander.understand_many(messages, batch_size=7)] == one_by_one
+    assert list(understander.understand_many([])) == []
+
+
+def _mutations(texts: list[str], fragments: list[str], seed: int, count: int) -> list[str]:
+    """The texts with fragments (also upper-cased, cut short, glued to a letter) put in at random places."""
+    import random
+
+    chance = random.Random(seed)
+    found = list(texts)
+    for _ in range(count):
+        text = chance.choice(texts)
+        for _ in range(chance.randint(1, 4)):
+            piece = chance.choice(fragments)
+            piece = chance.choice([piece, piece.upper(), piece.title(), "x" + piece, piece[1:], f" {piece}. "])
+            at = chance.randint(0, len(text))
+            text = text[:at] + piece + text[at:]
+        found.append(text)
+    return found
+
+
+def test_regex_rules_tried_near_their_literals_find_what_finditer_finds(understander: Understander) -> None:
+    """A regex rule runs only where literal_anchors says a match can start; on corpus texts and on texts with
+    the rules' own words and matches put in at random, that must find exactly what regex.finditer finds."""
+    from pipeline.understand import matches_near_anchors
+
+    texts = [understander.read(parse_message(case["path"].read_bytes())).text
+             for case in _eval_module().load_corpus()]
+    compared = 0
+    for lang in LANGUAGES:
+        model = understander.model(lang)
+        for _rule, regex, anchors, case, _token_scope in model.regexes:
+            if anchors is None:
+                continue
+            fragments = [*anchors, *(m.group(0) for text in texts for m in regex.finditer(text))][:40]
+            for text in _mutations(texts[::5], fragments, seed=len(fragments), count=30):
+                haystack = text if case else text.lower()
+                if len(haystack) != len(text):
+                    continue
+                near = matches_near_anchors(regex, text, haystack, anchors)
+                if near is not None:
+                    assert [m.span() for m in near] == [m.span() for m in regex.finditer(text)], regex.pattern
+                    compared += 1
+    assert compared > 2000
+
+
+def test_literal_anchors_read_off_the_parse_tree() -> None:
+    from pipeline.understand import literal_anchors
+
+    assert literal_anchors(r"\bFed ?Ex\b", False) == {"fed": (0, 0)}
+    assert literal_anchors(r"(?:ri|re)?(?:mand|sped)(?:a|i)re", True) == {"mand": (0, 2), "sped": (0, 2)}
+    assert literal_anchors(r"[0-9]+\s*日以内", False) == {"日以内": (1, None)}
+    assert literal_anchors(r"\d{10,11}", True) is None  # no literal: the rule always runs
+
+
+def test_text_fast_paths_agree_with_the_plain_regexes() -> None:
+    """The hand-made scans (A-to-z, order IDs, wrapped IDs, quotes, characters) against the one-regex way."""
+    import re
+
+    from pipeline.understand import (
+        _A_TO_Z,
+        _CHAR_MAP,
+        A_TO_Z,
+        ORDER_ID,
+        WRAPPED_ORDER_ID,
+        _join_wrapped_ids,
+        _normalize_chars,
+        _order_ids,
+        inside_quotes,
+        mark_a_to_z,
+    )
+
+    scan = re.compile(r"(?:\d{3}|D01)-\d{7}-\d{7}(?![\w-])")
+
+    def plain_order_ids(text: str) -> list[str]:
+        return [m.group(0) for m in scan.finditer(text)
+                if not m.start() or not (text[m.start() - 1].isalnum() or text[m.start() - 1] in "-_")]
+
+    def plain_join(text: str) -> str:
+        def join(match: re.Match[str]) -> str:
+            before = match.string[match.start() - 1] if match.start() else " "
+            joined = match.group(1) + match.group(2)
+            return match.group(0) if before.isalnum() or before in "-_" or not ORDER_ID.fullmatch(joined) else joined
+        return WRAPPED_ORDER_ID.sub(join, text)
+
+    def plain_quotes(text: str, position: int) -> bool:
+        quoted = False
+        for char in text[text.rfind("\n", 0, position) + 1:position]:
+            if char == '"' or char == "“":
+                quoted = not quoted
+            elif char in "„«":
+                quoted = True
+            elif char in "”»":
+                quoted = False
+        return quoted
+
+    pieces = ["A-to-z", "a - to - Z", "xA-to-z", "112-4567890-1234567", "D01-4567890-1234567", "112-4567890-",
+              "1234567", "\n", "\r\n", " ", "-", "_", "x", '"', "„", "“", "”", "«", "»", "’", "\u00ad", "١٢٣"]
+    texts = _mutations(["", "Order 112-4567890-1234567 of A-to-z"], pieces, seed=4, count=20000)
+    for text in texts:
+        assert mark_a_to_z(text) == _A_TO_Z.sub(A_TO_Z, text), text
+        assert _order_ids(text) == plain_order_ids(text), text
+        assert _join_wrapped_ids(text) == (plain_join(text) if "\n" in text else text), text
+        assert _normalize_chars(text) == text.translate(_CHAR_MAP), text
+        for position in range(0, len(text) + 1, 3):
+            assert inside_quotes(text, position) == plain_quotes(text, position), (text, position)
+    assert sum(bool(plain_order_ids(text)) for text in texts) > 1000
