@@ -9,8 +9,10 @@ The models are data, one folder per language (see models/en/claims.jsonl for the
   with a new LEMMA: ``python -m pipeline.understand --refresh-lemmas``; until then the full table is loaded;
 - ``models/<lang>/language.json``: function words that tell the languages apart.
 
-Each language gets one blank spaCy pipeline (tokenizer + lookup lemmatizer with typo tolerance), a Matcher, a
-PhraseMatcher (on lemmas) and text regexes, built once per process on first use.
+Each language gets one blank spaCy pipeline (tokenizer + lookup lemmatizer with typo tolerance), its patterns
+(spaCy Matcher format) and phrases (matched on lemmas, as spaCy's PhraseMatcher does) compiled by
+AnchoredMatcher, and text regexes, built once per process on first use. Tests check the compiled matcher
+against spaCy's own Matcher and PhraseMatcher on the whole corpus.
 """
 
 from __future__ import annotations
