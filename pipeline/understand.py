@@ -24,11 +24,12 @@ import logging
 import re
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -815,7 +816,8 @@ class RuleModel:
                 self._rules_by_word.setdefault((case, word), []).append(number)
         self._case_words = _WordList(word for case, word in self._rules_by_word if case)
         self._lower_words = _WordList(word for case, word in self._rules_by_word if not case)
-        self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None or rule[4]]
+        self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None and not rule[4]]
+        self._token_rules = [number for number, rule in enumerate(self.regexes) if rule[4]]  # tried at tokens
         if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
             lemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")
             needed = _pattern_lemmas(p for _, p in patterns) | {w for _, ps in phrases for p in ps
@@ -904,8 +906,9 @@ class RuleModel:
             # (tuple.__new__ skips the namedtuple's Python-level __new__: one call less per hit)
             hits.append(_new_tuple(Hit, (label, value, rule, text[a:b], a, b, negated, hypothetical, a < subject_end)))
         if blocks:  # a BLOCK's id is a label ("INTENT") or a label and value ("COMPLAINT:not_as_described")
-            hits = [h for h in hits if not any(target in (h.label, f"{h.label}:{h.value}") and a < h.end
-                                               and h.start < b for target, a, b in blocks)]
+            targets = {target for target, _, _ in blocks}
+            hits = [h for h in hits if not ((h.label in targets or f"{h.label}:{h.value}" in targets) and any(
+                target in (h.label, f"{h.label}:{h.value}") and a < h.end and h.start < b for target, a, b in blocks))]
         return hits
 
     def token_data(self, doc: Doc) -> TokenData:
@@ -1009,17 +1012,14 @@ class RuleModel:
             for word in words.present_in(haystack):
                 for number in self._rules_by_word[case, word]:
                     present.setdefault(number, []).append(word)
-        candidates: list[int] | None = None
+        if self._token_rules and any(map(_LONG_WITH_DIGIT_OF, data.rows)):
+            present.update(dict.fromkeys(self._token_rules, ()))  # (most texts have no token they could match)
         spans = []
         for number in sorted(present):
             rule, regex, anchors, case, token_scope = self.regexes[number]
             found: Iterable[re.Match[str]] | None = None
             if token_scope:
-                if candidates is None:
-                    candidates = self._digit_token_starts(data)
-                if not candidates:
-                    continue
-                found = [m for m in map(regex.match, repeat(text), candidates) if m]
+                found = [m for m in map(regex.match, repeat(text), self._digit_token_starts(data)) if m]
             elif anchors is not None and (case or same_positions):
                 found = matches_near_anchors(regex, text, text if case else lowered, anchors, present[number])
             if found is None:
@@ -1266,8 +1266,7 @@ class Understander:
     @staticmethod
     def _language_of_tokens(tokens: TokenData, default: str) -> str:
         """The language whose function words the text's first 1000 characters use most (see decide_language)."""
-        cut = bisect.bisect_left(tokens.idx, 1000)
-        rows = tokens.rows[:cut] if cut < len(tokens.rows) else tokens.rows
+        rows = islice(tokens.rows, bisect.bisect_left(tokens.idx, 1000))
         return decide_language(list(filter(None, map(_LANGUAGE_OF, rows))), default)
 
     def _understand(self, message: ParsedMessage, draft: Reading) -> Facts:
@@ -1400,7 +1399,7 @@ def decide_language(found: list[str], default: str) -> str:
     (fewer than 3 words, or not clearly more than the default language's)."""
     if found.count(default) == len(found):  # (the common case: only the default language's words, or none)
         return default
-    counts = {lang: found.count(lang) for lang in set(found)}
+    counts = Counter(found)
     best = max(counts, key=lambda lang: (counts[lang], lang == default))
     if counts[best] < 3 or counts[best] < counts.get(default, 0) * 1.3:
         return default
