@@ -350,6 +350,7 @@ _ATTR_FIELDS = {"ORTH": "orth", "TEXT": "orth", "LOWER": "lower", "NORM": "norm"
 _FLAG_FIELDS = {"IS_PUNCT": "is_punct", "IS_SPACE": "is_space", "LIKE_NUM": "like_num"}
 _INFINITE = 10 ** 6
 _ANCHORS_OF = itemgetter(ROW_ANCHORS)
+_TRACKING_COMPANIONS = frozenset({"CARRIER", "TRACKING_CUE"})  # labels _tracking reads only beside a TRACKING hit
 _new_tuple = tuple.__new__
 _LONG_WITH_DIGIT_OF = itemgetter(ROW_LONG_WITH_DIGIT)
 _LANGUAGE_OF = itemgetter(ROW_LANGUAGE)
@@ -810,13 +811,24 @@ class RuleModel:
             else:
                 patterns.append((rule, self._lowercase_values(entry["pattern"])))
         # regex rules by the literal words they need: a doc's rules are found with two C-level passes
+        # Rules whose label only a tracking number gives a use (carrier names, "tracking" cues) run only when
+        # a tracking number was found: most mail has none.
         self._rules_by_word: dict[tuple[bool, str], list[int]] = {}
-        for number, (_, _, anchors, case, token_scope) in enumerate(self.regexes):
-            for word in () if token_scope else anchors or ():  # (token-scope rules: gated by the tokens instead)
+        words: dict[bool, dict[bool, list[str]]] = {False: {True: [], False: []}, True: {True: [], False: []}}
+        unconditional: dict[bool, list[int]] = {False: [], True: []}
+        for number, (rule, _, anchors, case, token_scope) in enumerate(self.regexes):
+            if token_scope:
+                continue  # gated by the tokens instead
+            with_tracking = self.rules[rule][0] in _TRACKING_COMPANIONS
+            if anchors is None:
+                unconditional[with_tracking].append(number)
+            for word in anchors or ():
+                if (case, word) not in self._rules_by_word:
+                    words[with_tracking][case].append(word)
                 self._rules_by_word.setdefault((case, word), []).append(number)
-        self._case_words = _WordList(word for case, word in self._rules_by_word if case)
-        self._lower_words = _WordList(word for case, word in self._rules_by_word if not case)
-        self._unconditional = [number for number, rule in enumerate(self.regexes) if rule[2] is None and not rule[4]]
+        # (with a tracking number?) -> ((case-sensitive words, lower-case words), rules without words)
+        self._words = {with_tracking: ((_WordList(by_case[True]), _WordList(by_case[False])),
+                                       unconditional[with_tracking]) for with_tracking, by_case in words.items()}
         self._token_rules = [number for number, rule in enumerate(self.regexes) if rule[4]]  # tried at tokens
         if lang != "ja":  # Japanese is tokenized by Sudachi, which gives lemmas itself
             lemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")
@@ -1007,20 +1019,29 @@ class RuleModel:
         starts = data.idx
         lowered = text.lower()
         same_positions = len(lowered) == len(text)  # lower-casing can lengthen a text ("İ" -> "i̇")
-        present: dict[int, list[str]] = {number: [] for number in self._unconditional}  # rule -> its words here
-        for case, haystack, words in ((True, text, self._case_words), (False, lowered, self._lower_words)):
-            for word in words.present_in(haystack):
-                for number in self._rules_by_word[case, word]:
-                    present.setdefault(number, []).append(word)
-        if self._token_rules and any(map(_LONG_WITH_DIGIT_OF, data.rows)):
-            present.update(dict.fromkeys(self._token_rules, ()))  # (most texts have no token they could match)
-        spans = []
+        spans: list[tuple[str, int, int]] = []
+        tracking = False
+        if self._token_rules and any(map(_LONG_WITH_DIGIT_OF, data.rows)):  # (most texts have no such token)
+            candidates = self._digit_token_starts(data)
+            for number in self._token_rules:
+                rule, regex = self.regexes[number][:2]
+                for match in filter(None, map(regex.match, repeat(text), candidates)):
+                    tracking = True
+                    first = bisect.bisect_right(starts, match.start()) - 1
+                    last = bisect.bisect_left(starts, match.end())
+                    spans.append((rule, max(first, 0), max(last, first + 1)))
+        present: dict[int, list[str]] = {}  # rule -> its words in the text
+        for with_tracking in (False, True) if tracking else (False,):
+            (case_words, lower_words), unconditional = self._words[with_tracking]
+            present.update({number: [] for number in unconditional})
+            for case, haystack, words in ((True, text, case_words), (False, lowered, lower_words)):
+                for word in words.present_in(haystack):
+                    for number in self._rules_by_word[case, word]:
+                        present.setdefault(number, []).append(word)
         for number in sorted(present):
-            rule, regex, anchors, case, token_scope = self.regexes[number]
+            rule, regex, anchors, case, _ = self.regexes[number]
             found: Iterable[re.Match[str]] | None = None
-            if token_scope:
-                found = [m for m in map(regex.match, repeat(text), self._digit_token_starts(data)) if m]
-            elif anchors is not None and (case or same_positions):
+            if anchors is not None and (case or same_positions):
                 found = matches_near_anchors(regex, text, text if case else lowered, anchors, present[number])
             if found is None:
                 found = regex.finditer(text)
