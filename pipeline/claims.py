@@ -27,6 +27,8 @@ from pipeline.understand import Facts, Understander
 
 log = logging.getLogger(__name__)
 
+UNDERSTAND_BATCH = 128  # messages understood together (see ClaimDesk.understand_ids)
+
 DERIVED_EVENTS = ("transition", "escalation", "flag", "note")
 
 
@@ -58,7 +60,14 @@ class ClaimDesk:
         with self.store.session() as session:
             ids = list(session.scalars(select(StoredMessage.id).where(StoredMessage.status == "pending")
                                        .order_by(StoredMessage.id)))
-        return self.process_ids(ids, now, stop=stop)
+        done = failed = 0
+        for first in range(0, len(ids), UNDERSTAND_BATCH):
+            if stop is not None and stop():
+                break
+            batch = ids[first:first + UNDERSTAND_BATCH]
+            counts = self.process_ids(batch, now, stop=stop, understood=self.understand_ids_safely(batch))
+            done, failed = done + counts[0], failed + counts[1]
+        return done, failed
 
     def after_poll(self, mailbox: Any, now: datetime) -> None:
         """Deadline escalation, then the drafts the claims want (written, replaced, sent detection)."""
@@ -110,6 +119,18 @@ class ClaimDesk:
     def understand(self, row: StoredMessage) -> Facts:
         """The facts of a stored message (parsing its raw bytes again)."""
         return self.understander.understand(parse_message(row.raw))
+
+    def understand_ids_safely(self, ids: list[int]) -> dict[int, Facts]:
+        """understand_ids, or nothing when the batch fails: then each message is understood on its own, in its
+        own transaction, where a failure is its own and is kept with its error."""
+        try:
+            return self.understand_ids(ids)
+        except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
+            raise StoreError(f"database unavailable while reading messages {ids[0]}-{ids[-1]}: "
+                             f"{getattr(exc, 'orig', exc)}") from None
+        except Exception:  # one message's surprise must not stop the batch
+            log.warning("batch understanding failed; understanding these %d messages one by one", len(ids))
+            return {}
 
     def understand_ids(self, ids: list[int]) -> dict[int, Facts]:
         """The facts of many stored messages, understood as one batch (Understander.understand_many: faster

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pipeline.claims import ClaimDesk
+from pipeline.claims import UNDERSTAND_BATCH, ClaimDesk
 from pipeline.config import Settings
 from pipeline.drafts import DraftSync
 from pipeline.errors import ConfigError, PipelineError
@@ -26,8 +26,6 @@ from pipeline.shipments import ImportReport, import_shipments
 from pipeline.store import Store, utcnow
 
 log = logging.getLogger(__name__)
-
-REPROCESS_BATCH = 128  # messages understood together (see ClaimDesk.understand_ids)
 Clock = Callable[[], datetime]
 
 
@@ -165,13 +163,9 @@ def _reprocess_in(settings: Settings, store: Store, *, since: datetime | None, u
     result.messages = len(ids)
     if start:
         start(len(ids))
-    for first in range(0, len(ids), REPROCESS_BATCH):
-        batch = ids[first:first + REPROCESS_BATCH]
-        try:
-            understood = desk.understand_ids(batch)  # the rules over many messages at once: faster
-        except Exception:  # one message's surprise must not stop the run: one by one, then
-            log.warning("batch understanding failed; understanding these %d messages one by one", len(batch))
-            understood = {}
+    for first in range(0, len(ids), UNDERSTAND_BATCH):
+        batch = ids[first:first + UNDERSTAND_BATCH]
+        understood = desk.understand_ids_safely(batch)  # the rules over many messages at once: faster
         for message_id in batch:
             _done, failed = desk.process_ids([message_id], now, understood=understood)
             result.failed += failed
