@@ -618,3 +618,32 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
             assert set(session.scalars(select(StoredMessage.status))) == {"done"}
     finally:
         store.dispose()
+
+
+def test_a_batch_that_cannot_be_understood_falls_back_to_one_message_at_a_time(
+        message_store: tuple[Path, Any], tmp_path: Path) -> None:
+    """A poll cycle understands its pending messages as one batch; if that fails unexpectedly, every message
+    is still understood on its own and processed, none is lost or marked failed for the batch's fault."""
+    from sqlalchemy import select
+
+    from pipeline.schema import StoredMessage
+    from pipeline.store import Store
+
+    template, desk_class = message_store
+    db = tmp_path / "pipeline.db"
+    shutil.copyfile(template, db)
+    config = desk_settings(db)
+
+    class BrokenBatches(desk_class):  # type: ignore[misc, valid-type]
+        def understand_ids(self, ids: list[int]) -> dict[int, Facts]:
+            raise RuntimeError("batch broke")
+
+    store = Store(config.database.url)
+    try:
+        done, failed = BrokenBatches(config, store).process_pending(DB_NOW)
+        assert (done, failed) == (len(DB_FILES) + 1, 0)
+        with store.session() as session:
+            assert set(session.scalars(select(StoredMessage.status))) == {"done"}
+            assert None not in set(session.scalars(select(StoredMessage.kind)))
+    finally:
+        store.dispose()
