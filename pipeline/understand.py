@@ -696,12 +696,13 @@ def literal_anchors(pattern: str, case: bool) -> dict[str, tuple[int, int | None
     where it can match ("\\bFed ?Ex\\b": "Fed" at offset 0; "(ri|re)?(mand|sped)...": "mand" at 0 to 2).
     Case-insensitive rules get lower-case strings.
     """
-    from re import _constants as sre
-    from re import _parser
+    try:  # (the regex parser is CPython's own; without it every rule simply runs: slower, same results)
+        from re import _constants as sre
+        from re import _parser
 
-    try:
         parsed = _parser.parse(pattern, 0 if case else re.IGNORECASE)
-    except (re.error, ValueError, TypeError, OverflowError):
+        parsed.getwidth()
+    except (ImportError, AttributeError, re.error, ValueError, TypeError, OverflowError):
         return None
     repeats = (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", None))
 
@@ -755,7 +756,10 @@ def literal_anchors(pattern: str, case: bool) -> dict[str, tuple[int, int | None
             return None
         return max(options, key=lambda option: (min(map(len, option)), -len(option)))
 
-    found = needs(parsed)
+    try:
+        found = needs(parsed)
+    except (AttributeError, TypeError, ValueError):  # a parse tree of another shape: run the rule always
+        return None
     if not found:
         return None
     return {word if case else word.lower(): offset for word, offset in sorted(found.items())}
