@@ -7,7 +7,7 @@ the rest); drafts are written to the mailbox afterwards, from what the claims wa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,11 +61,8 @@ class ClaimDesk:
             ids = list(session.scalars(select(StoredMessage.id).where(StoredMessage.status == "pending")
                                        .order_by(StoredMessage.id)))
         done = failed = 0
-        for first in range(0, len(ids), UNDERSTAND_BATCH):
-            if stop is not None and stop():
-                break
-            batch = ids[first:first + UNDERSTAND_BATCH]
-            counts = self.process_ids(batch, now, stop=stop, understood=self.understand_ids_safely(batch))
+        for batch, understood in self.understood_batches(ids, stop):
+            counts = self.process_ids(batch, now, stop=stop, understood=understood)
             done, failed = done + counts[0], failed + counts[1]
         return done, failed
 
@@ -120,17 +117,26 @@ class ClaimDesk:
         """The facts of a stored message (parsing its raw bytes again)."""
         return self.understander.understand(parse_message(row.raw))
 
-    def understand_ids_safely(self, ids: list[int]) -> dict[int, Facts]:
-        """understand_ids, or nothing when the batch fails: then each message is understood on its own, in its
-        own transaction, where a failure is its own and is kept with its error."""
-        try:
-            return self.understand_ids(ids)
-        except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
-            raise StoreError(f"database unavailable while reading messages {ids[0]}-{ids[-1]}: "
-                             f"{getattr(exc, 'orig', exc)}") from None
-        except Exception:  # one message's surprise must not stop the batch
-            log.warning("batch understanding failed; understanding these %d messages one by one", len(ids))
-            return {}
+    def understood_batches(self, ids: list[int], stop: Callable[[], bool] | None = None,
+                           ) -> Iterator[tuple[list[int], dict[int, Facts]]]:
+        """The ids in batches of UNDERSTAND_BATCH, each with the facts of its messages (until `stop` says so).
+
+        When a batch cannot be understood at once, its facts are left out: then each message is understood on
+        its own, in its own transaction, where a failure is its own and is kept with its error.
+        """
+        for first in range(0, len(ids), UNDERSTAND_BATCH):
+            if stop is not None and stop():
+                return
+            batch = ids[first:first + UNDERSTAND_BATCH]
+            try:
+                understood = self.understand_ids(batch)
+            except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
+                raise StoreError(f"database unavailable while reading messages {batch[0]}-{batch[-1]}: "
+                                 f"{getattr(exc, 'orig', exc)}") from None
+            except Exception:  # one message's surprise must not stop the batch
+                log.warning("batch understanding failed; understanding these %d messages one by one", len(batch))
+                understood = {}
+            yield batch, understood
 
     def understand_ids(self, ids: list[int]) -> dict[int, Facts]:
         """The facts of many stored messages, understood as one batch (Understander.understand_many: faster
@@ -149,7 +155,8 @@ class ClaimDesk:
     def process_message(self, session: Session, row: StoredMessage, now: datetime,
                         facts: Facts | None = None) -> None:
         """Understand one message (unless its `facts` are given), link it to its order, and replay that claim."""
-        facts = facts or self.understand(row)
+        if facts is None:
+            facts = self.understand(row)
         before = row.order_id if row.status == "done" else None
         row.facts = facts.to_json()
         row.kind = facts.kind

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pipeline.claims import UNDERSTAND_BATCH, ClaimDesk
+from pipeline.claims import ClaimDesk
 from pipeline.config import Settings
 from pipeline.drafts import DraftSync
 from pipeline.errors import ConfigError, PipelineError
@@ -163,9 +163,7 @@ def _reprocess_in(settings: Settings, store: Store, *, since: datetime | None, u
     result.messages = len(ids)
     if start:
         start(len(ids))
-    for first in range(0, len(ids), UNDERSTAND_BATCH):
-        batch = ids[first:first + UNDERSTAND_BATCH]
-        understood = desk.understand_ids_safely(batch)  # the rules over many messages at once: faster
+    for batch, understood in desk.understood_batches(ids):  # the rules over many messages at once: faster
         for message_id in batch:
             _done, failed = desk.process_ids([message_id], now, understood=understood)
             result.failed += failed

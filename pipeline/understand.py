@@ -373,10 +373,11 @@ class AnchoredMatcher:
 
     spaCy's Matcher tries every pattern at every token, calling a Python predicate for each IN set; with a few
     hundred rules that costs ten times the tokenizer. Here each pattern is indexed by one token that must be one
-    of a fixed set of words (its anchor); a doc's anchor words are found with set operations, and a pattern is
-    tried only around them, by a small function compiled for that pattern (its token tests written out, no
-    interpretation per token). Supported: ORTH/TEXT/LOWER/NORM/LEMMA with a value, IN, NOT_IN or REGEX;
-    IS_PUNCT/IS_SPACE/LIKE_NUM; OP ?, *, +, {n}, {m,n}. Patterns without an anchor go to spaCy's own Matcher.
+    of a fixed set of words (its anchor). The patterns of an anchor word are compiled into one function (their
+    token tests written out, no interpretation per token); each word type's row carries the functions it
+    anchors (anchors_of), so a doc's anchor tokens are found with one C-level scan.
+    Supported: ORTH/TEXT/LOWER/NORM/LEMMA with a value, IN, NOT_IN or REGEX; IS_PUNCT/IS_SPACE/LIKE_NUM;
+    OP ?, *, +, {n}, {m,n}. Patterns without an anchor go to spaCy's own Matcher.
     """
 
     def __init__(self, vocab: Any, common: Iterable[str] = (), lowercase: bool = True) -> None:
@@ -385,7 +386,6 @@ class AnchoredMatcher:
         self.common = frozenset(vocab.strings.add(w) for w in common)
         self.patterns: list[tuple[str, tuple[_TokenSpec, ...], int]] = []
         self.index: dict[str, dict[int, list[int]]] = {}
-        self.keys: dict[str, frozenset[int]] = {}
         self.compiler = _PatternCompiler()
         self.sources: list[list[str]] = []  # per pattern: its source lines (see _PatternCompiler.pattern)
         # per attribute and anchor word: the compiled function of every pattern anchored there (built on first use)
@@ -419,7 +419,6 @@ class AnchoredMatcher:
         index = self.index.setdefault(name, {})
         for value in values:
             index.setdefault(value, []).append(number)
-        self.keys[name] = frozenset(index)
 
     def _spec(self, token: dict[str, Any]) -> _TokenSpec:
         strings = self.vocab.strings
@@ -635,6 +634,13 @@ class _WordList:
         if len(self.words) < self.MANY:
             return filter(text.__contains__, self.words)
         return [word for first in self.by_first.keys() & set(text) for word in self.by_first[first] if word in text]
+
+
+def _token_span(starts: Sequence[int], match: re.Match[str]) -> tuple[int, int]:
+    """The tokens (start, end) a regex match covers, from the tokens' character offsets."""
+    first = bisect.bisect_right(starts, match.start()) - 1
+    last = bisect.bisect_left(starts, match.end())
+    return max(first, 0), max(last, first + 1)
 
 
 def matches_near_anchors(regex: re.Pattern[str], text: str, haystack: str,
@@ -931,9 +937,9 @@ class RuleModel:
         """The doc's token attributes, lemmas, mended typos and matcher anchors (see TokenData).
 
         Everything but IDX follows from a token's ORTH and NORM (a tokenizer exception can set NORM per token),
-        so it is worked out once per (ORTH, NORM) and cached: per doc, one C-level lookup per token and one
-        transpose, no Python step per token. The cache key is the pair's 16 bytes, made by numpy in one go:
-        much cheaper than a tuple of two 64-bit Python ints per token.
+        so it is worked out once per (ORTH, NORM) and cached: per doc, one C-level lookup per token, no Python
+        step per token. The cache key is the pair's 16 bytes, made by numpy in one go: much cheaper than a tuple
+        of two 64-bit Python ints per token.
         """
         if self.lemmatizer is None:  # Sudachi's lemmas depend on context: nothing to cache per word type
             return self._token_data_in_context(doc)
@@ -1031,9 +1037,7 @@ class RuleModel:
                 rule, regex = self.regexes[number][:2]
                 for match in filter(None, map(regex.match, repeat(text), candidates)):
                     tracking = True
-                    first = bisect.bisect_right(starts, match.start()) - 1
-                    last = bisect.bisect_left(starts, match.end())
-                    spans.append((rule, max(first, 0), max(last, first + 1)))
+                    spans.append((rule, *_token_span(starts, match)))
         present: dict[int, list[str]] = {}  # rule -> its words in the text
         for with_tracking in (False, True) if tracking else (False,):
             (case_words, lower_words), unconditional = self._words[with_tracking]
@@ -1049,10 +1053,7 @@ class RuleModel:
                 found = matches_near_anchors(regex, text, text if case else lowered, anchors, present[number])
             if found is None:
                 found = regex.finditer(text)
-            for match in found:
-                first = bisect.bisect_right(starts, match.start()) - 1
-                last = bisect.bisect_left(starts, match.end())
-                spans.append((rule, max(first, 0), max(last, first + 1)))
+            spans.extend((rule, *_token_span(starts, match)) for match in found)
         return spans
 
     def _digit_token_starts(self, data: TokenData) -> list[int]:
