@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scores pipeline.understand on the labelled corpus: per-field precision/recall/F1 and confusion matrices.
+"""Scores pipeline.understanding on the labelled corpus: per-field precision/recall/F1 and confusion matrices.
 
 The corpus (tests/data/corpus/<lang>/) is split by a hash of each file's path: about a quarter is held out.
 Rules are tuned by looking at tuning-split errors only (`--errors` shows those); the held-out figures are
@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.message import parse_message  # noqa: E402
-from pipeline.understand import Understander  # noqa: E402
+from pipeline.understanding.understander import Understander  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 FIELDS = ("kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
-          "deadline_hours", "amount", "currency", "marketplace", "trusted")
+          "deadline_hours", "amount", "currency", "marketplace", "trusted", "notification_type", "return_carrier",
+          "return_tracking_number", "return_reason", "reply_channel")
 HELD_OUT_BUCKETS = 4  # 1 in 4 files is held out
 
 
@@ -118,6 +119,7 @@ def evaluate(cases: list[dict[str, Any]]) -> dict[str, Any]:
         "complaint_per_class": complaint_per,
         "intent_macro_f1": intent_f1,
         "intent_per_class": intent_per,
+        "kind_confusion": confusion(cases, "kind"),
         "complaint_confusion": confusion(cases, "complaint_type"),
         "intent_confusion": confusion(buyer, "buyer_intent"),
     }
@@ -140,7 +142,8 @@ def _print_report(results: dict[str, dict[str, Any]]) -> None:
             print(f"{name:<16}{s['accuracy']:>7.3f}{s['precision']:>7.3f}{s['recall']:>7.3f}{s['f1']:>7.3f}")
         print(f"complaint_type macro-F1 {figures['complaint_macro_f1']:.3f}   "
               f"buyer_intent macro-F1 {figures['intent_macro_f1']:.3f}")
-        for title, key in (("complaint_type", "complaint_confusion"), ("buyer_intent", "intent_confusion")):
+        for title, key in (("kind", "kind_confusion"), ("complaint_type", "complaint_confusion"),
+                           ("buyer_intent", "intent_confusion")):
             matrix = figures[key]
             labels = sorted(set(matrix) | {p for row in matrix.values() for p in row})
             print(f"\nconfusion {title} (rows expected, columns predicted)")
@@ -155,6 +158,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--errors", action="store_true", help="list the tuning split's wrong facts")
     parser.add_argument("--lang", action="append", help="only these corpus languages (repeatable)")
+    parser.add_argument("--split", choices=("tune", "heldout"), default="tune",
+                        help="whose errors --errors lists (look at held-out errors only to report them)")
     args = parser.parse_args()
     results = evaluate_corpus(tuple(args.lang) if args.lang else None)
     if args.json:
@@ -163,8 +168,8 @@ def main() -> int:
     else:
         _print_report(results)
     if args.errors:
-        print("\n== tuning-split errors")
-        for case in results["tune"]["cases"]:
+        print(f"\n== {args.split}-split errors")
+        for case in results[args.split]["cases"]:
             wrong = {f: (case["expected"].get(f), case["predicted"][f]) for f in FIELDS
                      if (str(case["expected"].get(f)) if f == "amount" and case["expected"].get(f) is not None
                          else case["expected"].get(f)) != case["predicted"][f]}
