@@ -8,12 +8,14 @@ from typing import Any
 
 from pipeline.errors import MessageError
 from pipeline.message import parse_message
-from pipeline.understand import Understander
+from pipeline.understanding.understander import Understander
 
 # The facts shown, in this order (DESIGN.md's `inspect --json` keys first).
-FIELDS = ("kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
-          "delivered_on", "deadline_hours", "deadline_at", "amount", "currency", "marketplace", "language", "trusted")
-CONTEXT = ("subject", "sender", "sent_at", "buyer_address")
+FIELDS = ("kind", "notification_type", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier",
+          "delivered", "delivered_on", "deadline_hours", "deadline_at", "amount", "currency", "return_reason",
+          "return_carrier", "return_tracking_number", "marketplace", "language", "trusted", "reply_channel",
+          "reply_address")
+CONTEXT = ("subject", "sender", "sent_at", "buyer_address", "buyer_name")
 
 
 @lru_cache(maxsize=4)
@@ -50,6 +52,9 @@ def format_inspect(data: dict[str, Any]) -> str:
         lines.append(line)
     lines.append("")
     lines.extend(f"{field}: {_show(data.get(field))}" for field in CONTEXT if field in data)
+    region = evidence.get("region")
+    if region:
+        lines.append(f"read: {region.get('rule', '').removeprefix('region:')}  [{_quote(region.get('text', ''))}]")
     return "\n".join(lines)
 
 

@@ -21,35 +21,12 @@ from inscriptis import get_text
 from mailparser_reply import EmailReplyParser
 
 from pipeline.errors import MessageError
+from pipeline.marketplaces import MARKETPLACE_IDS, is_amazon_domain, marketplace_of_domain
 from pipeline.resources import bundled_dir
 
 # mail-parser warns "Email content ... not handled" for every alternative part it does not pick: noise to us
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
-# Amazon's retail domains; mail from these (or a subdomain) is Amazon's own.
-AMAZON_TLDS = (
-    "com", "co.uk", "de", "fr", "it", "es", "co.jp", "ca", "com.mx", "com.au", "com.br", "in", "nl",
-    "se", "pl", "com.be", "com.tr", "sa", "ae", "sg", "eg", "ie",
-)
-# X-Marketplace-ID values (Amazon SP-API "Marketplace IDs") for the marketplaces we serve.
-MARKETPLACE_IDS = {
-    "ATVPDKIKX0DER": "amazon.com",
-    "A2EUQ1WTGCTBG2": "amazon.ca",
-    "A1AM78C64UM0Y8": "amazon.com.mx",
-    "A1F83G8C2ARO7P": "amazon.co.uk",
-    "A1PA6795UKMFR9": "amazon.de",
-    "A13V1IB3VIYZZH": "amazon.fr",
-    "APJ6JRA9NG5V4": "amazon.it",
-    "A1RKKUPIHCS9HS": "amazon.es",
-    "A1VC38T7YXB528": "amazon.co.jp",
-    "A28R8C7NBKEWEA": "amazon.ie",
-    "A1805IZSGTT6HS": "amazon.nl",
-}
-MARKETPLACE_LANGUAGE = {
-    "amazon.com": "en", "amazon.ca": "en", "amazon.co.uk": "en", "amazon.ie": "en", "amazon.com.au": "en",
-    "amazon.de": "de", "amazon.fr": "fr", "amazon.it": "it", "amazon.es": "es", "amazon.com.mx": "es",
-    "amazon.co.jp": "ja", "amazon.nl": "nl",
-}
 # MIME defects after which the parts cannot be trusted to be what the sender wrote
 BROKEN_STRUCTURE = frozenset({"StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect",
                               "InvalidMultipartContentTransferEncodingDefect"})
@@ -76,8 +53,9 @@ class ParsedMessage:
     text: str
     new_text: str
     had_markers: bool
-    defects: tuple[str, ...] = field(default=())
     authentication: tuple[str, ...] = field(default=())  # Authentication-Results headers, as received
+    html: str = ""  # the text/html parts as sent (the understanding reads Amazon's layout from it)
+    has_plain: bool = False  # whether the body text came from a text/plain part
 
     @cached_property  # (a frozen dataclass keeps it: cached_property writes the instance dict directly)
     def authentication_failure(self) -> str | None:
@@ -133,8 +111,9 @@ def parse_message(raw: bytes) -> ParsedMessage:
         text=text,
         new_text=new_text,
         had_markers=had_markers,
-        defects=tuple(sorted(mail.defects_categories or ())),
         authentication=tuple(str(v) for v in (mail.message.get_all("Authentication-Results") or [])),
+        html="\n".join(html),
+        has_plain=any(part.strip() for part in plain),
     )
 
 
@@ -203,13 +182,6 @@ def strip_quoted(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-@lru_cache(maxsize=1024)  # a mailbox has few sender domains; this runs for every message
-def is_amazon_domain(domain: str) -> bool:
-    """True for amazon.<tld> and its subdomains (marketplace.amazon.de, …)."""
-    domain = domain.lower().rstrip(".")
-    return any(domain == f"amazon.{tld}" or domain.endswith(f".amazon.{tld}") for tld in AMAZON_TLDS)
-
-
 def is_candidate(sender: str, headers: dict[str, str]) -> bool:
     """Whether a message is worth fetching whole: Amazon senders, SES relays, or notification headers."""
     domain = sender.rpartition("@")[2].lower()
@@ -231,22 +203,7 @@ def marketplace_of(message: ParsedMessage) -> str | None:
     """The marketplace (amazon.de, …) from X-Marketplace-ID, else from an Amazon sender domain."""
     if message.marketplace_id and message.marketplace_id.strip() in MARKETPLACE_IDS:
         return MARKETPLACE_IDS[message.marketplace_id.strip()]
-    return _marketplace_of_domain(message.sender_domain)
-
-
-@lru_cache(maxsize=1024)
-def _marketplace_of_domain(domain: str) -> str | None:
-    if not is_amazon_domain(domain):
-        return None
-    for tld in sorted(AMAZON_TLDS, key=len, reverse=True):
-        if domain == f"amazon.{tld}" or domain.endswith(f".amazon.{tld}"):
-            return f"amazon.{tld}"
-    return None
-
-
-def language_of_marketplace(marketplace: str | None) -> str | None:
-    """The main language of a marketplace, or None when unknown."""
-    return MARKETPLACE_LANGUAGE.get(marketplace or "")
+    return marketplace_of_domain(message.sender_domain)
 
 
 # --- internals ------------------------------------------------------------------------------------
@@ -254,12 +211,14 @@ def language_of_marketplace(marketplace: str | None) -> str | None:
 
 @lru_cache(maxsize=1)
 def _marker_config() -> dict[str, list[str]]:
-    """Message markers and quote headers of every language, from models/<lang>/message.json."""
+    """Buyer-message markers and quote headers of every language (models/<lang>/language.json)."""
     merged: dict[str, list[str]] = {"begin_markers": [], "end_markers": [], "quote_headers": []}
-    for path in sorted(Path(bundled_dir("models")).glob("*/message.json")):
+    for path in sorted(Path(bundled_dir("models")).glob("*/language.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
-        for key in merged:
-            merged[key].extend(data.get(key, []))
+        markers = data.get("markers", {})
+        merged["begin_markers"].extend(markers.get("begin", []))
+        merged["end_markers"].extend(markers.get("end", []))
+        merged["quote_headers"].extend(data.get("quote_headers", []))
     return merged
 
 

@@ -1,0 +1,270 @@
+"""Rule models: each language's rules (models/xx and models/<lang>/*.jsonl) run by spaCy's Matcher and
+PhraseMatcher, and by regular expressions, over a blank spaCy pipeline with lookup lemmas.
+
+A rule line is one JSON object with a stable `id` (evidence names the rule by it), a `label` (what kind of fact it
+finds: KIND, COMPLAINT, INTENT, DELIVERED, DEADLINE, …), the `value` it stands for, a `priority` (among hits of
+one label, the higher wins) and one of `pattern` (a spaCy Matcher pattern), `phrases` (matched on their lemmas
+by spaCy's PhraseMatcher) or `regex` (on the text). models/en/claims.jsonl documents the format at its top.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import spacy
+from spacy.attrs import IS_SPACE, LEMMA, NORM, ORTH
+from spacy.language import Language
+from spacy.matcher import Matcher, PhraseMatcher
+from spacy.tokens import Doc
+
+from pipeline.understanding import lemmas as _lemmas  # noqa: F401  (registers the pipeline_lemmatizer factory)
+from pipeline.understanding.language import LanguageData
+from pipeline.understanding.lemmas import lemma_table, widen_lemmas
+from pipeline.understanding.scope import Scope
+from pipeline.understanding.text import A_TO_Z, A_TO_Z_WORDS
+
+# labels whose matches are checked for negation / condition (the others are names, numbers and cues)
+PREDICATE_LABELS = frozenset({"KIND", "COMPLAINT", "REASON", "INTENT", "DELIVERED"})
+SCOPED_LABELS = PREDICATE_LABELS | {"USE_PERIOD", "ARRIVAL", "DEADLINE"}
+# labels that only a tracking number gives a use: their regexes run only where one was found
+TRACKING_COMPANIONS = frozenset({"CARRIER", "TRACKING_CUE"})
+_RULE_KEYS = {"id", "label", "value", "priority", "pattern", "phrases", "regex", "case", "scope", "note"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a rules file."""
+
+    id: str
+    label: str
+    value: str
+    priority: int
+    pattern: list[dict[str, Any]] | None = None
+    phrases: tuple[str, ...] = ()
+    regex: str | None = None
+    case: bool = False
+    token_scope: bool = False  # a regex tried only where a long token with a digit starts (tracking numbers)
+
+
+class Hit(NamedTuple):
+    """One rule match in the text."""
+
+    label: str
+    value: str
+    rule: str
+    text: str
+    start: int
+    end: int
+    negated: bool = False
+    hypothetical: bool = False
+    in_subject: bool = False
+    priority: int = 0
+
+
+def load_rules(folders: list[Path], lang: str) -> list[Rule]:
+    """Every rule of models/xx then models/<lang>; a user's file replaces the bundled one of the same name."""
+    chosen: dict[str, Path] = {}
+    for sub in ("xx", lang):
+        for folder in reversed(folders):  # bundled first, override last so it replaces by file name
+            for path in sorted((folder / sub).glob("*.jsonl")):
+                chosen[f"{sub}/{path.name}"] = path
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for path in chosen.values():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("//"):
+                continue
+            where = f"{path}:{number}"
+            try:
+                rule = _rule(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{where}: bad rule line: {exc}") from None
+            if rule.id in seen:
+                raise ValueError(f"{where}: rule id {rule.id!r} is used twice (also at {seen[rule.id]})")
+            seen[rule.id] = where
+            rules.append(rule)
+    return rules
+
+
+def _rule(entry: dict[str, Any]) -> Rule:
+    unknown = set(entry) - _RULE_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    kinds = [key for key in ("pattern", "phrases", "regex") if key in entry]
+    if len(kinds) != 1:
+        raise ValueError("a rule has exactly one of pattern, phrases, regex")
+    rule_id, label = str(entry["id"]), str(entry["label"])
+    if not rule_id or not label:
+        raise ValueError("id and label must not be empty")
+    if "regex" in entry:
+        re.compile(entry["regex"])
+    return Rule(id=rule_id, label=label, value=str(entry.get("value", "")), priority=int(entry.get("priority", 0)),
+                pattern=_canonical(entry["pattern"]) if "pattern" in entry else None,
+                phrases=tuple(_canonical(entry.get("phrases", []))), regex=entry.get("regex"),
+                case=bool(entry.get("case")), token_scope=entry.get("scope") == "token")
+
+
+def _canonical(value: Any) -> Any:
+    """A rule's words written as the text will be: "A-to-z" with the non-breaking hyphens of A_TO_Z."""
+    if isinstance(value, str):
+        return A_TO_Z_WORDS.sub(A_TO_Z, value) if "to" in value.lower() else value
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: (v if k == "REGEX" else _canonical(v)) for k, v in value.items()}
+    return value
+
+
+class RuleModel:
+    """One language's blank spaCy pipeline, its lemmas, and its rules ready to run."""
+
+    def __init__(self, language: LanguageData, folders: list[Path]) -> None:
+        self.lang = language.lang
+        self.language = language
+        settings = language.settings
+        self.nlp = spacy.blank(self.lang)
+        rules = load_rules(folders, self.lang)
+        self.rules = {rule.id: rule for rule in rules}
+        lowercase = bool(settings["lowercase"])
+        patterns = [(rule, _lowercase(rule.pattern) if lowercase else rule.pattern)
+                    for rule in rules if rule.pattern is not None]
+        phrases = [rule for rule in rules if rule.phrases]
+        self.regexes = [(rule, re.compile(rule.regex, 0 if rule.case else re.IGNORECASE))
+                        for rule in rules if rule.regex is not None]
+        if settings["lemmatizer"] == "lookup":
+            needed = _pattern_values(p for _, p in patterns) | {w for r in phrases for p in r.phrases
+                                                                 for w in p.lower().split()}
+            listed = _pattern_values((p for _, p in patterns), ("LEMMA",))
+            keywords = _pattern_values((p for _, p in patterns), ("NORM", "LOWER", "LEMMA")) | needed
+            keywords |= {w.lower() for key in ("negation", "negation_after", "contrast", "hypothetical")
+                         for w in language.scope.get(key, []) if " " not in w}
+            forms, table_lemmas, protected, table = lemma_table(self.lang, needed, listed, folders)
+            if table is None:
+                keywords |= {f.lower() for f in forms}
+            self.nlp.add_pipe("pipeline_lemmatizer").configure(forms, keywords, protected,
+                                                                bool(settings["compound_heads"]), table)
+            patterns = [(rule, widen_lemmas(pattern, table_lemmas)) for rule, pattern in patterns]
+        self.matcher = Matcher(self.nlp.vocab)
+        for rule, pattern in patterns:
+            self.matcher.add(rule.id, [pattern])
+        self.phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
+        for rule in phrases:
+            self.phrase_matcher.add(rule.id, list(self.nlp.pipe(rule.phrases)))
+        self.has_phrases = bool(phrases)
+        self.scope = Scope(self.nlp.vocab, language.scope)
+
+    def doc(self, text: str) -> Doc:
+        """The text tokenized and lemmatized."""
+        return self.nlp(text)
+
+    def hits(self, doc: Doc, subject_end: int = 0) -> list[Hit]:
+        """Every rule match in the doc (characters before subject_end are the subject), negation marked."""
+        text = doc.text
+        strings = self.nlp.vocab.strings
+        spans = [(strings[m], s, e) for m, s, e in self.matcher(doc)] if len(self.matcher) else []
+        if self.has_phrases:
+            spans += [(strings[m], s, e) for m, s, e in self.phrase_matcher(doc)]
+        if self.regexes:
+            spans += self._regex_spans(doc)
+        starts = [token.idx for token in doc]
+        found: list[Hit] = []
+        blocks: list[tuple[str, int, int]] = []
+        attributes = None
+        for start, after_end, rule_id in sorted({(start, -end, rule) for rule, start, end in spans}):
+            end = -after_end
+            rule = self.rules[rule_id]
+            a = starts[start]
+            last = doc[end - 1]
+            b = last.idx + len(last.text)
+            if rule.label == "BLOCK":
+                blocks.append((rule.value, a, b))
+                continue
+            negated = hypothetical = False
+            if rule.label in SCOPED_LABELS:
+                if attributes is None:
+                    attributes = doc.to_array([ORTH, NORM, LEMMA, IS_SPACE]).tolist()
+                negated, hypothetical = self.scope.of(attributes, start, end, rule.label in PREDICATE_LABELS)
+            found.append(Hit(rule.label, rule.value, rule.id, text[a:b], a, b, negated, hypothetical,
+                             a < subject_end, rule.priority))
+        if blocks:  # a BLOCK's value is a label ("INTENT") or a label and value ("COMPLAINT:not_as_described")
+            found = [h for h in found if not any(target in (h.label, f"{h.label}:{h.value}") and a < h.end
+                                                 and h.start < b for target, a, b in blocks)]
+        return found
+
+    def _regex_spans(self, doc: Doc) -> list[tuple[str, int, int]]:
+        """Token spans of the regex rules. A token-scope rule (tracking numbers) is tried only where a token of
+        10 or more characters with a digit starts; carrier names and tracking cues only beside such a match."""
+        text = doc.text
+        starts = [token.idx for token in doc]
+        candidates = [token.idx for token in doc if len(token.text) >= 10 and any(c.isdigit() for c in token.text)]
+        spans: list[tuple[str, int, int]] = []
+        tracking = False
+        for rule, regex in self.regexes:
+            if rule.token_scope:
+                for at in candidates:
+                    match = regex.match(text, at)
+                    if match:
+                        tracking = True
+                        spans.append((rule.id, *_token_span(starts, match)))
+        for rule, regex in self.regexes:
+            if rule.token_scope or (rule.label in TRACKING_COMPANIONS and not tracking):
+                continue
+            spans.extend((rule.id, *_token_span(starts, match)) for match in regex.finditer(text))
+        return spans
+
+
+def _token_span(starts: list[int], match: re.Match[str]) -> tuple[int, int]:
+    """The tokens (start, end) a regex match covers, from the tokens' character offsets."""
+    first = bisect.bisect_right(starts, match.start()) - 1
+    last = bisect.bisect_left(starts, match.end())
+    return max(first, 0), max(last, first + 1)
+
+
+def _lowercase(pattern: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """LOWER, NORM and LEMMA values in lower case, as our tokens hold them."""
+    out = []
+    for spec in pattern or []:
+        spec = dict(spec)
+        for attr in ("LOWER", "NORM", "LEMMA"):
+            if isinstance(spec.get(attr), str):
+                spec[attr] = spec[attr].lower()
+            elif isinstance(spec.get(attr), dict):
+                spec[attr] = {op: [v.lower() for v in values] if op in ("IN", "NOT_IN") else values
+                              for op, values in spec[attr].items()}
+        out.append(spec)
+    return out
+
+
+def _pattern_values(patterns: Iterable[list[dict[str, Any]]], attrs: tuple[str, ...] = ("LEMMA",)) -> set[str]:
+    """The words patterns test the given attributes against (IN lists included), lower case."""
+    found: set[str] = set()
+    for pattern in patterns:
+        for spec in pattern:
+            for attr in attrs:
+                value = spec.get(attr)
+                if isinstance(value, str):
+                    found.add(value.lower())
+                elif isinstance(value, dict):
+                    found.update(v.lower() for v in value.get("IN", []))
+    return found
+
+
+def rule_lemmas(folders: list[Path], lang: str) -> Iterator[tuple[str, set[str], set[str]]]:
+    """(kind, words) the lemma table must cover: ("needed", …) and ("listed", …), for scripts/build_lemma_tables.py."""
+    rules = load_rules(folders, lang)
+    patterns = [_lowercase(r.pattern) for r in rules if r.pattern is not None]
+    phrase_words = {w for r in rules for p in r.phrases for w in p.lower().split()}
+    yield "needed", _pattern_values(patterns) | phrase_words, _pattern_values(patterns, ("NORM", "LOWER", "LEMMA"))
+    yield "listed", _pattern_values(patterns), set()
+
+
+def blank(lang: str) -> Language:
+    """spacy.blank(lang): a tokenizer and the language's defaults, no statistical model."""
+    return spacy.blank(lang)

@@ -1,0 +1,296 @@
+"""The Understander: a parsed message in, Facts with evidence out.
+
+Per message: Amazon's structure first (structure.py: header, sender role, subject template), then the region
+whose words carry meaning (regions.py), then the language and the rules over that region (rules.py), then the
+facts each kind has (extract.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+from spacy.tokens import Doc
+
+from pipeline.errors import ConfigError
+from pipeline.marketplaces import is_amazon_domain, language_of_marketplace
+from pipeline.message import ParsedMessage, marketplace_of
+from pipeline.resources import search_path
+from pipeline.understanding import extract
+from pipeline.understanding.facts import Evidence, Facts
+from pipeline.understanding.language import (
+    LanguageData,
+    decide_language,
+    function_word_languages,
+    load_languages,
+    month_names,
+)
+from pipeline.understanding.regions import FieldLabels, Region, buyer_region, notice_region
+from pipeline.understanding.rules import Hit, RuleModel
+from pipeline.understanding.structure import CLAIM_KINDS, DECISIONS, Structure, StructureReader
+from pipeline.understanding.text import A_TO_Z_WORDS, normalize_chars, prepare_text
+
+REPLY_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res)\s?:\s*)+", re.IGNORECASE)
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_LANGUAGE_SAMPLE = 1000  # characters of a text whose function words tell its language
+# the kinds whose complaint the rules read, and from which part
+COMPLAINT_KINDS = ("buyer_message", "amazon_inquiry", "return_request")
+TRACKING_KINDS = ("buyer_message", "amazon_inquiry", *CLAIM_KINDS)
+AMOUNT_KINDS = (*CLAIM_KINDS, "refund_issued")
+DEADLINE_KINDS = ("claim_filed", "claim_info_request")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the rules read of a message, in which language, and what Amazon's structure already said."""
+
+    structure: Structure
+    region: Region
+    trusted: bool
+    marketplace: str | None
+    language: str
+    text: str  # the subject (unless a buyer's reply), a blank line, the region's words
+    subject_end: int
+
+
+class Understander:
+    """Builds facts from parsed messages. A language's rule model is built on first use."""
+
+    def __init__(self, models_dir: str | Path | None = None, *, response_days: int = 7) -> None:
+        self.folders = search_path("models", models_dir)
+        self.response_days = response_days
+        try:
+            self.languages: dict[str, LanguageData] = load_languages(self.folders)
+            self.structures = StructureReader(self.folders, self.languages)
+        except (ValueError, OSError, re.error) as exc:
+            raise ConfigError(f"the models' language files cannot be read: {exc}") from None
+        self.labels = FieldLabels(self.languages)
+        self.word_languages = function_word_languages(self.languages)
+        self.months = month_names(self.languages)
+        self.guarantee_names = [re.compile(name, re.IGNORECASE) for data in self.languages.values()
+                                for name in data.get("guarantee_names", [])]
+        self._models: dict[str, RuleModel] = {}
+        self._lock = threading.Lock()
+
+    def model(self, lang: str) -> RuleModel:
+        """The rule model of a language (built on first use)."""
+        built = self._models.get(lang)
+        if built is not None:
+            return built
+        with self._lock:
+            if lang not in self._models:
+                try:
+                    self._models[lang] = RuleModel(self.languages[lang], self.folders)
+                except (ValueError, re.error, OSError, KeyError) as exc:
+                    raise ConfigError(f"rule model {lang!r} cannot be loaded: {exc}") from None
+            return self._models[lang]
+
+    def understand(self, message: ParsedMessage) -> Facts:
+        """All facts of one message, each with its evidence."""
+        reading = self.read(message)
+        model, doc, reading = self._tokens(reading)
+        return self._facts(message, reading, model, doc)
+
+    def understand_many(self, messages: Iterable[ParsedMessage]) -> Iterator[Facts]:
+        """The facts of each message, in order."""
+        for message in messages:
+            yield self.understand(message)
+
+    def read(self, message: ParsedMessage) -> Reading:
+        """The structure, the region the rules read and its language (still a guess: see _tokens)."""
+        structure = self.structures.read(message)
+        # Amazon's domain in From is what anyone can write; a receiving server's failed check overrules it
+        trusted = is_amazon_domain(message.sender_domain) and message.authentication_failure is None
+        marketplace = marketplace_of(message) if trusted else None
+        region = buyer_region(message) if structure.family == "buyer" else notice_region(message, self.labels)
+        subject = normalize_chars(message.subject)
+        if structure.family == "buyer" and REPLY_SUBJECT.match(subject):
+            subject = ""  # a reply's subject restates the old complaint
+        body = prepare_text(region.text)
+        text = f"{subject}\n\n{body}" if subject else body
+        default = language_of_marketplace(marketplace) or "en"
+        language = "ja" if _KANA.search(text) else default if default in self.languages else "en"
+        return Reading(structure, region, trusted, marketplace, language, text, len(subject))
+
+    def _tokens(self, reading: Reading) -> tuple[RuleModel, Doc, Reading]:
+        """The reading's language told by its function words, and its tokens in that language.
+
+        The text is tokenized in the guessed language and its words counted there; only when they say another
+        language is it tokenized again.
+        """
+        model = self.model(reading.language)
+        doc = model.doc(reading.text)
+        if reading.language == "ja" and _KANA.search(reading.text):
+            return model, doc, reading
+        found = [lang for token in doc if token.idx < _LANGUAGE_SAMPLE
+                 and (lang := self.word_languages.get(token.lower_)) is not None]
+        language = decide_language(found, reading.language)
+        if language == reading.language:
+            return model, doc, reading
+        model = self.model(language)
+        return model, model.doc(reading.text), replace(reading, language=language)
+
+    def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc) -> Facts:
+        """The facts of a message from its reading and tokens."""
+        evidence: dict[str, Evidence] = {}
+        structure, region, text = reading.structure, reading.region, reading.text
+        failure = message.authentication_failure
+        evidence["trusted"] = Evidence("authentication-results", failure) if failure else \
+            Evidence("sender-domain", message.sender_domain)
+        if reading.marketplace:
+            rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
+            evidence["marketplace"] = Evidence(rule, message.marketplace_id or message.sender_domain)
+        evidence["region"] = Evidence(f"region:{region.source}", " ".join(region.text.split())[:80])
+        hits: dict[str, list[Hit]] = {}
+        body_hits: dict[str, list[Hit]] = {}  # outside the subject
+        for hit in model.hits(doc, reading.subject_end):
+            hits.setdefault(hit.label, []).append(hit)
+            if not hit.in_subject:
+                body_hits.setdefault(hit.label, []).append(hit)
+
+        kind = self._kind(structure, hits.get("KIND", []), text, region, model, evidence)
+        body = text[reading.subject_end:]
+        order_id = extract.order_id(message.subject, body, evidence)
+        if order_id is None:
+            order_id = extract.order_id("", prepare_text(message.text), evidence)
+        complaint = self._complaint(kind, region, hits, text, model, evidence)
+        intent = extract.intent(hits.get("INTENT", []), complaint, evidence) if kind == "buyer_message" else None
+        tracking = carrier = None
+        delivered, delivered_on = False, None
+        if kind in TRACKING_KINDS:
+            tracking, carrier = extract.tracking(body_hits, evidence)
+            delivered_hits = body_hits.get("DELIVERED", [])
+            delivered = extract.delivered(delivered_hits, evidence)
+            delivered_on = extract.delivery_date(text, delivered_hits, self.months, evidence) if delivered else None
+        deadline_hours = None
+        if kind in DEADLINE_KINDS:
+            deadline_hours = extract.deadline_hours(body_hits.get("DEADLINE", []), text,
+                                                    model.language.number_words, evidence)
+        amount, currency = (None, None)
+        if kind in AMOUNT_KINDS:
+            source = text if kind == "refund_issued" else body  # a refund's subject states its amount
+            amount, currency = extract.amount(source, body_hits.get("AMOUNT_CUE", []), len(text) - len(source),
+                                              reading.marketplace, evidence)
+        deadline_at = None
+        if message.sent_at and kind in DEADLINE_KINDS:
+            if deadline_hours:
+                deadline_at = message.sent_at + timedelta(hours=deadline_hours)
+                evidence["deadline_at"] = Evidence(evidence["deadline_hours"].rule, evidence["deadline_hours"].text)
+            elif kind == "claim_filed":
+                deadline_at = message.sent_at + timedelta(days=self.response_days)
+                evidence["deadline_at"] = Evidence("config:response_days", f"{self.response_days} days")
+        return_carrier = return_tracking = return_reason = None
+        if kind == "return_request":
+            return_reason = region.fields.get("return_reason")
+            return_carrier = region.fields.get("return_carrier")
+            return_tracking = region.fields.get("return_tracking")
+            for key, value in (("return_reason", return_reason), ("return_carrier", return_carrier),
+                               ("return_tracking_number", return_tracking)):
+                if value:
+                    evidence[key] = Evidence(f"field:{key}", value)
+        channel, address = self._reply_channel(message, reading, kind, evidence)
+        buyer_name = self._buyer_name(message, structure, kind)
+        evidence["language"] = Evidence("language-detection", reading.language)
+        return Facts(
+            kind=kind, order_id=order_id, complaint_type=complaint, buyer_intent=intent,
+            tracking_number=tracking, carrier=carrier, delivered=delivered, deadline_hours=deadline_hours,
+            deadline_at=deadline_at, amount=amount, currency=currency, marketplace=reading.marketplace,
+            language=reading.language, trusted=reading.trusted, sent_at=message.sent_at, sender=message.sender,
+            reply_to=message.reply_to, buyer_address=message.sender if kind == "buyer_message" else region.relay,
+            buyer_name=buyer_name, subject=message.subject, message_id=message.message_id,
+            in_reply_to=message.in_reply_to, references=message.references, evidence=evidence,
+            delivered_on=delivered_on, notification_type=structure.notification_type,
+            return_carrier=return_carrier, return_tracking_number=return_tracking, return_reason=return_reason,
+            reply_channel=channel, reply_address=address,
+        )
+
+    def _kind(self, structure: Structure, hits: list[Hit], text: str, region: Region, model: RuleModel,
+              evidence: dict[str, Evidence]) -> str:
+        """The kind: as the structure decided it, else by the text rules within the family."""
+        if structure.kind is not None:
+            evidence["kind"] = structure.evidence
+            return structure.kind
+        denied = max((r.priority for r in model.rules.values() if r.label == "KIND" and r.value == "claim_denied"),
+                     default=0)
+        if structure.family == "atoz":
+            allowed = DECISIONS if structure.subject_kind == "claim_decision" else CLAIM_KINDS
+        elif structure.notification_type and structure.notification_type.startswith("A_Z_"):
+            allowed = CLAIM_KINDS
+        elif self._names_guarantee(text):
+            allowed = CLAIM_KINDS  # a text rule for a claim kind needs an A-to-z signal
+        else:
+            allowed = ()
+        found = extract.kind_by_text(hits, allowed, denied) if allowed else None
+        if found:
+            evidence["kind"] = Evidence(f"{structure.evidence.rule}+{found[1].rule}", found[1].text)
+            return found[0]
+        if structure.family == "customer_service" and {"order", "details"} <= region.fields.keys():
+            evidence["kind"] = Evidence(f"{structure.evidence.rule}+fields", region.fields["details"][:80])
+            return "amazon_inquiry"
+        evidence["kind"] = Evidence(f"{structure.evidence.rule}+no-kind-rule", structure.evidence.text)
+        return "other"
+
+    def _names_guarantee(self, text: str) -> bool:
+        plain = A_TO_Z_WORDS.sub("A-to-z", text.replace("\u2011", "-"))
+        return any(pattern.search(plain) for pattern in self.guarantee_names)
+
+    def _complaint(self, kind: str, region: Region, hits: dict[str, list[Hit]], text: str, model: RuleModel,
+                   evidence: dict[str, Evidence]) -> str | None:
+        """The complaint: a buyer's words; a return's reason and comment; an inquiry's reason and details; a claim
+        notice's labelled reason field only (real ones have none, and their general paragraph is no complaint)."""
+        if kind == "buyer_message":
+            return extract.complaint(hits, text, evidence)
+        if kind in ("return_request", "amazon_inquiry"):
+            keys = ("return_reason", "customer_comment") if kind == "return_request" else ("reason", "details")
+            parts = [row.get(key, "") for row in region.rows for key in keys] if kind == "return_request" else []
+            parts = [p for p in parts if p] or [region.fields.get(key, "") for key in keys]
+            words = "\n".join(p for p in parts if p)
+            if not words:
+                return None
+            doc = model.doc(prepare_text(words))
+            found: dict[str, list[Hit]] = {}
+            for hit in model.hits(doc):
+                # Amazon's return reasons ("Bought by mistake") count as complaints here only
+                found.setdefault("COMPLAINT" if hit.label == "RETURN_REASON" else hit.label, []).append(hit)
+            return extract.complaint(found, doc.text, evidence)
+        if kind in CLAIM_KINDS and "REASON_CUE" in hits:
+            scratch: dict[str, Evidence] = {}
+            value = extract.complaint({k: hits.get(k, []) for k in ("REASON_CUE", "REASON", "COMPLAINT",
+                                                                    "USE_PERIOD", "ARRIVAL")}, text, scratch)
+            if value is not None and scratch.get("complaint_type", Evidence("", "")).rule.startswith("reason:"):
+                evidence.update(scratch)
+                return value
+        return None
+
+    def _reply_channel(self, message: ParsedMessage, reading: Reading, kind: str,
+                       evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+        """Where an answer reaches a person: ("email", address) or ("seller_central", None); None when the
+        mail is not Amazon's."""
+        if not reading.trusted:
+            return None, None
+        structure = reading.structure
+        if kind == "buyer_message" and structure.role == "relay":
+            address = message.reply_to or message.sender
+            evidence["reply_channel"] = Evidence("relay-address", address)
+            return "email", address
+        address = message.reply_to or message.sender
+        local = address.rpartition("@")[0].lower()
+        reaches_person = (structure.role == "amazon" and is_amazon_domain(address.rpartition("@")[2])
+                          and not self.structures.is_no_reply(local) and local not in self.structures.atoz_locals)
+        if reaches_person:
+            evidence["reply_channel"] = Evidence("reply-address", address)
+            return "email", address
+        evidence["reply_channel"] = Evidence("no-reply-sender", address)
+        return "seller_central", None
+
+    @staticmethod
+    def _buyer_name(message: ParsedMessage, structure: Structure, kind: str) -> str | None:
+        if kind == "buyer_message":
+            return extract.buyer_name(message.sender_name)
+        if kind == "seller_reply_copy" and structure.subject_buyer:
+            return structure.subject_buyer
+        return None
