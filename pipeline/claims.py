@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, StoreError
 from pipeline.message import parse_message
-from pipeline.playbook import ClaimView, Replayed, Rules, Shipment, replay
-from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+from pipeline.playbook import ClaimView, DraftPlan, Replayed, Rules, Shipment, Statement, replay
+from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, StoredMessage
 from pipeline.schema import Shipment as ShipmentRow
 from pipeline.store import Store, utcnow
-from pipeline.understand import Facts, Understander
+from pipeline.understanding.facts import Facts
+from pipeline.understanding.understander import Understander
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,10 @@ class ClaimDesk:
             ).order_by(StoredMessage.id.desc()).limit(1))
             if linked:
                 return linked
+        if facts.kind == "seller_reply_copy" and facts.buyer_name and facts.trusted:
+            linked = self._order_of_buyer_named(session, facts.buyer_name)
+            if linked:
+                return linked
         refs = [r for r in (facts.in_reply_to, *facts.references) if r]
         if refs:
             linked = session.scalar(select(StoredMessage.order_id).where(
@@ -191,6 +196,18 @@ class ClaimDesk:
             if claim_id:
                 return session.get_one(Claim, claim_id).order_id
         return None
+
+    @staticmethod
+    def _order_of_buyer_named(session: Session, name: str) -> str | None:
+        """The order of the buyer messages signed with this name, when exactly one order has such a buyer
+        (Amazon's copy of the seller's reply names the buyer and often no order)."""
+        wanted = name.strip().casefold()
+        orders = {
+            order for order, facts in session.execute(select(StoredMessage.order_id, StoredMessage.facts).where(
+                StoredMessage.kind == "buyer_message", StoredMessage.order_id.is_not(None)))
+            if str((facts or {}).get("buyer_name") or "").strip().casefold() == wanted and (facts or {}).get("trusted")
+        }
+        return orders.pop() if len(orders) == 1 else None
 
     def _link_earlier(self, session: Session, row: StoredMessage, facts: Facts) -> None:
         """Messages processed before this one that could not be linked then, but belong to its order now.
@@ -207,6 +224,11 @@ class ClaimDesk:
                                                         func.lower(StoredMessage.sender) == relay)):
                 if (other.facts or {}).get("trusted"):
                     other.order_id = row.order_id
+        if facts.kind == "buyer_message" and facts.buyer_name and facts.trusted:
+            copies = [m for m in session.scalars(unlinked.where(StoredMessage.kind == "seller_reply_copy"))
+                      if (m.facts or {}).get("trusted") and (m.facts or {}).get("buyer_name")]
+            for copy in copies:
+                copy.order_id = self._order_of_buyer_named(session, str(copy.facts["buyer_name"]))
         # a reply is written after what it answers (messages without a date are checked too)
         answers = unlinked.where(StoredMessage.kind != "other")
         if row.sent_at is not None:
@@ -230,10 +252,11 @@ class ClaimDesk:
             StoredMessage.order_id == order_id, StoredMessage.status == "done")))
         messages = [(r.message_key, Facts.from_json(r.facts)) for r in rows if r.facts]
         by_key = {r.message_key: r for r in rows}
-        result = replay(order_id, messages, self.shipment(session, order_id), now, self.rules)
+        result = replay(order_id, messages, self.shipment(session, order_id), now, self.rules,
+                        statements(session, order_id))
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
-        if not result.claim.opened:
-            return claim  # only buyer messages so far: kept on the messages, no claim yet
+        if not result.claim.listed:
+            return claim  # no claim and no case yet: the messages are kept on the order
         if claim is None:
             claim = Claim(order_id=order_id, state="new", updated_at=now)
             session.add(claim)
@@ -272,10 +295,11 @@ class ClaimDesk:
 
     @staticmethod
     def _failed_draft(session: Session, claim: Claim | None, view: ClaimView) -> Draft | None:
-        if claim is None or claim.id is None or view.draft is None:
+        if claim is None or claim.id is None or not view.drafts:
             return None
-        return session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == view.draft.step,
-                                                  Draft.status == "failed"))
+        return session.scalar(select(Draft).where(Draft.claim_id == claim.id,
+                                                  Draft.step.in_([plan.step for plan in view.drafts]),
+                                                  Draft.status == "failed").limit(1))
 
     @staticmethod
     def shipment(session: Session, order_id: str) -> Shipment | None:
@@ -298,19 +322,36 @@ class ClaimDesk:
 
     def _want_draft(self, session: Session, claim: Claim, view: ClaimView, by_key: dict[str, StoredMessage],
                     now: datetime, *, changed: bool = False) -> None:
-        plan = view.draft
-        # a draft not yet written for a step the claim has left is no longer wanted
-        for stale in session.scalars(select(Draft).where(Draft.claim_id == claim.id, Draft.status == "wanted")):
-            if plan is None or stale.step != plan.step:
-                stale.status = "superseded"
-        if plan is None:
-            return
+        """Record the drafts the claim's plans call for (one per claim and step; DraftSync writes them)."""
+        steps = {plan.step for plan in view.drafts}
+        # a draft for a step the claim has left is no longer wanted: not written yet, it never will be; written,
+        # it is taken out of Drafts (DraftSync deletes it if untouched)
+        for stale in session.scalars(select(Draft).where(Draft.claim_id == claim.id,
+                                                         Draft.status.in_(("wanted", "written")))):
+            if stale.step not in steps:
+                stale.status = "superseded" if stale.status == "wanted" else "retiring"
+        for plan in view.drafts:
+            self._want(session, claim, view, plan, by_key, now, changed=changed)
+
+    def _too_late(self, view: ClaimView, now: datetime) -> str | None:
+        """Why it is too late to draft for this claim or case, or None."""
+        if view.deadline_at is not None and view.deadline_at < now:
+            return f"deadline passed on {view.deadline_at:%Y-%m-%d %H:%M} UTC (check the claim in Seller Central)"
+        if not view.opened and view.state_since is not None and \
+                view.state_since + timedelta(days=self.rules.response_days) < now:
+            return f"the buyer wrote on {view.state_since:%Y-%m-%d}, too long ago to answer now"
+        return None
+
+    def _want(self, session: Session, claim: Claim, view: ClaimView, plan: DraftPlan,
+              by_key: dict[str, StoredMessage], now: datetime, *, changed: bool) -> None:
         existing = session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == plan.step))
-        if existing is None and view.deadline_at is not None and view.deadline_at < now:
-            # a backfill of old mail must not fill Drafts with replies to claims Amazon has long decided
-            claim.flagged = True
-            claim.flag_reason = (f"deadline passed on {view.deadline_at:%Y-%m-%d %H:%M} UTC: no {plan.strategy} "
-                                 "draft written; check the claim in Seller Central")
+        too_late = self._too_late(view, now)
+        if too_late and (existing is None or existing.status == "wanted"):
+            # a backfill of old mail must not fill Drafts with replies to claims Amazon has long decided, nor
+            # with answers to buyers who wrote long ago
+            if existing is not None:
+                existing.status = "superseded"
+            claim.flagged, claim.flag_reason = True, f"{too_late}: no {plan.strategy} draft written"
             return
         if existing is not None:
             # one draft per claim and step: a re-run adds nothing; a failed one is tried again once the
@@ -319,29 +360,24 @@ class ClaimDesk:
                 existing.status = "wanted"
             return
         parent = by_key.get(plan.parent_key) if plan.parent_key else None
-        recipient = view.amazon_reply_to if plan.audience == "amazon" else view.buyer_address
+        recipient = {"amazon": view.amazon_reply_to, "amazon_cs": view.inquiry_address}.get(
+            plan.audience, view.buyer_address)
         language = view.language or self.settings.seller.language
-        if plan.audience == "buyer" and parent is not None and parent.kind == "buyer_message" and parent.facts:
-            # a reply to the buyer is written in the language the buyer wrote in
-            language = parent.facts.get("language") or language
         session.add(Draft(claim_id=claim.id, step=plan.step, strategy=plan.strategy, recipient=recipient,
-                          language=language, parent_message_id=parent.id if parent else None, status="wanted",
-                          created_at=now))
+                          audience=plan.audience, language=language, parent_message_id=parent.id if parent else None,
+                          status="wanted", created_at=now))
 
 
-def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,
-                 message_id: int | None = None) -> None:
-    """Add a non-derived event (draft written/replaced/edited, reply sent) to a claim's timeline."""
-    last = session.scalar(select(func.max(ClaimEvent.seq)).where(ClaimEvent.claim_id == claim.id,
-                                                                  ClaimEvent.seq >= 1000))
-    seq = 1000 if last is None else last + 1
-    session.add(ClaimEvent(claim_id=claim.id, seq=seq, at=at, kind=kind, from_state=claim.state,
-                           to_state=claim.state, strategy=claim.strategy, rule=kind, reason=reason,
-                           message_id=message_id))
+def statements(session: Session, order_id: str) -> list[Statement]:
+    """The seller's statements on an order that are in force (not cleared), oldest first."""
+    rows = session.scalars(select(SellerStatement).where(SellerStatement.order_id == order_id,
+                                                         SellerStatement.cleared_at.is_(None))
+                           .order_by(SellerStatement.stated_at, SellerStatement.id))
+    return [Statement(f"seller:{row.id}", row.stated_at, row.field, row.value) for row in rows]
 
 
 def _state(view: ClaimView) -> str | None:
-    return view.state if view.opened else None
+    return view.state if view.listed else None
 
 
 FACT_FIELDS = ("state", "strategy", "complaint_type", "marketplace", "language", "opened_at", "deadline_at",

@@ -1,7 +1,13 @@
 """The seller's playbook as pure functions: a claim so far plus a message's facts give the next transition.
 
-No I/O here. `replay` folds a claim's messages in date order, so the final state depends only on which
-messages there are (and `now`), never on the order or the number of times they were processed.
+No I/O here. `replay` folds an order's messages and the seller's own statements in date order, so the final
+state depends only on which messages and statements there are (and `now`), never on the order or the number of
+times they were processed.
+
+A case begins before any claim: a buyer's complaint (a buyer message, a return request, Amazon customer service
+asking for the buyer) is answered at once (state `buyer_contact`), because Amazon decides claims from what was
+said to the buyer before them. When the A-to-z claim arrives, the case becomes the claim and the seed's
+playbook goes on with everything already known.
 """
 
 from __future__ import annotations
@@ -11,16 +17,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from pipeline.message import is_amazon_domain
-from pipeline.understand import Facts
-from pipeline.vocabulary import STATES, STRATEGIES
+from pipeline.marketplaces import language_of_marketplace
+from pipeline.understanding.facts import Facts
+from pipeline.vocabulary import AMAZON_STRATEGIES, CLAIM_KINDS, CLOSED_STATES, STATES, STRATEGIES
 
-__all__ = ["STATES", "STRATEGIES", "ClaimView", "Rules", "Shipment", "Transition", "apply", "escalate", "replay"]
+__all__ = ["STATES", "STRATEGIES", "ClaimView", "DraftPlan", "Rules", "Shipment", "Statement", "Transition",
+           "apply", "apply_statement", "escalate", "replay"]
 
 SETTLING_INTENTS = ("resolved", "will_withdraw", "wants_resend")
-CLOSED_STATES = ("resolved", "granted")
-AMAZON_FACING = ("represent_delivered", "represent_size", "represent_misuse")
-BUYER_FACING = ("offer_refund_or_resend", "persuade_withdraw_damaged", "request_withdrawal")
+BUYER_STRATEGIES = ("offer_refund_or_resend", "persuade_withdraw_damaged", "request_withdrawal", "answer_delivered",
+                    "answer_size", "answer_damaged", "answer_after_use")
+REASON_UNKNOWN = ("reason not in Amazon's mail: check Seller Central, then state it with "
+                  "`pipeline claims set {order} --complaint TYPE`")
+# Where a complaint came from, strongest first: what the seller states, a reason Amazon's claim notice names,
+# the buyer's own words, a return request's reason and comment, Amazon customer service's reason.
+RANK = {"seller": 5, "claim": 4, "buyer_message": 3, "return_request": 2, "amazon_inquiry": 1}
 
 
 @dataclass(frozen=True)
@@ -50,14 +61,6 @@ def _carrier_words(name: str) -> list[str]:
     return [w for w in re.split(r"[\W_]+", name.casefold()) if w]
 
 
-def _amazon_reply_address(facts: Facts, known: str | None) -> str | None:
-    """Where a reply to Amazon goes: the notification's Reply-To only when it is Amazon's own address."""
-    for candidate in (facts.reply_to, known, facts.sender):
-        if candidate and is_amazon_domain(candidate.rpartition("@")[2]):
-            return candidate
-    return None
-
-
 @dataclass(frozen=True)
 class Shipment:
     """What the seller's own shipment records say about an order."""
@@ -69,33 +72,55 @@ class Shipment:
 
 
 @dataclass(frozen=True)
+class Statement:
+    """A fact the seller stated (`pipeline claims set`): it wins over mail and is replayed like a message."""
+
+    key: str
+    at: datetime
+    field: str  # complaint | carrier | tracking | delivered | note
+    value: str
+
+
+@dataclass(frozen=True)
 class DraftPlan:
-    """The reply the current step calls for: which template, to whom, answering which message."""
+    """A reply the current step calls for: which template, to whom, answering which message.
+
+    audience: "amazon" (Seller Central, or an Amazon address that reaches a person), "buyer", or "amazon_cs"
+    (Amazon customer service asking for the buyer). A newer plan replaces the older one of its audience.
+    """
 
     strategy: str
-    audience: str  # "amazon" | "buyer"
+    audience: str
     step: str
     parent_key: str | None
+    important: bool = False  # the buyer opted out of messages: mark the subject as Amazon advises
 
 
 @dataclass(frozen=True)
 class ClaimView:
-    """A claim as the playbook sees it. `opened` is False while only buyer messages are known."""
+    """A claim (or a case before the claim) as the playbook sees it.
+
+    `opened`: an A-to-z claim exists. `case`: a buyer's complaint was answered before any claim.
+    """
 
     order_id: str
     opened: bool = False
+    case: bool = False
     state: str = "new"
     strategy: str | None = None
     complaint_type: str | None = None
+    complaint_rank: int = 0
     marketplace: str | None = None
     language: str | None = None
     opened_at: datetime | None = None
     deadline_at: datetime | None = None
     buyer_address: str | None = None
     buyer_name: str | None = None
-    amazon_reply_to: str | None = None
+    amazon_reply_to: str | None = None  # an Amazon address that reaches a person (rare); else Seller Central
     amazon_key: str | None = None
     buyer_key: str | None = None
+    inquiry_key: str | None = None
+    inquiry_address: str | None = None
     tracking_number: str | None = None
     carrier: str | None = None
     delivered: bool = False
@@ -105,9 +130,26 @@ class ClaimView:
     flagged: bool = False
     flag_reason: str | None = None
     info_rounds: int = 0
+    undelivered_rounds: int = 0
     state_since: datetime | None = None
     last_buyer_at: datetime | None = None  # the buyer's last answer that moves things on (not a mere question)
-    draft: DraftPlan | None = None
+    last_seller_reply_at: datetime | None = None  # Amazon's copy of a reply the seller sent
+    stated: tuple[tuple[str, str], ...] = ()  # (field, value) the seller stated, in order
+    drafts: tuple[DraftPlan, ...] = ()  # at most one per audience
+
+    @property
+    def listed(self) -> bool:
+        """Whether the order has a row in `pipeline claims`: a claim, or a case before it."""
+        return self.opened or self.case
+
+    @property
+    def draft(self) -> DraftPlan | None:
+        """The newest plan."""
+        return self.drafts[-1] if self.drafts else None
+
+    def stated_value(self, name: str) -> str | None:
+        """The last value the seller stated for a field, or None."""
+        return next((value for key, value in reversed(self.stated) if key == name), None)
 
 
 @dataclass(frozen=True)
@@ -125,29 +167,34 @@ class Transition:
 
 @dataclass(frozen=True)
 class Replayed:
-    """The result of replaying a claim's messages: the final view and every transition on the way."""
+    """The result of replaying an order's messages: the final view and every transition on the way."""
 
     claim: ClaimView
     transitions: list[Transition] = field(default_factory=list)
 
 
 def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipment | None, now: datetime,
-           rules: Rules) -> Replayed:
-    """Fold a claim's messages (key, facts) in date order, checking the deadline before each and at `now`.
+           rules: Rules, statements: Iterable[Statement] = ()) -> Replayed:
+    """Fold an order's messages (key, facts) and the seller's statements in date order, checking the deadline
+    before each and at `now`. A message given twice (the same key) counts once."""
+    unique: dict[str, Facts | Statement] = dict(messages)
+    unique.update((s.key, s) for s in statements)
 
-    A message given twice (the same key) counts once, so neither the processing order nor repeats matter.
-    """
-    unique = dict(messages)
-    ordered = sorted(unique.items(), key=lambda item: (item[1].sent_at or now, item[0]))
+    def when(item: tuple[str, Facts | Statement]) -> tuple[datetime, int, str]:
+        value = item[1]
+        at = value.at if isinstance(value, Statement) else (value.sent_at or now)
+        return at, isinstance(value, Statement), item[0]
+
     claim = ClaimView(order_id=order_id)
     transitions: list[Transition] = []
-    for key, facts in ordered:
-        at = facts.sent_at or now
+    for key, item in sorted(unique.items(), key=when):
+        at = when((key, item))[0]
         escalation = escalate(claim, at, rules)
         if escalation:
             transitions.append(escalation)
             claim = escalation.after
-        step = apply(claim, key, facts, shipment, rules, at)
+        step = apply_statement(claim, item, rules, at) if isinstance(item, Statement) else \
+            apply(claim, key, item, shipment, rules, at)
         if step:
             transitions.append(step)
             claim = step.after
@@ -161,26 +208,14 @@ def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipm
 def apply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
           at: datetime) -> Transition | None:
     """The transition one message causes, or None when it changes nothing."""
-    if facts.kind == "buyer_message":
-        if not facts.trusted:
-            # a look-alike relay address: its words must not steer the claim, nor its address get a draft
-            if not claim.opened:
-                return None
-            after = replace(claim, flagged=True,
-                            flag_reason=f"mail claiming to be a buyer message came from {facts.sender}")
-            return Transition(at, "untrusted_sender", f"buyer message from {facts.sender} ignored: "
-                              "not an Amazon relay address", claim, after, key, kind="flag")
-        return _buyer_message(claim, key, facts, shipment, rules, at)
-    if facts.kind in ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn"):
-        if not facts.trusted:
-            if not claim.opened:
-                return None
-            after = replace(claim, flagged=True,
-                            flag_reason=f"mail claiming to be from Amazon came from {facts.sender}")
-            return Transition(at, "untrusted_sender", f"{facts.kind} from {facts.sender} ignored: not Amazon's domain",
-                              claim, after, key, kind="flag")
-        return _amazon_message(claim, key, facts, shipment, rules, at)
-    return None
+    if not facts.trusted:
+        return _untrusted(claim, key, facts, at)
+    handler = _HANDLERS.get(facts.kind)
+    if handler is None:
+        if facts.kind in CLAIM_KINDS:
+            return _amazon_message(claim, key, facts, shipment, rules, at)
+        return _other(claim, key, facts, at)
+    return handler(claim, key, facts, shipment, rules, at)
 
 
 def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None:
@@ -197,19 +232,44 @@ def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None
     at = claim.deadline_at - timedelta(hours=rules.refund_margin_hours)
     if claim.state_since and at < claim.state_since:
         at = claim.state_since
-    after = replace(claim, state="refund_needed", strategy=None, draft=None, state_since=at)
+    after = replace(claim, state="refund_needed", strategy=None, drafts=(), state_since=at)
     return Transition(at, "deadline_near_no_buyer_reply",
                       f"no buyer reply and less than {rules.refund_margin_hours} h left before the deadline "
                       f"{_fmt(claim.deadline_at)}: refund the buyer before Amazon does",
                       claim, after, None, kind="escalation")
 
 
-# --- Amazon's notifications -----------------------------------------------------------------------
+def apply_statement(claim: ClaimView, statement: Statement, rules: Rules, at: datetime) -> Transition | None:
+    """The transition a fact stated by the seller causes: it wins over what mail said."""
+    stated = replace(claim, stated=(*claim.stated, (statement.field, statement.value)))
+    key = statement.key
+    if statement.field == "note":
+        return Transition(at, "seller_note", f"seller's note: {statement.value}", claim, stated, key, kind="note")
+    if statement.field == "complaint":
+        stated = replace(stated, complaint_type=statement.value, complaint_rank=RANK["seller"])
+    elif statement.field == "carrier":
+        stated = replace(stated, carrier=statement.value)
+    elif statement.field == "tracking":
+        stated = replace(stated, tracking_number=statement.value)
+    elif statement.field == "delivered":
+        stated = replace(stated, delivered=True, delivered_on=date.fromisoformat(statement.value))
+    why = f"the seller stated {statement.field} {statement.value}"
+    if claim.state in CLOSED_STATES:
+        return Transition(at, "seller_stated", f"{why} (the claim is closed)", claim, stated, key, kind="note")
+    if claim.opened:
+        return _decide(claim, stated, key, rules, at, why)
+    if claim.case:
+        return _answer(claim, stated, key, rules, at, why, audience=_case_audience(claim))
+    return Transition(at, "seller_stated", f"{why}; kept for the claim", claim, stated, key, kind="note")
+
+
+# --- Amazon's claim notifications -------------------------------------------------------------------------------
 
 
 def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
                     at: datetime) -> Transition | None:
-    base = _absorb(claim, facts, shipment, from_amazon=True)
+    base = _absorb(claim, facts, shipment, "claim")
+    reply_to = _amazon_reply_address(facts)
     if facts.kind == "claim_filed":
         if claim.opened:
             if facts.deadline_at and facts.deadline_at != claim.deadline_at:
@@ -218,35 +278,41 @@ def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment
                                   claim, after, key, kind="note")
             return None
         opened = replace(base, opened=True, opened_at=facts.sent_at or at, deadline_at=facts.deadline_at,
-                         amazon_key=key, amazon_reply_to=_amazon_reply_address(facts, None))
-        return _decide(claim, opened, key, rules, at, "claim filed")
+                         amazon_key=key, amazon_reply_to=reply_to)
+        why = "claim filed" + (" after the buyer's contact" if claim.case else "")
+        return _decide(claim, opened, key, rules, at, why)
     if facts.kind == "claim_info_request":
         rounds = claim.info_rounds + 1
         after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at or at,
                         deadline_at=facts.deadline_at or claim.deadline_at, amazon_key=key,
-                        amazon_reply_to=_amazon_reply_address(facts, claim.amazon_reply_to),
-                        info_rounds=rounds, flagged=True, flag_reason="Amazon asks for more information")
-        strategy = claim.strategy if claim.strategy in AMAZON_FACING else _representation(after, rules)
+                        amazon_reply_to=reply_to or claim.amazon_reply_to, info_rounds=rounds, flagged=True,
+                        flag_reason="Amazon asks for more information")
+        strategy = claim.strategy if claim.strategy in AMAZON_STRATEGIES else _representation(after, rules)
         if strategy is None:
-            after = replace(after, strategy="manual_review", draft=None,
+            after = replace(after, strategy="manual_review", drafts=_without(after, "amazon"),
                             flag_reason="Amazon asks for more information; no representation fits this complaint")
             return Transition(at, "info_request_manual", "Amazon asks for more information; "
                               "the playbook has no representation for this complaint: answer by hand",
                               claim, after, key)
         plan = DraftPlan(strategy, "amazon", f"{strategy}#info{rounds}", key)
-        after = replace(after, strategy=strategy, draft=plan)
+        after = replace(after, strategy=strategy, drafts=_with(after, plan))
         return Transition(at, "info_request", f"Amazon asks for more information (round {rounds}); "
                           f"deadline {_fmt(after.deadline_at)}; drafting {strategy} to Amazon again",
                           claim, after, key)
     closing = {"claim_granted": ("granted", "claim_granted", "Amazon granted the claim"),
                "claim_denied": ("resolved", "claim_denied", "Amazon closed the claim in the seller's favour"),
                "claim_withdrawn": ("resolved", "claim_withdrawn", "the buyer withdrew the claim")}
-    state, rule, reason = closing[facts.kind]
-    if claim.state == state:
+    new_state, rule, reason = closing[facts.kind]
+    if claim.state == new_state:
         return None
-    after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at, state=state, strategy=None,
-                    draft=None, flagged=False, flag_reason=None, state_since=at)
+    after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at, state=new_state, strategy=None,
+                    drafts=(), flagged=False, flag_reason=None, state_since=at)
     return Transition(at, rule, reason, claim, after, key)
+
+
+def _amazon_reply_address(facts: Facts) -> str | None:
+    """An Amazon address a reply by email reaches (Amazon's claim mail gives none: answers go to Seller Central)."""
+    return facts.reply_address if facts.reply_channel == "email" else None
 
 
 def _representation(claim: ClaimView, rules: Rules) -> str | None:
@@ -264,11 +330,8 @@ def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, 
             return _go(before, claim, key, at, "represent_delivered", "awaiting_amazon", "not_received_delivered",
                        f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
                        f"delivered{' on ' + claim.delivered_on.isoformat() if claim.delivered_on else ''}")
-        detail = ("no tracking" if not claim.tracking_number and not claim.carrier else
-                  f"carrier {claim.carrier or 'unknown'} not recognized by Amazon"
-                  if not rules.recognizes(claim.carrier) else "tracking does not show delivered")
         return _go(before, claim, key, at, "offer_refund_or_resend", "awaiting_buyer", "not_received_untracked",
-                   f"{why}: not received and {detail}")
+                   f"{why}: not received and {_why_undelivered(claim, rules)}")
     table = {
         "size": ("represent_size", "awaiting_amazon", "size_stated_in_listing",
                  "size complaint: the listing states the size"),
@@ -278,60 +341,115 @@ def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, 
                               "damaged after a period of use: not the seller's fault"),
     }
     if complaint in table:
-        strategy, state, rule, text = table[complaint]
-        return _go(before, claim, key, at, strategy, state, rule, f"{why}: {text}")
-    reason = ("the playbook has no rule for 'not as described'" if complaint == "not_as_described" else
-              "the complaint is unclear" if complaint in (None, "other") else f"no rule for {complaint}")
-    after = replace(claim, strategy="manual_review", draft=None, flagged=True, flag_reason=reason)
+        strategy, new_state, rule, text = table[complaint]
+        return _go(before, claim, key, at, strategy, new_state, rule, f"{why}: {text}")
+    reason = (REASON_UNKNOWN.format(order=claim.order_id) if complaint is None else
+              "the seller's playbook has no rule for 'not as described'" if complaint == "not_as_described" else
+              "the complaint is unclear")
+    after = replace(claim, strategy="manual_review", drafts=(), flagged=True, flag_reason=reason,
+                    state="new" if claim.state in ("buyer_contact", *CLOSED_STATES) else claim.state)
     return Transition(at, "manual_review", f"{why}: {reason}; review by hand", before, after, key)
 
 
-def _go(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, strategy: str, state: str,
-        rule: str, reason: str) -> Transition:
-    audience = "amazon" if strategy in AMAZON_FACING else "buyer"
-    parent = claim.amazon_key if audience == "amazon" else (claim.buyer_key or claim.amazon_key)
-    plan = DraftPlan(strategy, audience, strategy, parent)
-    after = replace(claim, strategy=strategy, state=state, draft=plan, flagged=False, flag_reason=None,
-                    state_since=at if state != before.state else before.state_since or at)
+def _why_undelivered(claim: ClaimView, rules: Rules) -> str:
+    if not claim.tracking_number and not claim.carrier:
+        return "no tracking"
+    if not rules.recognizes(claim.carrier):
+        return f"carrier {claim.carrier or 'unknown'} not recognized by Amazon"
+    return "tracking does not show delivered"
+
+
+def _go(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, strategy: str, new_state: str,
+        rule: str, reason: str, audience: str | None = None) -> Transition:
+    audience = audience or ("amazon" if strategy in AMAZON_STRATEGIES else "buyer")
+    parent = {"amazon": claim.amazon_key, "amazon_cs": claim.inquiry_key}.get(
+        audience, claim.buyer_key or claim.amazon_key)
+    plan = DraftPlan(strategy, audience, strategy if audience != "amazon_cs" else f"{strategy}#inquiry", parent)
+    # a new step's plan replaces the others, but for a reply still owed to customer service and the answer to
+    # the buyer that the representation to Amazon builds on ("delivered: look at the neighbours'")
+    kept = tuple(p for p in claim.drafts if p.audience != plan.audience and (
+        p.audience == "amazon_cs" or _BUILDS_ON.get(strategy) == p.strategy))
+    after = replace(claim, strategy=strategy, state=new_state, drafts=(*kept, plan), flagged=False,
+                    flag_reason=None, state_since=at if new_state != before.state else before.state_since or at)
     return Transition(at, rule, reason, before, after, key)
 
 
-# --- buyer messages -------------------------------------------------------------------------------
+# the answer to the buyer before the claim that a representation to Amazon builds on
+_BUILDS_ON = {"represent_delivered": "answer_delivered", "represent_size": "answer_size",
+              "represent_misuse": "answer_after_use"}
+
+
+# --- a case before the claim ----------------------------------------------------------------------------------------
+
+
+def _answer(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str, *,
+            audience: str = "buyer") -> Transition:
+    """Answer a buyer's complaint before any claim exists (state buyer_contact): the same facts as the seed's
+    playbook choose the reply, because this reply is what Amazon reads when a claim comes."""
+    claim = replace(claim, case=True)
+    complaint = claim.complaint_type
+    if complaint == "not_received":
+        if claim.delivered and rules.recognizes(claim.carrier):
+            return _go(before, claim, key, at, "answer_delivered", "buyer_contact", "answer_delivered",
+                       f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
+                       "delivered: tell the buyer where to look", audience)
+        return _go(before, claim, key, at, "offer_refund_or_resend", "buyer_contact", "answer_not_received",
+                   f"{why}: not received and {_why_undelivered(claim, rules)}: offer a refund or a replacement",
+                   audience)
+    table = {
+        "size": ("answer_size", "answer_size", "size: point to the size chart, offer the return or exchange"),
+        "damaged_on_arrival": ("answer_damaged", "answer_damaged",
+                               "damaged on arrival: apologise, offer a replacement or refund"),
+        "damaged_after_use": ("answer_after_use", "answer_after_use",
+                              "damaged after use: explain the warranty, a goodwill option"),
+    }
+    if complaint in table:
+        strategy, rule, text = table[complaint]
+        return _go(before, claim, key, at, strategy, "buyer_contact", rule, f"{why}: {text}", audience)
+    reason = ("the seller's playbook has no answer for 'not as described': answer by hand"
+              if complaint == "not_as_described" else "the buyer's complaint is unclear: answer by hand")
+    after = replace(claim, state="buyer_contact", strategy="manual_review", drafts=(), flagged=True,
+                    flag_reason=reason, state_since=before.state_since if before.state == "buyer_contact" else at)
+    return Transition(at, "answer_by_hand", f"{why}: {reason}", before, after, key)
+
+
+def _case_audience(claim: ClaimView) -> str:
+    plan = claim.draft
+    return plan.audience if plan is not None else "buyer"
+
+
+# --- buyers, and Amazon writing for them ----------------------------------------------------------------------------
 
 
 def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
                    at: datetime) -> Transition | None:
-    base = _absorb(claim, facts, shipment, from_amazon=False)
-    base = replace(base, buyer_key=key)
+    base = replace(_absorb(claim, facts, shipment, "buyer_message"), buyer_key=key)
     if facts.buyer_intent in SETTLING_INTENTS:
         base = replace(base, last_buyer_at=at)
+    intent = facts.buyer_intent
     if not claim.opened:
-        # kept for when the claim arrives: its complaint, address and tracking fill the claim's gaps
-        return Transition(at, "buyer_message_before_claim",
-                          f"buyer message before any claim (intent {facts.buyer_intent}, complaint "
-                          f"{facts.complaint_type or 'none'}); kept for the claim", claim, base, key, kind="note")
+        return _before_claim(claim, base, key, facts, rules, at, "buyer")
     if claim.state in CLOSED_STATES:
         return Transition(at, "buyer_message_after_close", "buyer wrote after the claim was closed",
                           claim, base, key, kind="note")
-    intent = facts.buyer_intent
     if intent in ("resolved", "will_withdraw"):
-        state = "awaiting_buyer" if intent == "resolved" else "awaiting_amazon"
+        new_state = "awaiting_buyer" if intent == "resolved" else "awaiting_amazon"
         plan = DraftPlan("request_withdrawal", "buyer", "request_withdrawal", key)
-        after = replace(base, strategy="request_withdrawal", state=state, draft=plan, flagged=False,
-                        flag_reason=None, state_since=at)
+        after = replace(base, strategy="request_withdrawal", state=new_state, drafts=_with(base, plan),
+                        flagged=False, flag_reason=None, state_since=at)
         text = ("buyer says the problem is solved: ask them to withdraw the claim" if intent == "resolved" else
                 "buyer says they will withdraw the claim: thank them, send the steps, wait for Amazon")
         return Transition(at, f"buyer_{intent}", text, claim, after, key)
     if intent == "wants_refund":
-        after = replace(base, state="refund_needed", strategy=None, draft=None, state_since=at)
+        after = replace(base, state="refund_needed", strategy=None, drafts=(), state_since=at)
         return Transition(at, "buyer_wants_refund", "buyer asks for a refund: refund before Amazon grants the claim",
                           claim, after, key)
     if intent == "wants_resend":
         after = replace(base, strategy="manual_review", flagged=True,
                         flag_reason="buyer asks for a replacement: ship it, then ask them to withdraw")
-        return Transition(at, "buyer_wants_resend", "buyer asks for a replacement; the seed gives no rule: "
-                          "ship it and follow up by hand", claim, after, key, kind="flag")
-    if claim.strategy in (None, "manual_review") and claim.state == "new" and base.complaint_type:
+        return Transition(at, "buyer_wants_resend", "buyer asks for a replacement; the seller's playbook has no "
+                          "rule for it: ship it and follow up by hand", claim, after, key, kind="flag")
+    if _undecided(claim) and base.complaint_type:
         return _decide(claim, base, key, rules, at, "buyer described the complaint")
     if (claim.strategy == "offer_refund_or_resend" and base.complaint_type == "not_received"
             and base.delivered and not claim.delivered and rules.recognizes(base.carrier)):
@@ -340,13 +458,163 @@ def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment 
     return Transition(at, "buyer_message", f"buyer wrote (intent {intent or 'other'})", claim, base, key, kind="note")
 
 
-def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, *, from_amazon: bool) -> ClaimView:
-    """Merge what a message and the shipment records tell about the order; known facts are not overwritten."""
-    complaint = claim.complaint_type
-    if facts.complaint_type and (complaint is None or complaint == "other" or
-                                 (from_amazon and facts.kind == "claim_filed" and facts.complaint_type != "other")):
-        # Amazon's claim reason wins over the buyer's words, unless Amazon's says no more than "other"
-        complaint = facts.complaint_type
+def _before_claim(claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime,
+                  audience: str) -> Transition | None:
+    """A buyer's message, return request or customer-service inquiry before any claim."""
+    intent = facts.buyer_intent
+    what = {"buyer_message": "buyer message", "return_request": "return request",
+            "amazon_inquiry": "Amazon customer service asks for the buyer"}[facts.kind]
+    if claim.state in CLOSED_STATES and claim.case:
+        return Transition(at, "after_case_closed", f"{what} after the case was closed", claim, base, key,
+                          kind="note")
+    if intent in ("resolved", "will_withdraw") and claim.case:
+        after = replace(base, state="resolved", strategy=None, drafts=(), flagged=False, flag_reason=None,
+                        state_since=at)
+        return Transition(at, "buyer_says_solved", "the buyer says it is solved: nothing to answer, the case closes",
+                          claim, after, key)
+    if intent == "wants_refund" and (claim.case or base.complaint_type):
+        after = replace(base, case=True, state="refund_needed", strategy=None, drafts=(), state_since=at)
+        return Transition(at, "buyer_wants_refund", "the buyer asks for a refund before any claim: refund now, "
+                          "and no claim follows", claim, after, key)
+    if facts.complaint_type and (not claim.case or _undecided(claim)):
+        return _answer(claim, base, key, rules, at, f"{what} with a complaint before any claim", audience=audience)
+    if not claim.case and facts.kind == "amazon_inquiry":
+        after = replace(base, case=True, state="buyer_contact", strategy="manual_review", flagged=True,
+                        flag_reason="Amazon customer service asks about this order: answer them by e-mail",
+                        state_since=at)
+        return Transition(at, "answer_by_hand", "Amazon customer service asks about this order and names no "
+                          "complaint: answer them by e-mail", claim, after, key)
+    return Transition(at, f"{facts.kind}_before_claim", f"{what} before any claim (intent {intent or '-'}, "
+                      f"complaint {facts.complaint_type or 'none'}); kept for the claim", claim, base, key,
+                      kind="note")
+
+
+def _inquiry(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+             at: datetime) -> Transition | None:
+    base = replace(_absorb(claim, facts, shipment, "amazon_inquiry"), inquiry_key=key,
+                   inquiry_address=facts.reply_address if facts.reply_channel == "email" else None)
+    if not claim.opened:
+        return _before_claim(claim, base, key, facts, rules, at, "amazon_cs")
+    if claim.state in CLOSED_STATES:
+        return Transition(at, "amazon_inquiry", "Amazon customer service asked about the closed claim's order",
+                          claim, base, key, kind="note")
+    if _undecided(claim) and base.complaint_type:
+        return _decide(claim, base, key, rules, at, "Amazon customer service named the complaint")
+    after = replace(base, flagged=True,
+                    flag_reason="Amazon customer service asks about this order: answer them by e-mail")
+    if base.inquiry_address and base.complaint_type in ("not_received", "size", "damaged_on_arrival",
+                                                        "damaged_after_use"):
+        answer = _answer(claim, base, key, rules, at, "Amazon customer service asks for the buyer",
+                         audience="amazon_cs")
+        # the claim keeps its state and strategy; only the reply to customer service is added
+        plan = answer.after.draft
+        if plan is not None:
+            after = replace(after, drafts=_with(after, plan))
+    return Transition(at, "amazon_inquiry", "Amazon customer service asks for the buyer: answer them by e-mail",
+                      claim, after, key, kind="flag")
+
+
+def _return_request(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+                    at: datetime) -> Transition | None:
+    base = _absorb(claim, facts, shipment, "return_request")
+    if not claim.opened:
+        return _before_claim(claim, base, key, facts, rules, at, "buyer")
+    if claim.state not in CLOSED_STATES and _undecided(claim) and base.complaint_type:
+        return _decide(claim, base, key, rules, at, "the return request names the complaint")
+    return Transition(at, "return_request", f"the buyer asked to return the item ({facts.return_reason or 'no reason'}"
+                      f"{', return parcel ' + facts.return_tracking_number if facts.return_tracking_number else ''})",
+                      claim, base, key, kind="note")
+
+
+def _refund(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+            at: datetime) -> Transition | None:
+    base = _absorb(claim, facts, shipment, "refund")
+    amount = f"{facts.amount} {facts.currency}" if facts.amount else "a refund"
+    if claim.listed and claim.state not in CLOSED_STATES:
+        after = replace(base, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None,
+                        state_since=at)
+        what = "claim" if claim.opened else "case"
+        return Transition(at, "refund_issued", f"{amount} refunded to the buyer: the {what} is done", claim, after,
+                          key)
+    return Transition(at, "refund_issued", f"{amount} refunded on this order"
+                      + (" (the claim was already closed)" if claim.listed else "; no claim"), claim, base, key,
+                      kind="note")
+
+
+def _undelivered(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+                 at: datetime) -> Transition | None:
+    base = _absorb(claim, facts, shipment, "notice")
+    if not claim.listed or claim.state in CLOSED_STATES:
+        return Transition(at, "message_undelivered", "a message of the seller did not reach the buyer (they opted "
+                          "out of unsolicited messages)", claim, base, key, kind="note")
+    rounds = claim.undelivered_rounds + 1
+    after = replace(base, undelivered_rounds=rounds, flagged=True,
+                    flag_reason="the buyer did not get our message: resend it marked important")
+    plan = next((p for p in claim.drafts if p.audience == "buyer"), None)
+    if plan is not None and plan.strategy in BUYER_STRATEGIES:
+        again = DraftPlan(plan.strategy, "buyer", f"{plan.strategy}#important{rounds}", claim.buyer_key or
+                          plan.parent_key, important=True)
+        after = replace(after, drafts=_with(after, again))
+    return Transition(at, "message_undelivered", "the buyer did not get our message (opted out of unsolicited "
+                      "messages): the next draft to them is marked important, as Amazon advises", claim, after, key,
+                      kind="flag")
+
+
+def _seller_reply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+                  at: datetime) -> Transition | None:
+    after = replace(claim, last_seller_reply_at=at)
+    return Transition(at, "seller_replied", f"Amazon's copy of the seller's reply to {facts.buyer_name or 'the buyer'}",
+                      claim, after, key, kind="note")
+
+
+def _cancellation(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
+                  at: datetime) -> Transition | None:
+    return Transition(at, "cancellation_request", "the buyer asked to cancel the order: cancel it in Seller Central "
+                      "if not shipped, else ask them to refuse the parcel or return it", claim,
+                      _absorb(claim, facts, shipment, "notice"), key, kind="note")
+
+
+def _other(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
+    if claim.opened and claim.state not in CLOSED_STATES and (facts.notification_type or "").startswith("A_Z_"):
+        after = replace(claim, flagged=True, flag_reason="Amazon wrote about this claim and the pipeline could not "
+                        "tell what: check Seller Central")
+        return Transition(at, "amazon_unread", after.flag_reason or "", claim, after, key, kind="flag")
+    return None
+
+
+def _untrusted(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
+    """Mail that only looks like Amazon's: it never opens, moves or closes anything; an open claim is flagged."""
+    if not claim.listed or facts.kind == "other":
+        return None
+    what = "a buyer message" if facts.kind == "buyer_message" else f"{facts.kind} from Amazon"
+    after = replace(claim, flagged=True, flag_reason=f"mail claiming to be {what} came from {facts.sender}")
+    return Transition(at, "untrusted_sender", f"{facts.kind} from {facts.sender} ignored: not Amazon's own mail",
+                      claim, after, key, kind="flag")
+
+
+_HANDLERS = {"buyer_message": _buyer_message, "amazon_inquiry": _inquiry, "return_request": _return_request,
+             "refund_issued": _refund, "message_undelivered": _undelivered, "seller_reply_copy": _seller_reply,
+             "cancellation_request": _cancellation}
+
+
+# --- merging facts ------------------------------------------------------------------------------------------------
+
+
+def _undecided(claim: ClaimView) -> bool:
+    """An open claim or case still waiting for its complaint (manual review of an unknown reason)."""
+    return claim.strategy in (None, "manual_review") and claim.state in ("new", "buyer_contact")
+
+
+def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, source: str) -> ClaimView:
+    """Merge what a message and the shipment records tell about the order. What the seller stated wins, then the
+    shipment records, then the first message that said it; a complaint from a stronger source replaces one from
+    a weaker (RANK)."""
+    complaint, rank = claim.complaint_type, claim.complaint_rank
+    source_rank = RANK.get(source if source != "claim" else "claim", 0)
+    specific = facts.complaint_type != "other" or complaint in (None, "other")  # "other" says less than any
+    if facts.complaint_type and source in RANK and claim.stated_value("complaint") is None and specific and (
+            complaint is None or source_rank > rank or (complaint == "other" and facts.complaint_type != "other")):
+        complaint, rank = facts.complaint_type, max(rank, source_rank)
     tracking = claim.tracking_number or facts.tracking_number
     carrier = claim.carrier or facts.carrier
     delivered = claim.delivered or facts.delivered
@@ -356,20 +624,37 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, *, from_a
         carrier = shipment.carrier or carrier
         if shipment.delivered_date:
             delivered, delivered_on = True, shipment.delivered_date
-    marketplace = claim.marketplace or (facts.marketplace if facts.trusted else None)
-    language = claim.language
-    if from_amazon and facts.marketplace:
-        # the marketplace's language, as Amazon writes to the seller, wins over a buyer's who wrote first
-        language = facts.language if not claim.opened else (claim.language or facts.language)
-    elif not from_amazon and facts.language and not claim.language:
-        language = facts.language
+    tracking = claim.stated_value("tracking") or tracking
+    carrier = claim.stated_value("carrier") or carrier
+    if claim.stated_value("delivered"):
+        delivered, delivered_on = True, date.fromisoformat(claim.stated_value("delivered") or "")
+    marketplace = claim.marketplace or facts.marketplace
+    # the drafts' language follows the marketplace; without one, the first message's
+    language = language_of_marketplace(marketplace) or claim.language or facts.language
+    amount, currency = claim.amount, claim.currency
+    if source == "claim" and facts.amount and not amount:
+        amount, currency = facts.amount, facts.currency
+    flagged, flag_reason = claim.flagged, claim.flag_reason
+    if complaint and flag_reason and flag_reason.startswith(REASON_UNKNOWN[:30]):
+        flagged, flag_reason = False, None  # the reason is known now
     return replace(
-        claim, complaint_type=complaint, tracking_number=tracking, carrier=carrier, delivered=delivered,
-        delivered_on=delivered_on, marketplace=marketplace, language=language,
-        buyer_address=claim.buyer_address if from_amazon else (facts.buyer_address or claim.buyer_address),
-        buyer_name=claim.buyer_name if from_amazon else (facts.buyer_name or claim.buyer_name),
-        amount=claim.amount or facts.amount, currency=claim.currency or facts.currency,
+        claim, flagged=flagged, flag_reason=flag_reason, complaint_type=complaint, complaint_rank=rank,
+        tracking_number=tracking, carrier=carrier,
+        delivered=delivered, delivered_on=delivered_on, marketplace=marketplace, language=language,
+        buyer_address=(facts.buyer_address or claim.buyer_address) if source == "buyer_message" else
+        claim.buyer_address or (facts.buyer_address if source == "notice" else None),
+        buyer_name=(facts.buyer_name or claim.buyer_name) if source == "buyer_message" else claim.buyer_name,
+        amount=amount, currency=currency,
     )
+
+
+def _with(claim: ClaimView, plan: DraftPlan) -> tuple[DraftPlan, ...]:
+    """The claim's plans with `plan` replacing the one of its audience."""
+    return (*(p for p in claim.drafts if p.audience != plan.audience), plan)
+
+
+def _without(claim: ClaimView, audience: str) -> tuple[DraftPlan, ...]:
+    return tuple(p for p in claim.drafts if p.audience != audience)
 
 
 def _fmt(value: datetime | None) -> str:

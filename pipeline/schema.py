@@ -1,4 +1,5 @@
-"""The database schema: stored messages, claims and their events, drafts, shipments, mailbox cursors."""
+"""The database schema: stored messages, claims and their events, drafts, the seller's statements, shipments,
+mailbox cursors."""
 
 from __future__ import annotations
 
@@ -145,13 +146,16 @@ class Draft(Base):
     step: Mapped[str] = mapped_column(String(120))  # strategy, plus the info-request round
     strategy: Mapped[str] = mapped_column(String(32))
     recipient: Mapped[str | None] = mapped_column(String(320))
+    # amazon (Seller Central, or an Amazon address that reaches a person) | buyer | amazon_cs
+    audience: Mapped[str | None] = mapped_column(String(16))
     language: Mapped[str] = mapped_column(String(8))
     parent_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     header_message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     folder: Mapped[str | None] = mapped_column(String(500))
     uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
     uid: Mapped[int | None] = mapped_column(BigInteger)
-    # wanted (to be written) | written | replaced | edited | sent | failed
+    # wanted (to be written) | written | retiring (to be taken out) | deleting (being taken out) | replaced |
+    # edited | sent | failed | superseded
     status: Mapped[str] = mapped_column(String(16), default="wanted", index=True)
     error: Mapped[str | None] = mapped_column(Text)
     body_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -159,6 +163,19 @@ class Draft(Base):
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     claim: Mapped[Claim] = relationship(back_populates="drafts")
+
+
+class SellerStatement(Base):
+    """A fact the seller stated with `pipeline claims set`: replayed like a message, winning over mail."""
+
+    __tablename__ = "seller_statements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(32), index=True)
+    field: Mapped[str] = mapped_column(String(16))  # complaint | carrier | tracking | delivered | note
+    value: Mapped[str] = mapped_column(Text)
+    stated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # undone with `claims set --clear`
 
 
 class Shipment(Base):

@@ -13,14 +13,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import StoreError
-from pipeline.schema import MailboxCursor, StoredMessage
+from pipeline.schema import Claim, ClaimEvent, MailboxCursor, StoredMessage
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A btree index entry must stay under ~2700 bytes in PostgreSQL; the column holds 998 characters.
@@ -186,6 +186,20 @@ class Store:
                                       last_uid=last_uid, updated_at=utcnow()))
         else:
             row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
+
+
+def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,
+                 message_id: int | None = None) -> None:
+    """Add an event the replay does not derive (draft written/replaced/edited, reply sent) to a claim's timeline.
+
+    Derived events are numbered from 0 and rewritten with each replay; these from 1000 on, and kept.
+    """
+    last = session.scalar(select(func.max(ClaimEvent.seq)).where(ClaimEvent.claim_id == claim.id,
+                                                                  ClaimEvent.seq >= 1000))
+    seq = 1000 if last is None else last + 1
+    session.add(ClaimEvent(claim_id=claim.id, seq=seq, at=at, kind=kind, from_state=claim.state,
+                           to_state=claim.state, strategy=claim.strategy, rule=kind, reason=reason,
+                           message_id=message_id))
 
 
 def _clean_text(value: str) -> str:

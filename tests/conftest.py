@@ -331,7 +331,8 @@ def ops_store_raw() -> Callable[..., None]:
 # =====================================================================================================
 # Playbook and drafts tests (tests/test_playbook.py, test_playbook_e2e.py, test_drafts.py, test_shipments.py)
 #
-#   PLAYBOOK_DATA      tests/data/playbook: one realistic .eml per case, named "<case>__<what it is>.eml"
+#   PLAYBOOK_DATA      tests/data/playbook: the messages of each story in real formats, named "<case>__<what it is>.eml"
+#                      (written by tests/data/playbook/build.py)
 #   desk_env           (function) a DeskEnv: a fresh mail user on the session Dovecot, its pipeline.toml and
 #                                 SQLite database in tmp_path
 #   make_desk_env      (function) make_desk_env(seller={...}, drafts={...}, imap={...}) -> DeskEnv with overrides
@@ -353,30 +354,43 @@ if TYPE_CHECKING:
 PLAYBOOK_DATA = Path(__file__).resolve().parent / "data" / "playbook"
 PLAYBOOK_SELLER = {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"}
 # the latest Date in WORLD_FILES; the world moves it to an hour before now
-WORLD_LATEST = "2026-11-11T22:00:00+00:00"
+WORLD_LATEST = "2026-11-10T22:00:00+00:00"
 WORLD_FILES = (
+    "represent_delivered__buyer_not_arrived.eml",
     "represent_delivered__claim_not_received.eml",
+    "offer_refund_or_resend__buyer_not_arrived.eml",
     "offer_refund_or_resend__claim_not_received_no_tracking.eml",
+    "represent_size__kaeufer_zu_klein_amazon_de.eml",
     "represent_size__antrag_groesse_amazon_de.eml",
+    "persuade_withdraw_damaged__buyer_arrived_broken.eml",
     "persuade_withdraw_damaged__claim_damaged_on_arrival.eml",
+    "represent_misuse__buyer_broke_after_use.eml",
     "represent_misuse__claim_damaged_after_use.eml",
+    "request_withdrawal__buyer_not_arrived.eml",
     "request_withdrawal__claim_not_received.eml",
     "request_withdrawal__buyer_found_parcel.eml",
+    "will_withdraw__buyer_arrived_cracked.eml",
     "will_withdraw__claim_damaged_on_arrival.eml",
     "will_withdraw__buyer_will_withdraw.eml",
     "refund_needed__claim_not_received.eml",
     "refund_needed__buyer_wants_refund.eml",
+    "resolved_withdrawn__buyer_too_small.eml",
     "resolved_withdrawn__claim_size.eml",
     "resolved_withdrawn__amazon_claim_withdrawn.eml",
+    "resolved_denied__buyer_not_arrived.eml",
     "resolved_denied__claim_not_received.eml",
     "resolved_denied__amazon_decided_in_your_favour.eml",
+    "granted__buyer_not_arrived.eml",
     "granted__claim_not_received.eml",
     "granted__amazon_granted.eml",
+    "manual_review__buyer_not_as_pictured.eml",
     "manual_review__claim_not_as_described.eml",
     "manual_review__claim_no_reason.eml",
+    "info_request__buyer_too_big.eml",
     "info_request__claim_size.eml",
     "info_request__amazon_more_information_48h.eml",
     "untrusted__spoof_claim_filed_lookalike_domain.eml",
+    "untrusted__buyer_arrived_dented.eml",
     "untrusted__claim_damaged_on_arrival.eml",
     "untrusted__spoof_claim_withdrawn.eml",
 )

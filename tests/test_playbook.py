@@ -16,15 +16,15 @@ from conftest import PLAYBOOK_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.playbook import ClaimView, Rules, Shipment, apply, escalate, replay
-from pipeline.understand import Facts
+from pipeline.playbook import ClaimView, Rules, Shipment, Statement, apply, escalate, replay
+from pipeline.understanding.facts import Facts
 
 RULES = Rules()
 ORDER = "111-2233445-5566778"
 T0 = datetime(2026, 11, 9, 12, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
 RELAY = "q1w2e3r4t5y6buy@marketplace.amazon.com"
-REPLY_TO = "atoz-guarantee-reply+Ab12Cd34Ef@amazon.com"
+REPLY_TO = "atoz-guarantee-no-reply@amazon.com"
 
 
 def facts(kind: str, *, at: datetime | None = T0, **values: Any) -> Facts:
@@ -174,7 +174,8 @@ def test_amazons_decisions_close_the_claim(kind: str, state: str, rule: str) -> 
 
 
 @pytest.mark.parametrize(("complaint", "why"), [
-    ("not_as_described", "no rule for 'not as described'"), (None, "unclear"), ("other", "unclear")])
+    ("not_as_described", "no rule for 'not as described'"), (None, "reason not in Amazon's mail"),
+    ("other", "unclear")])
 def test_no_rule_means_manual_review(complaint: str | None, why: str) -> None:
     view, steps = run(claim(complaint))
     assert (view.state, view.strategy, view.flagged, view.draft) == ("new", "manual_review", True, None)
@@ -189,7 +190,7 @@ def test_info_request_moves_the_deadline_and_drafts_to_amazon_again() -> None:
     assert (view.state, view.strategy, view.flagged) == ("awaiting_amazon", "represent_size", True)
     assert view.deadline_at == info_at + timedelta(hours=48)
     assert view.draft.step == "represent_size#info1" and view.draft.parent_key == "<m1@x>"
-    assert view.amazon_reply_to == "atoz-guarantee-reply+Info1@amazon.com"
+    assert view.amazon_reply_to is None  # answered in Seller Central: Amazon's claim mail has no reply address
     assert steps[-1].rule == "info_request"
     second = facts("claim_info_request", at=info_at + timedelta(days=1))
     view2, _ = run(claim("size"), info, second)
@@ -237,7 +238,9 @@ def test_early_buyer_message_fills_a_notification_without_a_complaint() -> None:
         "awaiting_buyer", "persuade_withdraw_damaged", "damaged_on_arrival")
     assert view.buyer_address == RELAY and view.draft.parent_key == "<m0@x>"  # answers the buyer's message
     assert view.opened_at == T0
-    assert [s.rule for s in steps] == ["buyer_message_before_claim", "damaged_on_arrival"]
+    # answered at once, before any claim; the claim goes on from what was known
+    assert [s.rule for s in steps] == ["answer_damaged", "damaged_on_arrival"]
+    assert [p.strategy for p in view.drafts] == ["persuade_withdraw_damaged"]
 
 
 def test_amazons_reason_wins_over_the_buyers_words_unless_it_says_other() -> None:
@@ -260,9 +263,168 @@ def test_buyer_describes_the_complaint_after_an_unclear_claim() -> None:
 
 
 def test_a_buyer_message_alone_opens_no_claim() -> None:
-    view, steps = run(buyer("wants_refund"))
-    assert view.opened is False and view.state == "new"
+    view, steps = run(buyer("other"))
+    assert view.opened is False and view.listed is False and view.state == "new"
     assert [s.kind for s in steps] == ["note"]
+
+
+# --- the whole family of Amazon's mail, and cases before the claim ------------------------------------------
+
+
+def notice(kind: str, *, at: datetime, **values: Any) -> Facts:
+    """A Seller Central notice (return request, refund, …) from the no-reply sender."""
+    values = {"sender": "donotreply@amazon.com", "reply_to": "donotreply@amazon.com",
+              "reply_channel": "seller_central", **values}
+    return facts(kind, at=at, **values)
+
+
+def inquiry(complaint: str | None, *, at: datetime) -> Facts:
+    return facts("amazon_inquiry", at=at, complaint_type=complaint, sender="cs-reply@amazon.com", reply_to=None,
+                 reply_channel="email", reply_address="cs-reply@amazon.com")
+
+
+def test_a_claim_notice_without_reason_asks_the_seller() -> None:
+    view, steps = run(claim(None))
+    assert (view.state, view.strategy, view.flagged) == ("new", "manual_review", True)
+    assert view.flag_reason.startswith("reason not in Amazon's mail: check Seller Central")
+    assert f"pipeline claims set {ORDER} --complaint TYPE" in view.flag_reason
+    assert steps[-1].rule == "manual_review"
+
+
+@pytest.mark.parametrize(("complaint", "strategy", "rule"), [
+    ("not_received", "offer_refund_or_resend", "answer_not_received"),
+    ("size", "answer_size", "answer_size"),
+    ("damaged_on_arrival", "answer_damaged", "answer_damaged"),
+    ("damaged_after_use", "answer_after_use", "answer_after_use"),
+])
+def test_a_buyers_complaint_is_answered_before_any_claim(complaint: str, strategy: str, rule: str) -> None:
+    view, steps = run(buyer("other", complaint_type=complaint))
+    assert (view.opened, view.case, view.state, view.strategy) == (False, True, "buyer_contact", strategy)
+    assert view.listed and [p.audience for p in view.drafts] == ["buyer"] and view.draft.parent_key == "<m0@x>"
+    assert steps[-1].rule == rule
+
+
+def test_delivered_by_a_recognized_carrier_is_answered_with_the_tracking() -> None:
+    view, steps = run(buyer("other", complaint_type="not_received"), shipment=DELIVERED_UPS)
+    assert (view.state, view.strategy) == ("buyer_contact", "answer_delivered")
+    assert "UPS tracking 1Z4V82W80312457006 shows delivered" in steps[-1].reason
+
+
+def test_a_buyer_who_says_solved_closes_the_case() -> None:
+    view, steps = run(buyer("other", complaint_type="damaged_on_arrival"),
+                      buyer("resolved", at=T0 + timedelta(days=1)))
+    assert (view.state, view.strategy, view.drafts) == ("resolved", None, ())
+    assert steps[-1].rule == "buyer_says_solved"
+
+
+def test_the_case_becomes_the_claim() -> None:
+    early = buyer("other", at=T0 - timedelta(days=2), complaint_type="size")
+    view, steps = run(early, claim(None))
+    assert (view.opened, view.state, view.strategy) == (True, "awaiting_amazon", "represent_size")
+    # the answer to the buyer the representation builds on stays wanted next to it
+    assert [p.strategy for p in view.drafts] == ["answer_size", "represent_size"]
+    assert [s.rule for s in steps] == ["answer_size", "size_stated_in_listing"]
+
+
+def test_a_return_request_gives_the_complaint_and_never_our_tracking() -> None:
+    ret = notice("return_request", at=T0 - timedelta(days=1), complaint_type="damaged_on_arrival",
+                 return_tracking_number="1ZA47V290368140279", return_carrier="UPS", return_reason="Item defective")
+    view, steps = run(ret, claim(None))
+    assert (view.complaint_type, view.strategy, view.tracking_number) == (
+        "damaged_on_arrival", "persuade_withdraw_damaged", None)
+    assert steps[0].rule == "answer_damaged" and view.drafts[-1].audience == "buyer"
+    assert view.buyer_address is None  # no buyer message: the draft goes out without To (Contact buyer form)
+
+
+def test_complaint_sources_in_order_seller_buyer_return_inquiry() -> None:
+    ret = notice("return_request", at=T0 - timedelta(days=3), complaint_type="size")
+    ask = inquiry("damaged_on_arrival", at=T0 - timedelta(days=4))
+    words = buyer("other", at=T0 - timedelta(days=2), complaint_type="not_received")
+    assert run(ask, ret, claim(None))[0].complaint_type == "size"  # the return outranks customer service
+    assert run(ask, ret, words, claim(None))[0].complaint_type == "not_received"  # the buyer outranks both
+    stated = Statement("seller:1", T0 + timedelta(hours=1), "complaint", "damaged_after_use")
+    view = replay(ORDER, [("<a>", ask), ("<b>", ret), ("<c>", words), ("<d>", claim(None))], None, NOW, RULES,
+                  [stated]).claim
+    assert (view.complaint_type, view.strategy) == ("damaged_after_use", "represent_misuse")
+
+
+def test_a_stated_fact_wins_over_mail_and_is_replayed() -> None:
+    stated = Statement("seller:1", T0 + timedelta(hours=1), "complaint", "size")
+    later = buyer("other", at=T0 + timedelta(hours=5), complaint_type="not_received")
+    result = replay(ORDER, [("<c>", claim(None)), ("<b>", later)], None, NOW, RULES, [stated])
+    assert (result.claim.complaint_type, result.claim.strategy) == ("size", "represent_size")
+    assert [t.rule for t in result.transitions] == ["manual_review", "size_stated_in_listing", "buyer_message"]
+    assert "the seller stated complaint size" in result.transitions[1].reason
+    # without the statement (cleared) the mail decides again
+    assert replay(ORDER, [("<c>", claim(None)), ("<b>", later)], None, NOW, RULES).claim.complaint_type == \
+        "not_received"
+
+
+def test_stated_shipment_facts_win_over_the_shipment_records() -> None:
+    statements = [Statement("seller:1", T0 + timedelta(hours=1), "carrier", "DHL"),
+                  Statement("seller:2", T0 + timedelta(hours=1), "tracking", "JJD000390007827123456"),
+                  Statement("seller:3", T0 + timedelta(hours=1), "delivered", "2026-11-05")]
+    view = replay(ORDER, [("<c>", claim("not_received"))], Shipment("SlowBoat", "SB1", None, None), NOW, RULES,
+                  statements).claim
+    assert (view.carrier, view.tracking_number, view.delivered_on, view.strategy) == (
+        "DHL", "JJD000390007827123456", date(2026, 11, 5), "represent_delivered")
+
+
+def test_a_refund_closes_the_claim_and_stops_the_alarm() -> None:
+    refund = notice("refund_issued", at=T0 + timedelta(days=1), amount="24.99", currency="USD")
+    view, steps = run(claim("not_received"), refund, now=T0 + timedelta(days=30))
+    assert (view.state, view.strategy, view.drafts, view.flagged) == ("refunded", None, (), False)
+    assert steps[-1].rule == "refund_issued" and "24.99 USD" in steps[-1].reason
+
+
+def test_a_refund_without_a_claim_is_kept_on_the_order() -> None:
+    view, steps = run(notice("refund_issued", at=T0, amount="10.00", currency="EUR"))
+    assert not view.listed and steps[-1].kind == "note" and "no claim" in steps[-1].reason
+    later, _ = run(notice("refund_issued", at=T0, amount="10.00", currency="EUR"), claim("not_received",
+                                                                                          at=T0 + timedelta(days=1)))
+    assert later.state == "awaiting_buyer"  # a claim after a refund is still decided (Amazon may close it)
+
+
+def test_an_untrusted_refund_cannot_close_a_claim() -> None:
+    spoof = notice("refund_issued", at=T0 + timedelta(days=1), trusted=False, sender="x@amaz0n.example")
+    view, steps = run(claim("not_received"), spoof)
+    assert view.state == "awaiting_buyer" and view.flagged and steps[-1].rule == "untrusted_sender"
+
+
+def test_an_undelivered_message_marks_the_next_buyer_draft_important() -> None:
+    undelivered = notice("message_undelivered", at=T0 + timedelta(days=1))
+    view, steps = run(claim("damaged_on_arrival"), undelivered)
+    assert view.flagged and "did not get our message" in view.flag_reason
+    assert view.draft.step == "persuade_withdraw_damaged#important1" and view.draft.important
+    assert steps[-1].kind == "flag"
+
+
+def test_amazons_copy_of_the_sellers_reply_is_noted() -> None:
+    copy = notice("seller_reply_copy", at=T0 + timedelta(hours=3), buyer_name="Jane")
+    view, steps = run(claim("not_received"), copy)
+    assert view.last_seller_reply_at == T0 + timedelta(hours=3) and steps[-1].rule == "seller_replied"
+    assert view.strategy == "offer_refund_or_resend"
+
+
+def test_customer_service_is_answered_by_email() -> None:
+    view, _ = run(inquiry("size", at=T0))
+    assert (view.state, view.strategy, view.inquiry_address) == ("buyer_contact", "answer_size",
+                                                                  "cs-reply@amazon.com")
+    assert view.draft.audience == "amazon_cs" and view.draft.step == "answer_size#inquiry"
+    opened, _ = run(claim("not_received"), inquiry("not_received", at=T0 + timedelta(hours=2)))
+    assert opened.strategy == "offer_refund_or_resend" and opened.flagged
+    assert {p.audience for p in opened.drafts} == {"buyer", "amazon_cs"}
+
+
+def test_a_cancellation_request_is_noted_and_changes_nothing() -> None:
+    view, steps = run(claim("size"), notice("cancellation_request", at=T0 + timedelta(hours=1)))
+    assert view.strategy == "represent_size" and steps[-1].rule == "cancellation_request"
+
+
+def test_a_decision_removes_every_plan() -> None:
+    view, _ = run(buyer("other", at=T0 - timedelta(days=1), complaint_type="not_received"), claim(None),
+                  inquiry("not_received", at=T0 + timedelta(hours=1)), facts("claim_denied", at=T0 + timedelta(days=1)))
+    assert (view.state, view.drafts) == ("resolved", ())
 
 
 # --- deadlines --------------------------------------------------------------------------------------------------
@@ -331,7 +493,8 @@ def test_apply_ignores_other_mail() -> None:
 # --- convergence: the pure replay --------------------------------------------------------------------------------
 
 KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn", "buyer_message",
-         "other")
+         "amazon_inquiry", "return_request", "refund_issued", "cancellation_request", "seller_reply_copy",
+         "message_undelivered", "other")
 COMPLAINTS = (None, "not_received", "size", "damaged_on_arrival", "damaged_after_use", "not_as_described", "other")
 INTENTS = ("wants_refund", "wants_resend", "resolved", "will_withdraw", "other")
 HOURS = st.integers(min_value=-72, max_value=24 * 9)
@@ -347,6 +510,8 @@ def a_message(draw: st.DrawFn) -> Facts:
         deadline = sent + timedelta(hours=draw(st.sampled_from([48, 72, 168])))
     return facts(
         kind, at=sent, complaint_type=draw(st.sampled_from(COMPLAINTS)), deadline_at=deadline,
+        reply_channel="email" if kind == "amazon_inquiry" else None,
+        reply_address="cs-reply@amazon.com" if kind == "amazon_inquiry" else None,
         buyer_intent=draw(st.sampled_from(INTENTS)) if kind == "buyer_message" else None,
         trusted=draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True,
         delivered=draw(st.booleans()),
@@ -401,7 +566,7 @@ STORIES = {
 @pytest.fixture(scope="module")
 def understood() -> dict[str, list[tuple[str, Facts]]]:
     from pipeline.message import parse_message
-    from pipeline.understand import Understander
+    from pipeline.understanding.understander import Understander
 
     understander = Understander()
     result = {}
@@ -455,7 +620,7 @@ def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     from pipeline.message import parse_message
     from pipeline.poller import _envelope
     from pipeline.store import Store
-    from pipeline.understand import Understander
+    from pipeline.understanding.understander import Understander
 
     path = tmp_path_factory.mktemp("convergence") / "template.db"
     store = Store(f"sqlite:///{path}")
@@ -562,13 +727,17 @@ def test_claim_desk_converges_whatever_the_processing_order(message_store: tuple
 
 
 def test_a_reply_to_outside_amazon_never_becomes_the_drafts_recipient() -> None:
-    """A notification whose Reply-To points elsewhere (a forged or odd header) is answered at Amazon's address."""
+    """Amazon's claim mail is answered in Seller Central; a Reply-To pointing elsewhere changes nothing."""
     view, _ = run(claim("size", reply_to="seller-verification@amaz0n-support.test"))
-    assert view.amazon_reply_to == "atoz-guarantee-no-reply@amazon.com"
+    assert view.amazon_reply_to is None
     info = facts("claim_info_request", at=T0 + timedelta(days=1), reply_to="verify@example.test",
                  deadline_hours=48, deadline_at=T0 + timedelta(days=3))
     view, _ = run(claim("size"), info)
-    assert view.amazon_reply_to == REPLY_TO  # the claim's own Amazon reply address is kept
+    assert view.amazon_reply_to is None
+    # only an Amazon address the understanding says reaches a person is ever a recipient
+    person = facts("claim_info_request", at=T0 + timedelta(days=1), reply_channel="email",
+                   reply_address="claims-team@amazon.com")
+    assert run(claim("size"), person)[0].amazon_reply_to == "claims-team@amazon.com"
 
 
 @pytest.mark.parametrize("carrier", ["UPS Ground", "FedEx Home Delivery", "DHL eCommerce", "Royal Mail Tracked 48",

@@ -42,27 +42,27 @@ ROWS = [
      "not_received", False, "claim_granted", "Amazon granted the claim"),
     ("not as described", "114-7720351-0064429", "new", "manual_review",
      "not_as_described", True, "manual_review", "no rule for 'not as described'"),
-    ("unclear", "112-6610394-2287105", "new", "manual_review",
-     None, True, "manual_review", "the complaint is unclear"),
+    ("reason not in Amazon's mail", "112-6610394-2287105", "new", "manual_review",
+     None, True, "manual_review", "reason not in Amazon's mail: check Seller Central"),
     ("Amazon asks for more information", "111-3346720-5508813", "awaiting_amazon", "represent_size",
      "size", True, "info_request", "Amazon asks for more information (round 1)"),
 ]
 ROW_IDS = [row[0] for row in ROWS]
 # the claim notice of each row and the deadline it states
 NOTICES = {
-    "113-4410276-3381902": ("represent_delivered__claim_not_received.eml", timedelta(days=7)),
-    "114-2093381-5520417": ("offer_refund_or_resend__claim_not_received_no_tracking.eml", timedelta(days=7)),
-    "302-5518820-4471963": ("represent_size__antrag_groesse_amazon_de.eml", timedelta(days=7)),
-    "111-7730915-2264408": ("persuade_withdraw_damaged__claim_damaged_on_arrival.eml", timedelta(days=7)),
-    "112-3381046-9917725": ("represent_misuse__claim_damaged_after_use.eml", timedelta(days=7)),
-    "113-8820461-1175320": ("request_withdrawal__claim_not_received.eml", timedelta(days=7)),
-    "111-2274019-6605318": ("will_withdraw__claim_damaged_on_arrival.eml", timedelta(days=7)),
-    "114-6602918-3357140": ("refund_needed__claim_not_received.eml", timedelta(days=7)),
-    "111-5502384-7719026": ("resolved_withdrawn__claim_size.eml", timedelta(days=7)),
-    "112-9920475-6630184": ("resolved_denied__claim_not_received.eml", timedelta(days=7)),
-    "113-0045712-8893326": ("granted__claim_not_received.eml", timedelta(days=7)),
-    "114-7720351-0064429": ("manual_review__claim_not_as_described.eml", timedelta(days=7)),
-    "112-6610394-2287105": ("manual_review__claim_no_reason.eml", timedelta(days=7)),
+    "113-4410276-3381902": ("represent_delivered__claim_not_received.eml", timedelta(hours=72)),
+    "114-2093381-5520417": ("offer_refund_or_resend__claim_not_received_no_tracking.eml", timedelta(hours=72)),
+    "302-5518820-4471963": ("represent_size__antrag_groesse_amazon_de.eml", timedelta(hours=72)),
+    "111-7730915-2264408": ("persuade_withdraw_damaged__claim_damaged_on_arrival.eml", timedelta(hours=72)),
+    "112-3381046-9917725": ("represent_misuse__claim_damaged_after_use.eml", timedelta(hours=72)),
+    "113-8820461-1175320": ("request_withdrawal__claim_not_received.eml", timedelta(hours=72)),
+    "111-2274019-6605318": ("will_withdraw__claim_damaged_on_arrival.eml", timedelta(hours=72)),
+    "114-6602918-3357140": ("refund_needed__claim_not_received.eml", timedelta(hours=72)),
+    "111-5502384-7719026": ("resolved_withdrawn__claim_size.eml", timedelta(hours=72)),
+    "112-9920475-6630184": ("resolved_denied__claim_not_received.eml", timedelta(hours=72)),
+    "113-0045712-8893326": ("granted__claim_not_received.eml", timedelta(hours=72)),
+    "114-7720351-0064429": ("manual_review__claim_not_as_described.eml", timedelta(hours=72)),
+    "112-6610394-2287105": ("manual_review__claim_no_reason.eml", timedelta(hours=72)),
     # the request for more information moves the deadline to what it states: 48 hours from its own Date
     "111-3346720-5508813": ("info_request__amazon_more_information_48h.eml", timedelta(hours=48)),
 }
@@ -130,7 +130,8 @@ def test_json_carries_the_design_fields(world_claims: dict[str, dict[str, Any]])
     assert delivered["marketplace"] == "amazon.com"
     assert world_claims["302-5518820-4471963"]["marketplace"] == "amazon.de"
     assert world_claims["113-8820461-1175320"]["buyer_address"] == "k3m9x2q7v1w8abc@marketplace.amazon.com"
-    assert world_claims["114-2093381-5520417"]["buyer_address"] is None  # no buyer message so far
+    assert world_claims["114-2093381-5520417"]["buyer_address"] == "h2e5n8r1y4q7w0z@marketplace.amazon.com"
+    assert world_claims["112-6610394-2287105"]["buyer_address"] is None  # no buyer message at all
     for claim in world_claims.values():
         assert claim["opened_at"].endswith("Z") and claim["deadline_at"].endswith("Z")
 
@@ -165,6 +166,7 @@ def test_untrusted_sender_cannot_close_a_claim(playbook_world: DeskEnv,
 
 
 def test_untrusted_buyer_lookalike_cannot_steer_a_claim(desk_env: DeskEnv) -> None:
+    desk_env.append("offer_refund_or_resend__buyer_not_arrived.eml")
     desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
     raw = desk_env.eml("request_withdrawal__buyer_found_parcel.eml").replace(
         b"k3m9x2q7v1w8abc@marketplace.amazon.com", b"k3m9x2q7v1w8abc@marketplace.amazon.com.evil.test").replace(
@@ -174,9 +176,9 @@ def test_untrusted_buyer_lookalike_cannot_steer_a_claim(desk_env: DeskEnv) -> No
     desk_env.poll(clock=datetime(2026, 11, 11, 12, tzinfo=UTC))
     claim = desk_env.claim("114-2093381-5520417")
     assert (claim["state"], claim["strategy"]) == ("awaiting_buyer", "offer_refund_or_resend")
-    assert claim["buyer_address"] is None and claim["flagged"] is True
+    assert claim["buyer_address"] == "h2e5n8r1y4q7w0z@marketplace.amazon.com" and claim["flagged"] is True
     assert "marketplace.amazon.com.evil.test" in claim["flag_reason"]
-    assert [d["To"] for d in desk_env.drafts("114-2093381-5520417")] == [None]
+    assert [d["To"] for d in desk_env.drafts("114-2093381-5520417")] == ["h2e5n8r1y4q7w0z@marketplace.amazon.com"]
 
 
 # --- deadlines ---------------------------------------------------------------------------------------------
@@ -187,6 +189,7 @@ ANSWERED_ORDER = "205-6620913-4418357"
 
 
 def test_deadline_escalation_with_a_fixed_clock(desk_env: DeskEnv) -> None:
+    desk_env.append("escalation__buyer_not_arrived_uk.eml")
     desk_env.append(UK_CLAIM)
     deadline = datetime(2026, 11, 12, 12, tzinfo=UTC)  # Date + 72 h: the notice's own words, not response_days
     margin = timedelta(hours=24)
@@ -214,6 +217,7 @@ def test_deadline_escalation_with_a_fixed_clock(desk_env: DeskEnv) -> None:
 def test_a_question_from_the_buyer_does_not_stop_the_escalation(desk_env: DeskEnv) -> None:
     """The buyer wrote back, but only to ask which courier it was: nothing is settled, so the refund alarm
     still goes off before the deadline."""
+    desk_env.append("escalation_answered__buyer_not_arrived_uk.eml")
     desk_env.append("escalation_answered__claim_not_received_3_calendar_days.eml")
     desk_env.append("escalation_answered__buyer_still_waiting.eml")
     desk_env.poll(clock=datetime(2026, 11, 12, 11, tzinfo=UTC))  # an hour before the deadline
@@ -225,6 +229,7 @@ def test_a_question_from_the_buyer_does_not_stop_the_escalation(desk_env: DeskEn
 
 def test_escalation_margin_comes_from_the_config(make_desk_env) -> None:
     env = make_desk_env(seller={"refund_margin_hours": 48})
+    env.append("escalation__buyer_not_arrived_uk.eml")
     env.append(UK_CLAIM)
     env.poll(clock=datetime(2026, 11, 10, 12, 30, tzinfo=UTC))  # 47.5 h before the deadline
     assert env.claim(UK_ORDER)["state"] == "refund_needed"
@@ -232,14 +237,15 @@ def test_escalation_margin_comes_from_the_config(make_desk_env) -> None:
 
 
 def test_backfill_months_later_computes_the_same_deadline(desk_env: DeskEnv) -> None:
+    desk_env.append("represent_misuse__buyer_broke_after_use.eml")
     desk_env.append("represent_misuse__claim_damaged_after_use.eml")
     desk_env.poll(clock=datetime(2027, 3, 1, tzinfo=UTC))
     claim = desk_env.claim("112-3381046-9917725")
-    assert claim["deadline_at"] == "2026-11-17T09:12:56Z"
+    assert claim["deadline_at"] == "2026-11-13T09:12:56Z"
     assert claim["opened_at"] == "2026-11-10T09:12:56Z"
     # a backfill must not fill Drafts with replies to claims Amazon decided long ago
     assert desk_env.drafts("112-3381046-9917725") == []
-    assert claim["flagged"] and claim["flag_reason"].startswith("deadline passed on 2026-11-17 09:12 UTC")
+    assert claim["flagged"] and claim["flag_reason"].startswith("deadline passed on 2026-11-13 09:12 UTC")
 
 
 # --- linking ---------------------------------------------------------------------------------------------
@@ -252,8 +258,10 @@ def test_early_buyer_message_fills_the_claim(desk_env: DeskEnv, separate_polls: 
     if separate_polls:
         desk_env.append("early_buyer__buyer_arrived_broken.eml")
         desk_env.poll(clock=datetime(2026, 11, 7, 10, tzinfo=UTC))
-        assert desk_env.claim(EARLY_ORDER) is None  # a buyer message alone opens no claim
-        assert "no claim: only messages that cannot open one" in desk_env.show(EARLY_ORDER)
+        # no claim yet, but the complaint is answered at once: that answer is what Amazon reads later
+        case = desk_env.claim(EARLY_ORDER)
+        assert (case["state"], case["strategy"], case["opened_at"]) == ("buyer_contact", "answer_damaged", None)
+        assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(EARLY_ORDER)] == ["answer_damaged"]
         desk_env.append("early_buyer__claim_no_reason.eml")
     else:  # the claim arrives first, the buyer's older message after it
         desk_env.append("early_buyer__claim_no_reason.eml")
@@ -265,10 +273,11 @@ def test_early_buyer_message_fills_the_claim(desk_env: DeskEnv, separate_polls: 
         "awaiting_buyer", "persuade_withdraw_damaged", "damaged_on_arrival")
     assert claim["buyer_address"] == "d4f6g8h1j3k5buy@marketplace.amazon.com"
     assert claim["opened_at"] == "2026-11-09T10:00:00Z"  # the claim's date, not the buyer's
-    notes = events(desk_env, EARLY_ORDER, "note")
-    assert [e["rule"] for e in notes] == ["buyer_message_before_claim"]
-    drafts = desk_env.drafts(EARLY_ORDER)
-    assert [d["To"] for d in drafts] == ["d4f6g8h1j3k5buy@marketplace.amazon.com"]
+    steps = [e["rule"] for e in events(desk_env, EARLY_ORDER) if e["kind"] == "transition"]
+    assert steps == ["answer_damaged", "damaged_on_arrival"]
+    drafts = desk_env.drafts(EARLY_ORDER)  # the claim's draft replaced the untouched answer
+    assert [(d["X-Pipeline-Strategy"], d["To"]) for d in drafts] == [
+        ("persuade_withdraw_damaged", "d4f6g8h1j3k5buy@marketplace.amazon.com")]
 
 
 RELAY_ORDER = "114-8845120-3390276"
@@ -303,6 +312,7 @@ IRT_ORDER = "114-2093381-5520417"
 
 
 def test_buyer_reply_linked_by_in_reply_to_our_draft(desk_env: DeskEnv) -> None:
+    desk_env.append("offer_refund_or_resend__buyer_not_arrived.eml")
     desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
     desk_env.poll(clock=datetime(2026, 11, 9, 17, tzinfo=UTC))
     [draft] = desk_env.drafts(IRT_ORDER)
@@ -370,6 +380,7 @@ def test_reimported_delivery_date_moves_the_claim_to_represent_delivered(desk_en
     assert f"{v1}:3: skipped: order_id '112-447192-3318265'" in result.output
     assert f"{v1}:4: skipped: delivered_date 'yesterday' is not an ISO 8601 date" in result.output
 
+    desk_env.append("reimport__buyer_not_arrived.eml")
     desk_env.append("reimport__claim_not_received.eml")
     desk_env.poll(clock=datetime(2026, 11, 9, 17, tzinfo=UTC))
     claim = desk_env.claim(REIMPORT_ORDER)
@@ -401,8 +412,11 @@ def test_reimported_delivery_date_moves_the_claim_to_represent_delivered(desk_en
     finally:
         store.dispose()
 
-    # the untouched buyer draft was replaced by the one to Amazon
-    [draft] = desk_env.drafts(REIMPORT_ORDER)
+    # the untouched offer to the buyer was taken out: now the buyer is told where the parcel was delivered,
+    # and Amazon that it was
+    answer, draft = desk_env.drafts(REIMPORT_ORDER)
+    assert answer["X-Pipeline-Strategy"] == "answer_delivered" and "JJD000390007827123456" in answer.body
+    assert "offer_refund_or_resend" in desk_env.show(REIMPORT_ORDER).split("drafts:")[1].split("\n")[1]
     assert draft["X-Pipeline-Strategy"] == "represent_delivered"
     assert "JJD000390007827123456" in draft.body and "November 2, 2026" in draft.body
 
@@ -413,6 +427,7 @@ def test_an_unrecognized_carrier_is_not_represented(desk_env: DeskEnv) -> None:
                    f"{REIMPORT_ORDER}\tOther\tSlowBoat Parcel\tSB123456789\t2026-10-28\t2026-11-02\n",
                    encoding="utf-8")
     desk_env.cli("orders", "import", str(csv))
+    desk_env.append("reimport__buyer_not_arrived.eml")
     desk_env.append("reimport__claim_not_received.eml")
     desk_env.poll(clock=datetime(2026, 11, 9, 17, tzinfo=UTC))
     claim = desk_env.claim(REIMPORT_ORDER)
@@ -438,6 +453,7 @@ def test_polling_again_changes_nothing(make_desk_env) -> None:
 
 def test_a_forged_amazon_withdrawal_cannot_close_a_claim(desk_env: DeskEnv) -> None:
     """From: atoz-guarantee-no-reply@amazon.com, but the seller's server says DMARC failed: the claim stays open."""
+    desk_env.append("offer_refund_or_resend__buyer_not_arrived.eml")
     desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
     forged = (PLAYBOOK_DATA / "resolved_withdrawn__amazon_claim_withdrawn.eml").read_bytes().replace(
         b"111-5502384-7719026", b"114-2093381-5520417")
