@@ -15,36 +15,37 @@ from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pipeline.claims import record_event
 from pipeline.config import Settings
 from pipeline.errors import DraftError
 from pipeline.mailbox import Mailbox
-from pipeline.playbook import AMAZON_FACING as AMAZON_STRATEGIES
+from pipeline.marketplaces import seller_central_url
 from pipeline.resources import search_path
 from pipeline.schema import Draft, StoredMessage
-from pipeline.store import Store
+from pipeline.store import Store, record_event
+from pipeline.understanding.language import bundled_languages
+from pipeline.understanding.language import format_date as lang_format_date
+from pipeline.vocabulary import AMAZON_STRATEGIES, CLOSED_STATES
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_LANGUAGES = ("en", "de", "fr", "it", "es")
-REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|sv|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
-MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober",
-           "November", "Dezember"),
-    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-           "novembre", "décembre"),
-    "it": ("gennaio", "febbraio", "marzo", "aprile", "maggio", "giugno", "luglio", "agosto", "settembre",
-           "ottobre", "novembre", "dicembre"),
-    "es": ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
-           "noviembre", "diciembre"),
+REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res|sv|vs)\s*(?:\[\d+\])?\s*:\s*)+",
+                          re.IGNORECASE)
+# carriers' public tracking pages, for the answer that tells the buyer their parcel was delivered
+TRACKING_LINKS = {
+    "UPS": "https://www.ups.com/track?tracknum={number}",
+    "USPS": "https://tools.usps.com/go/TrackConfirmAction?tLabels={number}",
+    "FedEx": "https://www.fedex.com/fedextrack/?trknbr={number}",
+    "DHL": "https://www.dhl.com/global-en/home/tracking.html?tracking-id={number}",
+    "Royal Mail": "https://www.royalmail.com/track-your-item#/tracking-results/{number}",
+    "YunExpress": "https://www.yuntrack.com/parcelTracking?id={number}",
 }
 
 
@@ -60,6 +61,8 @@ class DraftRequest:
     parent_message_id: str | None
     parent_references: tuple[str, ...]
     context: dict[str, object]
+    subject: str | None = None  # instead of "Re: <parent's subject>"
+    seller_central: bool = False  # answered by pasting into Seller Central: no To, where-to-paste lines on top
 
 
 @dataclass(frozen=True)
@@ -107,17 +110,28 @@ class DraftRenderer:
 
 
 def format_date(value: date | datetime | None, language: str) -> str | None:
-    """A date written the way the draft's language writes it."""
+    """A date written the way the draft's language writes it (models/<lang>/language.json "date_format")."""
     if value is None:
         return None
-    day, month, year = value.day, MONTHS.get(language, MONTHS["en"])[value.month - 1], value.year
-    return {
-        "en": f"{month} {day}, {year}",
-        "de": f"{day}. {month} {year}",
-        "fr": f"{day} {month} {year}",
-        "it": f"{day} {month} {year}",
-        "es": f"{day} de {month} de {year}",
-    }.get(language, f"{month} {day}, {year}")
+    languages = bundled_languages()
+    data = languages.get(language) or languages["en"]
+    return lang_format_date(value, data)
+
+
+def marketplace_words(language: str) -> dict[str, str]:
+    """Seller Central's words in a language ("Respond to Amazon", "Performance", "[Important]", …)."""
+    languages = bundled_languages()
+    data = languages.get(language) or languages["en"]
+    return {**languages["en"].get("seller_central", {}), **data.get("seller_central", {})}
+
+
+def tracking_link(carrier: str | None, number: str | None) -> str | None:
+    """The carrier's public tracking page for a number, when we know the carrier's page."""
+    if not carrier or not number:
+        return None
+    template = next((url for name, url in TRACKING_LINKS.items() if carrier.casefold().startswith(name.casefold())),
+                    None)
+    return template.format(number=number) if template else None
 
 
 def reply_subject(original: str) -> str:
@@ -198,6 +212,7 @@ def fingerprint(raw: bytes) -> str:
     return hashlib.sha256(normalized).hexdigest()
 
 
+DRAFT_POLICY = email.policy.SMTP.clone(max_line_length=998)
 OUR_HEADERS = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references", "x-pipeline-claim",
                "x-pipeline-strategy", "content-type", "content-transfer-encoding", "mime-version"}
 
@@ -213,12 +228,14 @@ def build_message(request: DraftRequest, body: str, *, from_address: str, store_
     message_id = message_id or new_message_id(from_address)
     parent = safe_message_id(request.parent_message_id)
     references = [r for r in (safe_message_id(r) for r in request.parent_references) if r and r != parent]
-    message = EmailMessage(policy=email.policy.SMTP)
+    # long lines are allowed (up to RFC 5322's 998): a folded Message-ID would be written as an RFC 2047 encoded
+    # word, which no mail client (nor Amazon) reads as a reference, and the draft would lose its thread
+    message = EmailMessage(policy=DRAFT_POLICY)
     try:
         message["From"] = email.utils.formataddr((header_text(store_name), from_address))
         if request.recipient:
             message["To"] = _safe_address(request.recipient)
-        message["Subject"] = reply_subject(request.parent_subject)
+        message["Subject"] = header_text(request.subject) if request.subject else reply_subject(request.parent_subject)
         message["Date"] = format_datetime(now)
         message["Message-ID"] = message_id
         if parent:
@@ -232,6 +249,14 @@ def build_message(request: DraftRequest, body: str, *, from_address: str, store_
         raise DraftError(f"cannot build the draft message: {exc}") from None
     _verify_headers(raw, request)
     return RenderedDraft(message_id, raw, fingerprint(raw), request.language)
+
+
+def _same_audience(draft: Draft) -> Any:
+    """A query condition: drafts for the same audience as `draft` (a newer one replaces only those)."""
+    if draft.audience is None:
+        return or_(Draft.audience.is_(None), Draft.audience == ("amazon" if draft.strategy in AMAZON_STRATEGIES
+                                                                 else "buyer"))
+    return or_(Draft.audience == draft.audience, Draft.audience.is_(None))
 
 
 def _verify_headers(raw: bytes, request: DraftRequest) -> None:
@@ -265,7 +290,8 @@ class DraftSync:
         self.renderer = renderer or DraftRenderer(settings.drafts.templates_dir or None)
 
     def sync(self, mailbox: Mailbox, now: datetime) -> int:
-        """Write every wanted draft, then check the written ones; return how many were written."""
+        """Write every wanted draft, take out the ones their claim no longer wants, then check the written ones;
+        return how many were written."""
         with self.store.session() as session:
             pending = list(session.scalars(select(Draft.id).where(Draft.status == "wanted").order_by(Draft.id)))
         if not pending and not self._has_written():
@@ -278,23 +304,41 @@ class DraftSync:
                 if draft.status != "wanted":
                     continue
                 newer = session.scalar(select(Draft.id).where(Draft.claim_id == draft.claim_id, Draft.id > draft.id,
+                                                              _same_audience(draft),
                                                               Draft.status.in_(("wanted", "written"))))
                 if newer:
                     draft.status = "superseded"
                     continue
                 written += self._write(session, mailbox, folder, draft, now)
+        self._retire_unwanted(mailbox, folder, now)
         self._check_written(mailbox, folder, now)
         return written
 
+    def _retire_unwanted(self, mailbox: Mailbox, folder: str, now: datetime) -> None:
+        """Drafts of steps the claim has left (a newer step, a decision): untouched ones are deleted."""
+        with self.store.session() as session:
+            retiring = list(session.scalars(select(Draft.id).where(Draft.status.in_(("retiring", "deleting")))
+                                            .order_by(Draft.id)))
+        for draft_id in retiring:
+            with self.store.session() as session:
+                draft = session.get_one(Draft, draft_id)
+                if draft.status in ("retiring", "deleting"):
+                    self._retire(session, mailbox, folder, draft, now)
+
     def _has_written(self) -> bool:
         with self.store.session() as session:
-            return session.scalar(select(Draft.id).where(Draft.status == "written").limit(1)) is not None
+            return session.scalar(select(Draft.id).where(Draft.status.in_(("written", "retiring", "deleting")))
+                                  .limit(1)) \
+                is not None
 
     def _write(self, session: Session, mailbox: Mailbox, folder: str, draft: Draft, now: datetime) -> int:
         claim = draft.claim
         try:
             request = self.request_for(session, draft)
             body = self.renderer.render(draft.strategy, request.language, request.context)
+            if request.seller_central:
+                # answered in Seller Central: say where, above the text to paste
+                body = self.renderer.render("seller_central", request.language, request.context) + body
             rendered = build_message(request, body, from_address=self.settings.seller.from_address,
                                      store_name=self.settings.seller.store_name, now=now,
                                      message_id=draft.header_message_id)
@@ -330,39 +374,50 @@ class DraftSync:
         draft.language, draft.recipient = request.language, request.recipient
         if claim.flagged and (claim.flag_reason or "").startswith(f"draft {draft.strategy} not written"):
             claim.flagged, claim.flag_reason = False, None
-        record_event(session, claim, "draft_written",
-                     f"{draft.strategy} draft ({request.language}) to {request.recipient or 'no address yet'}", now)
+        where = request.recipient or ("Seller Central" if request.seller_central else "no address yet")
+        record_event(session, claim, "draft_written", f"{draft.strategy} draft ({request.language}) to {where}", now)
         log.info("claim %s: wrote %s draft", claim.order_id, draft.strategy)
-        for older in session.scalars(select(Draft).where(Draft.claim_id == claim.id, Draft.id != draft.id,
-                                                          Draft.status == "written")):
-            self._retire(session, mailbox, folder, older, now)
         return 1
 
     def request_for(self, session: Session, draft: Draft) -> DraftRequest:
-        """The template context and threading of a draft, from its claim and the message it answers."""
+        """The template context, addressing and threading of a draft, from its claim and the message it answers."""
         claim = draft.claim
         parent = session.get(StoredMessage, draft.parent_message_id) if draft.parent_message_id else None
         facts = parent.facts if parent is not None and parent.facts else {}
         language = self.renderer.language_for(draft.strategy, draft.language or claim.language
                                               or self.settings.seller.language)
+        audience = draft.audience or ("amazon" if draft.strategy in AMAZON_STRATEGIES else "buyer")
+        recipient = {"amazon": claim.amazon_reply_to, "amazon_cs": draft.recipient}.get(audience, claim.buyer_address)
+        seller_central = audience == "amazon" and not recipient
+        words = marketplace_words(language)
         context: dict[str, object] = {
             "store_name": self.settings.seller.store_name,
             "order_id": claim.order_id,
             "marketplace": claim.marketplace or "amazon.com",
+            "seller_central_url": seller_central_url(claim.marketplace),
             "info_request": "#info" in draft.step,
+            "to_amazon_cs": audience == "amazon_cs",
             "deadline": format_date(claim.deadline_at, language),
             "buyer_name": greeting_name(claim.buyer_name),
             "tracking_number": claim.tracking_number,
             "carrier": claim.carrier,
+            "tracking_link": tracking_link(claim.carrier, claim.tracking_number),
             "delivery_date": format_date(claim.delivered_on, language),
+            "complaint_type": claim.complaint_type,
+            **{f"sc_{key}": value for key, value in words.items()},
         }
-        recipient = claim.amazon_reply_to if draft.strategy in AMAZON_STRATEGIES else claim.buyer_address
+        subject = None
+        if seller_central:
+            subject = f"{words.get('respond_to_amazon', 'Respond to Amazon')}: {claim.order_id}"
+        elif "#important" in draft.step:
+            subject = f"{words.get('important', '[Important]')} {reply_subject(str(facts.get('subject') or ''))}"
         return DraftRequest(
             order_id=claim.order_id, strategy=draft.strategy, language=language, recipient=recipient,
             parent_subject=str(facts.get("subject") or f"Order {claim.order_id}"),
             parent_message_id=facts.get("message_id") or (parent.message_key if parent and
                                                            parent.message_key.startswith("<") else None),
-            parent_references=tuple(facts.get("references") or ()), context=context)
+            parent_references=tuple(facts.get("references") or ()), context=context, subject=subject,
+            seller_central=seller_central)
 
     def _locate(self, mailbox: Mailbox, header_message_id: str | None) -> list[int]:
         if not header_message_id:
@@ -370,22 +425,39 @@ class DraftSync:
         return mailbox.search_header("Message-ID", header_message_id)
 
     def _retire(self, session: Session, mailbox: Mailbox, folder: str, older: Draft, now: datetime) -> None:
-        """Replace an older step's draft: delete it if untouched; if edited or sent, leave it and say so."""
+        """Take out a draft its claim no longer wants: delete it if untouched; if edited or sent, leave it.
+
+        The draft is "retiring" in the database before anything is deleted, so a crash between the delete and
+        the record cannot make our own deletion look like a person's edit on the next run.
+        """
         mailbox.select(folder, readonly=False)
         uids = self._locate(mailbox, older.header_message_id)
+        decided = older.claim.state in CLOSED_STATES
         if not uids:
-            self._gone(session, mailbox, older, now)
+            if older.status == "deleting":  # our own delete went through, then the run stopped
+                older.status = "replaced"
+                record_event(session, older.claim, "draft_replaced",
+                             f"untouched {older.strategy} draft removed", now)
+            else:
+                self._gone(session, mailbox, older, now)
             return
         raws = mailbox.fetch_raw(uids)
         if raws and all(fingerprint(raw) == older.body_sha256 for raw in raws.values()):
+            older.status = "deleting"
+            session.commit()  # what we are about to delete is on record before it goes
             mailbox.delete(folder, list(raws))
             older.status = "replaced"
-            record_event(session, older.claim, "draft_replaced",
-                         f"untouched {older.strategy} draft replaced by the newer step", now)
+            why = "the claim was decided" if decided else "the claim moved to a newer step"
+            record_event(session, older.claim, "draft_replaced", f"untouched {older.strategy} draft removed: {why}",
+                         now)
             return
         older.status = "edited"
+        if decided:
+            older.claim.flagged = True
+            older.claim.flag_reason = f"the claim was decided: do not send the edited {older.strategy} draft"
         record_event(session, older.claim, "draft_edited",
-                     f"the {older.strategy} draft was changed by hand; kept next to the newer one", now)
+                     f"the {older.strategy} draft was changed by hand; left in Drafts"
+                     + (": the claim was decided, do not send it" if decided else ""), now)
 
     def _check_written(self, mailbox: Mailbox, folder: str, now: datetime) -> None:
         """Drafts that left the Drafts folder were sent or edited by the person: record which, once."""
@@ -405,6 +477,16 @@ class DraftSync:
 
     def _gone(self, session: Session, mailbox: Mailbox, draft: Draft, now: datetime) -> None:
         """Our draft is no longer in Drafts: sent (a reply in Sent) or edited/removed by the person."""
+        if self._in_sent(session, mailbox, draft):
+            draft.status = "sent"
+            record_event(session, draft.claim, "reply_sent", f"the {draft.strategy} reply was sent", now)
+            return
+        draft.status = "edited"
+        record_event(session, draft.claim, "draft_edited",
+                     f"the {draft.strategy} draft was edited or removed by hand; left alone", now)
+
+    def _in_sent(self, session: Session, mailbox: Mailbox, draft: Draft) -> bool:
+        """Whether the Sent folder holds our draft, or a reply to the message it answers."""
         sent = mailbox.sent_folder()
         found = False
         if sent:
@@ -415,10 +497,4 @@ class DraftSync:
                 parent = session.get(StoredMessage, draft.parent_message_id)
                 if parent is not None and parent.message_key.startswith("<"):
                     found = bool(mailbox.search_header("In-Reply-To", parent.message_key))
-        if found:
-            draft.status = "sent"
-            record_event(session, draft.claim, "reply_sent", f"the {draft.strategy} reply was sent", now)
-        else:
-            draft.status = "edited"
-            record_event(session, draft.claim, "draft_edited",
-                         f"the {draft.strategy} draft was edited or removed by hand; left alone", now)
+        return found

@@ -27,7 +27,7 @@ from pipeline.errors import DraftError
 from pipeline.vocabulary import STRATEGIES
 
 SELLER = "claims@harbor-goods.example"
-NOW = datetime(2026, 11, 12, 9, 30, tzinfo=UTC)
+NOW = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
 
 # --- rendering and the MIME message (no server) ---------------------------------------------------------
 
@@ -204,33 +204,48 @@ def test_dates_are_written_the_languages_way(language: str, expected: str) -> No
 
 # --- against Dovecot: every drafting row of the playbook -----------------------------------------------------
 
-# order, strategy, recipient (None: no To), subject, file answered, language, words the body holds
+# order, strategy, recipient (None: no To), subject, file answered, language, words the body holds. Answers
+# to Amazon are pasted into Seller Central: no To, a "Respond to Amazon" subject, where to paste on top.
+SC = "=== Answer in Seller Central: paste the text below the line ==="
 DRAFT_ROWS = [
-    ("113-4410276-3381902", "represent_delivered", "atoz-guarantee-reply+Kd83hQpZ2w@amazon.com",
-     "Re: Claim received on order 113-4410276-3381902", "represent_delivered__claim_not_received.eml", "en",
-     ["1Z4V82W80312457006", "November 3, 2026", "UPS"]),
-    ("114-2093381-5520417", "offer_refund_or_resend", None,
-     "Re: Claim received on order 114-2093381-5520417",
-     "offer_refund_or_resend__claim_not_received_no_tracking.eml", "en", ["Dear Customer,"]),
-    ("302-5518820-4471963", "represent_size", "atoz-guarantee-reply+Pq7rS2tUv9@amazon.de",
-     "Re: A-bis-z-Garantieantrag zu Bestellung 302-5518820-4471963",
-     "represent_size__antrag_groesse_amazon_de.eml", "de", ["amazon.de"]),
-    ("111-7730915-2264408", "persuade_withdraw_damaged", None,
-     "Re: Action required: Claim received on order 111-7730915-2264408",
-     "persuade_withdraw_damaged__claim_damaged_on_arrival.eml", "en", ["withdraw"]),
-    ("112-3381046-9917725", "represent_misuse", "atoz-guarantee-reply+Zx5cV6bN3m@amazon.com",
-     "Re: Claim received on order 112-3381046-9917725", "represent_misuse__claim_damaged_after_use.eml", "en", []),
+    ("113-4410276-3381902", "answer_delivered", "g7r1a4c9e2x5k8w@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Grace (Order: 113-4410276-3381902)",
+     "represent_delivered__buyer_not_arrived.eml", "en", ["Dear Grace,", "1Z4V82W80312457006", "November 3, 2026", "https://www.ups.com/track?tracknum="]),
+    ("113-4410276-3381902", "represent_delivered", None, "Respond to Amazon: 113-4410276-3381902",
+     "represent_delivered__claim_not_received.eml", "en",
+     [SC, "https://sellercentral.amazon.com > Performance > A-to-z Guarantee Claims", "1Z4V82W80312457006",
+      "November 3, 2026"]),
+    ("114-2093381-5520417", "offer_refund_or_resend", "h2e5n8r1y4q7w0z@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Henry (Order: 114-2093381-5520417)",
+     "offer_refund_or_resend__buyer_not_arrived.eml", "en", ["Dear Henry,"]),
+    ("302-5518820-4471963", "answer_size", "j4o7n0a3s6q9w2e@marketplace.amazon.de",
+     "Re: Anfrage von Amazon-Kunde Jonas (Bestellung: 302-5518820-4471963)",
+     "represent_size__kaeufer_zu_klein_amazon_de.eml", "de", ["Guten Tag Jonas,", "Größentabelle"]),
+    ("302-5518820-4471963", "represent_size", None, "Amazon antworten: 302-5518820-4471963",
+     "represent_size__antrag_groesse_amazon_de.eml", "de",
+     ["=== Antwort in Seller Central", "https://sellercentral.amazon.de", "amazon.de"]),
+    ("111-7730915-2264408", "persuade_withdraw_damaged", "o1l4i7v0i3a6k9m@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Olivia (Order: 111-7730915-2264408)",
+     "persuade_withdraw_damaged__buyer_arrived_broken.eml", "en", ["Dear Olivia,", "withdraw"]),
+    ("112-3381046-9917725", "answer_after_use", "e3t6h9a2n5q8w1r@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Ethan (Order: 112-3381046-9917725)",
+     "represent_misuse__buyer_broke_after_use.eml", "en", ["Dear Ethan,", "[GOODWILL OFFER:"]),
+    ("112-3381046-9917725", "represent_misuse", None, "Respond to Amazon: 112-3381046-9917725",
+     "represent_misuse__claim_damaged_after_use.eml", "en", [SC]),
     ("113-8820461-1175320", "request_withdrawal", "k3m9x2q7v1w8abc@marketplace.amazon.com",
      "Re: Inquiry from Amazon customer Maria (Order: 113-8820461-1175320)",
      "request_withdrawal__buyer_found_parcel.eml", "en", ["Dear Maria,", "Your Orders", "Withdraw claim"]),
     ("111-2274019-6605318", "request_withdrawal", "r5t8y2u4i6o9buy@marketplace.amazon.com",
      "Re: Inquiry from Amazon customer Priya (Order: 111-2274019-6605318)",
      "will_withdraw__buyer_will_withdraw.eml", "en", ["Dear Priya,", "Withdraw claim"]),
-    ("111-3346720-5508813", "represent_size", "atoz-guarantee-reply+Jk7lZ8xC9v@amazon.com",
-     "Re: Action required: Claim on order 111-3346720-5508813 needs more information",
-     "info_request__amazon_more_information_48h.eml", "en", []),
-    ("114-1185530-7762094", "persuade_withdraw_damaged", None,
-     "Re: Claim received on order 114-1185530-7762094", "untrusted__claim_damaged_on_arrival.eml", "en", []),
+    ("111-3346720-5508813", "answer_size", "r7u0b3y6q9w2e5t@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Ruby (Order: 111-3346720-5508813)", "info_request__buyer_too_big.eml", "en",
+     ["Dear Ruby,", "size chart"]),
+    ("111-3346720-5508813", "represent_size", None, "Respond to Amazon: 111-3346720-5508813",
+     "info_request__amazon_more_information_48h.eml", "en", [SC, "As requested"]),
+    ("114-1185530-7762094", "persuade_withdraw_damaged", "l9e2o5q8w1e4r7t@marketplace.amazon.com",
+     "Re: Inquiry from Amazon customer Leo (Order: 114-1185530-7762094)", "untrusted__buyer_arrived_dented.eml", "en",
+     []),
 ]
 SIGN_OFF = {"en": "Kind regards,", "de": "Mit freundlichen Grüßen", "fr": "Cordialement,",
             "it": "Cordiali saluti,", "es": "Atentamente,"}
@@ -252,8 +267,7 @@ def world_drafts(playbook_world: DeskEnv) -> list[DeskMail]:
 def test_each_drafting_row_has_one_right_draft(world_drafts: list[DeskMail], order: str, strategy: str,
                                               recipient: str | None, subject: str, parent: str, language: str,
                                               words: list[str]) -> None:
-    [draft] = [d for d in world_drafts if d["X-Pipeline-Claim"] == order]
-    assert draft["X-Pipeline-Strategy"] == strategy
+    [draft] = [d for d in world_drafts if d["X-Pipeline-Claim"] == order and d["X-Pipeline-Strategy"] == strategy]
     assert draft["To"] == recipient
     assert draft["From"] == "Harbor Goods <claims@harbor-goods.example>"
     assert draft["Subject"] == subject and "Re: Re:" not in draft["Subject"]
@@ -285,15 +299,15 @@ def test_rows_without_a_draft_have_none(world_drafts: list[DeskMail], order: str
 
 
 def test_german_claim_gets_a_german_draft(world_drafts: list[DeskMail], playbook_world: DeskEnv) -> None:
-    [draft] = [d for d in world_drafts if d["X-Pipeline-Claim"] == "302-5518820-4471963"]
-    assert "Sehr geehrte" in draft.body or "Guten Tag" in draft.body
+    drafts = [d for d in world_drafts if d["X-Pipeline-Claim"] == "302-5518820-4471963"]
+    assert len(drafts) == 2 and all("Mit freundlichen Grüßen" in d.body for d in drafts)
     assert playbook_world.claim("302-5518820-4471963")["language"] == "de"
     assert "(de)" in playbook_world.show("302-5518820-4471963")
 
 
 def test_thread_references_puts_each_draft_under_its_parent(playbook_world: DeskEnv,
                                                              world_drafts: list[DeskMail]) -> None:
-    parents = {row[0]: parent_of(row[4])["Message-ID"] for row in DRAFT_ROWS}
+    parents = {(row[0], row[1]): parent_of(row[4])["Message-ID"] for row in DRAFT_ROWS}
     with playbook_world.imap() as client:
         folder = "ThreadCheck"
         client.create_folder(folder)
@@ -316,8 +330,8 @@ def test_thread_references_puts_each_draft_under_its_parent(playbook_world: Desk
     by_mid = {re.search(rb"<[^>]+>", header).group(0).decode(): uid for uid, header in ids.items()}
     thread_of = {uid: i for i, thread in enumerate(threads) for uid in flat(thread)}
     for draft in world_drafts:
-        order = draft["X-Pipeline-Claim"]
-        assert thread_of[by_mid[draft["Message-ID"]]] == thread_of[by_mid[parents[order]]], order
+        key = (draft["X-Pipeline-Claim"], draft["X-Pipeline-Strategy"])
+        assert thread_of[by_mid[draft["Message-ID"]]] == thread_of[by_mid[parents[key]]], key
 
 
 def test_running_again_adds_no_draft(playbook_world: DeskEnv, world_drafts: list[DeskMail]) -> None:
@@ -334,6 +348,7 @@ def test_running_again_adds_no_draft(playbook_world: DeskEnv, world_drafts: list
 # --- against Dovecot: changes, edits, sent replies ------------------------------------------------------------
 
 OFFER_ORDER = "114-2093381-5520417"
+OFFER_BUYER = "offer_refund_or_resend__buyer_not_arrived.eml"
 OFFER_CLAIM = "offer_refund_or_resend__claim_not_received_no_tracking.eml"
 DELIVERED_CSV = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
                  f"{OFFER_ORDER},USPS,9400111899223854712068,2026-10-30,2026-11-04\n")
@@ -345,6 +360,7 @@ def events(env: DeskEnv, order: str, kind: str) -> list[dict[str, Any]]:
 
 def offer_then_delivered(env: DeskEnv, between: Any = None) -> None:
     """A claim drafted as offer_refund_or_resend, then (after `between`) moved to represent_delivered."""
+    env.append(OFFER_BUYER)
     env.append(OFFER_CLAIM)
     env.poll(clock=NOW)
     assert [d["X-Pipeline-Strategy"] for d in env.drafts(OFFER_ORDER)] == ["offer_refund_or_resend"]
@@ -359,13 +375,14 @@ def offer_then_delivered(env: DeskEnv, between: Any = None) -> None:
 
 def test_strategy_change_replaces_the_untouched_draft(desk_env: DeskEnv) -> None:
     offer_then_delivered(desk_env)
-    [draft] = desk_env.drafts(OFFER_ORDER)
-    assert draft["X-Pipeline-Strategy"] == "represent_delivered"
-    assert draft["To"] == "atoz-guarantee-reply+Lm29xQv7Ta@amazon.com"
+    answer, draft = desk_env.drafts(OFFER_ORDER)
+    assert (answer["X-Pipeline-Strategy"], draft["X-Pipeline-Strategy"]) == ("answer_delivered", "represent_delivered")
+    assert draft["To"] is None and draft["Subject"] == f"Respond to Amazon: {OFFER_ORDER}"
     assert "9400111899223854712068" in draft.body and "November 4, 2026" in draft.body
     assert [e["rule"] for e in events(desk_env, OFFER_ORDER, "draft_replaced")] == ["draft_replaced"]
     statuses = [(d["strategy"], d["status"]) for d in desk_env.timeline(OFFER_ORDER)["drafts"]]
-    assert statuses == [("offer_refund_or_resend", "replaced"), ("represent_delivered", "written")]
+    assert statuses == [("offer_refund_or_resend", "replaced"), ("answer_delivered", "written"),
+                        ("represent_delivered", "written")]
 
 
 def take_draft(client: Any) -> bytes:
@@ -395,7 +412,8 @@ def edit_draft(env: DeskEnv, *, keep_message_id: bool) -> None:
 def test_an_edited_draft_is_kept_and_recorded(desk_env: DeskEnv, keep_message_id: bool) -> None:
     offer_then_delivered(desk_env, lambda: edit_draft(desk_env, keep_message_id=keep_message_id))
     drafts = desk_env.drafts(OFFER_ORDER)
-    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["offer_refund_or_resend", "represent_delivered"]
+    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["answer_delivered", "offer_refund_or_resend",
+                                                               "represent_delivered"]
     edited = next(d for d in drafts if d["X-Pipeline-Strategy"] == "offer_refund_or_resend")
     assert "P.S. We have already sent a replacement." in edited.body
     assert len(events(desk_env, OFFER_ORDER, "draft_edited")) == 1
@@ -415,12 +433,14 @@ def attach_to_draft(env: DeskEnv) -> None:
 def test_a_draft_with_an_attachment_added_is_not_untouched(desk_env: DeskEnv) -> None:
     offer_then_delivered(desk_env, lambda: attach_to_draft(desk_env))
     drafts = desk_env.drafts(OFFER_ORDER)
-    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["offer_refund_or_resend", "represent_delivered"]
+    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["answer_delivered", "offer_refund_or_resend",
+                                                               "represent_delivered"]
     assert len(events(desk_env, OFFER_ORDER, "draft_edited")) == 1
     assert not events(desk_env, OFFER_ORDER, "draft_replaced")
 
 
 def test_a_removed_draft_is_noticed_on_the_next_poll(desk_env: DeskEnv) -> None:
+    desk_env.append(OFFER_BUYER)
     desk_env.append(OFFER_CLAIM)
     desk_env.poll(clock=NOW)
     edit_draft(desk_env, keep_message_id=False)
@@ -442,12 +462,15 @@ def test_a_sent_reply_is_recorded(desk_env: DeskEnv) -> None:
     offer_then_delivered(desk_env, lambda: send_draft(desk_env))
     assert [e["rule"] for e in events(desk_env, OFFER_ORDER, "reply_sent")] == ["reply_sent"]
     assert not events(desk_env, OFFER_ORDER, "draft_edited")
-    assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(OFFER_ORDER)] == ["represent_delivered"]
+    assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(OFFER_ORDER)] == ["answer_delivered",
+                                                                               "represent_delivered"]
     statuses = {d["strategy"]: d["status"] for d in desk_env.timeline(OFFER_ORDER)["drafts"]}
-    assert statuses == {"offer_refund_or_resend": "sent", "represent_delivered": "written"}
+    assert statuses == {"offer_refund_or_resend": "sent", "answer_delivered": "written",
+                        "represent_delivered": "written"}
 
 
 def test_a_reply_in_sent_is_found_by_in_reply_to(desk_env: DeskEnv) -> None:
+    desk_env.append(OFFER_BUYER)
     desk_env.append(OFFER_CLAIM)
     desk_env.poll(clock=NOW)
     with desk_env.imap() as client:  # a client that drops our own headers but keeps the threading
@@ -468,6 +491,7 @@ INJECTION_ORDER = "114-3302618-5570281"
 
 
 def test_buyer_name_and_subject_from_mail_make_a_clean_draft(desk_env: DeskEnv) -> None:
+    desk_env.append("injection__buyer_not_arrived.eml")
     desk_env.append("injection__claim_not_received.eml")
     desk_env.append("injection__buyer_name_bcc_subject_template.eml")
     desk_env.poll(clock=NOW)
@@ -479,7 +503,7 @@ def test_buyer_name_and_subject_from_mail_make_a_clean_draft(desk_env: DeskEnv) 
     assert not [line for line in header_lines if line.lower().startswith((b"bcc", b"cc"))]
     assert "{{ 7*7 }}" in draft["Subject"] and "49" not in draft["Subject"]
     assert draft["Subject"].startswith("Re: Inquiry from Amazon customer {{ 7*7 }}")
-    assert draft.body.startswith("Dear Customer,")  # the "name" is no name: generic greeting
+    assert draft.body.startswith("Dear Mallory,")  # the hostile "name" is no name: the earlier, clean one
     assert "evil.test" not in draft.body and "49" not in draft.body
 
 
@@ -487,14 +511,16 @@ MISSING_ORDER = "113-7765012-0093351"
 
 
 def test_a_missing_template_value_fails_the_draft_and_flags_the_claim(desk_env: DeskEnv) -> None:
-    # Amazon's own words say tracking shows delivered, but give no date: represent_delivered needs one
+    # the buyer's own words say tracking shows delivered, but give no date: represent_delivered needs one
+    desk_env.append("missing_delivery_date__buyer_says_delivered.eml")
     desk_env.append("missing_delivery_date__claim_tracking_shows_delivered.eml")
     desk_env.poll(clock=NOW)
     claim = desk_env.claim(MISSING_ORDER)
     assert claim["strategy"] == "represent_delivered"
     assert claim["flagged"] is True and "delivery_date" in claim["flag_reason"]
-    assert not desk_env.drafts(MISSING_ORDER)
-    [failed] = desk_env.timeline(MISSING_ORDER)["drafts"]
+    # the answer to the buyer needs no date and is written; the representation is not
+    assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(MISSING_ORDER)] == ["answer_delivered"]
+    [failed] = [d for d in desk_env.timeline(MISSING_ORDER)["drafts"] if d["strategy"] == "represent_delivered"]
     assert failed["status"] == "failed" and "delivery_date" in failed["error"]
     assert [e["kind"] for e in events(desk_env, MISSING_ORDER, "draft_failed")] == ["draft_failed"]
 
@@ -512,7 +538,7 @@ def test_a_missing_template_value_fails_the_draft_and_flags_the_claim(desk_env: 
                    f"{MISSING_ORDER},UPS,1ZA8E5960348210005,2026-10-30,2026-11-05\n", encoding="utf-8")
     desk_env.cli("orders", "import", str(csv))
     desk_env.poll(clock=NOW + timedelta(hours=2))
-    [draft] = desk_env.drafts(MISSING_ORDER)
+    [draft] = [d for d in desk_env.drafts(MISSING_ORDER) if d["X-Pipeline-Strategy"] == "represent_delivered"]
     assert "November 5, 2026" in draft.body and "1ZA8E5960348210005" in draft.body
     assert desk_env.claim(MISSING_ORDER)["flagged"] is False
 
@@ -523,11 +549,13 @@ def test_users_templates_dir_is_used_for_the_file_it_overrides(make_desk_env, tm
     (own / "represent_misuse.txt.j2").write_text(
         "Hello A-to-z team,\n\nOur own words about order {{ order_id }}.\n\n{{ store_name }}\n", encoding="utf-8")
     env = make_desk_env(drafts={"templates_dir": str(tmp_path / "my-templates")})
-    env.append("represent_misuse__claim_damaged_after_use.eml")
-    env.append(OFFER_CLAIM)
+    for name in ("represent_misuse__buyer_broke_after_use.eml", "represent_misuse__claim_damaged_after_use.eml",
+                 OFFER_BUYER, OFFER_CLAIM):
+        env.append(name)
     env.poll(clock=NOW)
-    [misuse] = env.drafts("112-3381046-9917725")
-    assert misuse.body == "Hello A-to-z team,\n\nOur own words about order 112-3381046-9917725.\n\nHarbor Goods\n"
+    [misuse] = [d for d in env.drafts("112-3381046-9917725") if d["X-Pipeline-Strategy"] == "represent_misuse"]
+    assert misuse.body.endswith("Hello A-to-z team,\n\nOur own words about order 112-3381046-9917725.\n\n"
+                                "Harbor Goods\n")
     [offer] = env.drafts(OFFER_ORDER)
     assert "Kind regards," in offer.body  # not overridden: the bundled template
 
@@ -537,6 +565,7 @@ def test_configured_drafts_folder_with_a_non_ascii_name(make_desk_env) -> None:
     with env.imap() as client:
         client.create_folder("Entwürfe")  # sent as modified UTF-7: Entw&APw-rfe
         assert "Entwürfe" in {name for _flags, _delim, name in client.list_folders()}
+    env.append(OFFER_BUYER)
     env.append(OFFER_CLAIM)
     env.poll(clock=NOW)
     assert [d["X-Pipeline-Claim"] for d in env.drafts(folder="Entwürfe")] == [OFFER_ORDER]
@@ -547,6 +576,7 @@ def test_configured_drafts_folder_with_a_non_ascii_name(make_desk_env) -> None:
 
 def test_a_missing_configured_drafts_folder_is_a_clear_error(make_desk_env) -> None:
     env = make_desk_env(imap={"drafts": "Brouillons"})
+    env.append("represent_misuse__buyer_broke_after_use.eml")
     env.append("represent_misuse__claim_damaged_after_use.eml")
     env.now = NOW  # the claim's deadline is still ahead: a draft is wanted
     result = env.cli("poll", "--once", expect=None)
@@ -558,7 +588,7 @@ def test_a_missing_configured_drafts_folder_is_a_clear_error(make_desk_env) -> N
     with env.imap() as client:
         client.create_folder("Brouillons")
     env.poll()
-    assert [d["X-Pipeline-Claim"] for d in env.drafts(folder="Brouillons")] == ["112-3381046-9917725"]
+    assert [d["X-Pipeline-Claim"] for d in env.drafts(folder="Brouillons")] == ["112-3381046-9917725"] * 2
     assert env.drafts(folder="Drafts") == []
 
 
@@ -578,66 +608,84 @@ def set_draft_status(env: DeskEnv, order: str, status: str) -> None:
         store.dispose()
 
 
+DAMAGED_ORDER = "111-7730915-2264408"
+DAMAGED_STORY = ("persuade_withdraw_damaged__buyer_arrived_broken.eml",
+                 "persuade_withdraw_damaged__claim_damaged_on_arrival.eml")
+
+
 def test_a_crash_after_the_append_does_not_double_the_draft(desk_env: DeskEnv) -> None:
-    desk_env.append("represent_misuse__claim_damaged_after_use.eml")
+    for name in DAMAGED_STORY:
+        desk_env.append(name)
     desk_env.poll(clock=NOW)
-    [first] = desk_env.drafts("112-3381046-9917725")
+    [first] = desk_env.drafts(DAMAGED_ORDER)
     # the APPEND went through, but the run died before recording it: the draft is still "wanted"
-    set_draft_status(desk_env, "112-3381046-9917725", "wanted")
+    set_draft_status(desk_env, DAMAGED_ORDER, "wanted")
     desk_env.poll(clock=NOW + timedelta(minutes=1))
-    assert [(d.uid, d["Message-ID"]) for d in desk_env.drafts("112-3381046-9917725")] == [
-        (first.uid, first["Message-ID"])]
-    [row] = desk_env.timeline("112-3381046-9917725")["drafts"]
-    assert row["status"] == "written"
+    assert [(d.uid, d["Message-ID"]) for d in desk_env.drafts(DAMAGED_ORDER)] == [(first.uid, first["Message-ID"])]
+    assert [row["status"] for row in desk_env.timeline(DAMAGED_ORDER)["drafts"]
+            if row["strategy"] == "persuade_withdraw_damaged"] == ["written"]
 
 
 def test_a_crash_before_the_append_writes_the_draft_once(desk_env: DeskEnv) -> None:
-    desk_env.append("represent_misuse__claim_damaged_after_use.eml")
+    for name in DAMAGED_STORY:
+        desk_env.append(name)
     desk_env.poll(clock=NOW)
-    [first] = desk_env.drafts("112-3381046-9917725")
+    [first] = desk_env.drafts(DAMAGED_ORDER)
     with desk_env.imap() as client:  # as if the APPEND never happened
         client.select_folder("Drafts")
         client.delete_messages([first.uid])
         client.expunge()
-    set_draft_status(desk_env, "112-3381046-9917725", "wanted")
+    set_draft_status(desk_env, DAMAGED_ORDER, "wanted")
     desk_env.poll(clock=NOW + timedelta(minutes=1))
-    [again] = desk_env.drafts("112-3381046-9917725")
+    [again] = desk_env.drafts(DAMAGED_ORDER)
     assert again["Message-ID"] == first["Message-ID"] and again.body == first.body
 
 
 def test_an_info_request_replaces_the_untouched_representation(desk_env: DeskEnv) -> None:
+    desk_env.append("info_request__buyer_too_big.eml")
     desk_env.append("info_request__claim_size.eml")
     desk_env.poll(clock=datetime(2026, 11, 9, 15, tzinfo=UTC))
-    [first] = desk_env.drafts("111-3346720-5508813")
-    assert first["To"] == "atoz-guarantee-reply+Pa4sD5fG6h@amazon.com"
+    answer, first = desk_env.drafts("111-3346720-5508813")
+    assert (answer["X-Pipeline-Strategy"], first["X-Pipeline-Strategy"]) == ("answer_size", "represent_size")
+    assert first["To"] is None and first["Subject"] == "Respond to Amazon: 111-3346720-5508813"
     desk_env.append("info_request__amazon_more_information_48h.eml")
-    desk_env.poll(clock=datetime(2026, 11, 11, 20, tzinfo=UTC))
-    [draft] = desk_env.drafts("111-3346720-5508813")
+    desk_env.poll(clock=datetime(2026, 11, 10, 20, tzinfo=UTC))
+    kept, draft = desk_env.drafts("111-3346720-5508813")
+    assert kept["Message-ID"] == answer["Message-ID"]  # the answer to the buyer stays
     info = parent_of("info_request__amazon_more_information_48h.eml")
-    assert draft["To"] == "atoz-guarantee-reply+Jk7lZ8xC9v@amazon.com"
-    assert draft["In-Reply-To"] == info["Message-ID"]
-    assert draft["Subject"] == "Re: Action required: Claim on order 111-3346720-5508813 needs more information"
+    assert draft["To"] is None and draft["In-Reply-To"] == info["Message-ID"]
+    assert draft["Subject"] == "Respond to Amazon: 111-3346720-5508813"
     assert draft["Message-ID"] != first["Message-ID"]
     assert "As requested, here is the information" in draft.body
     assert "As requested" not in first.body
     claim = desk_env.claim("111-3346720-5508813")
-    assert claim["flagged"] is True and claim["deadline_at"] == "2026-11-13T19:41:30Z"
+    assert claim["flagged"] is True and claim["deadline_at"] == "2026-11-12T19:41:30Z"
     steps = [(d["step"], d["status"]) for d in desk_env.timeline("111-3346720-5508813")["drafts"]]
-    assert steps == [("represent_size", "replaced"), ("represent_size#info1", "written")]
+    assert steps == [("answer_size", "written"), ("represent_size", "replaced"), ("represent_size#info1", "written")]
 
 
-CORPUS = PLAYBOOK_DATA.parent / "corpus"
-
-
-def test_buyer_drafts_speak_the_buyers_language_amazon_drafts_the_marketplaces(desk_env: DeskEnv) -> None:
-    # an English-speaking buyer on amazon.de wrote first; Amazon's notice comes in German
+def test_drafts_speak_the_marketplaces_language(desk_env: DeskEnv) -> None:
+    # an English-speaking buyer on amazon.de wrote first; Amazon's notice comes in German: the drafts follow
+    # the marketplace (the seller reviews the German text and may rewrite it)
     desk_env.append("buyer_language__buyer_writes_english_on_amazon_de.eml")
-    desk_env.append((CORPUS / "de" / "atoz_antrag_beschaedigt_angekommen_base64.eml").read_bytes())
+    desk_env.append("buyer_language__antrag_amazon_de.eml")
     desk_env.poll(clock=datetime(2026, 3, 6, tzinfo=UTC))
     claim = desk_env.claim("304-5561092-8837410")
     assert (claim["strategy"], claim["language"], claim["marketplace"]) == (
         "persuade_withdraw_damaged", "de", "amazon.de")
     [draft] = desk_env.drafts("304-5561092-8837410")
     assert draft["To"] == "l1i2a3m4b5u6buy@marketplace.amazon.de"
-    assert draft.body.startswith("Dear Liam,") and "Kind regards," in draft.body
+    assert draft.body.startswith("Guten Tag Liam,") and "Mit freundlichen Grüßen" in draft.body
     assert draft["Subject"] == "Re: Anfrage von Amazon-Kunde Liam (Bestellung: 304-5561092-8837410)"
+
+
+def test_long_message_ids_are_written_as_they_are() -> None:
+    """SES Message-IDs are longer than a folded header line: folding would turn them into RFC 2047 encoded
+    words, which no client reads as a reference (the draft would leave its thread)."""
+    parent = "<01000197a1c2d3e4-7f3a1b20-8c4d-4e5f-9a6b-1c2d3e4f5a61-000000@email.amazonses.com>"
+    earlier = "<0102019a38bd84ff-dc6fbbe7-4105-c6c8-73b5-7b0764575d73-000000@eu-west-1.amazonses.com>"
+    rendered = build_message(request(parent_message_id=parent, parent_references=(earlier,)), "x\n",
+                             from_address=SELLER, store_name="S", now=NOW)
+    assert f"\r\nIn-Reply-To: {parent}\r\n".encode() in rendered.raw
+    assert f"\r\nReferences: {earlier} {parent}\r\n".encode() in rendered.raw
+    assert b"=?utf-8?" not in rendered.raw.split(b"\r\n\r\n")[0]
