@@ -8,17 +8,18 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from pipeline import __version__
+from pipeline import __version__, views
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings, write_sample
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.logs import setup_logging
-from pipeline.vocabulary import STATES
+from pipeline.understanding.text import ORDER_ID
+from pipeline.vocabulary import COMPLAINTS, STATES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,10 +162,6 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
         poll_forever(settings, metrics_port=metrics_port)
 
 
-STATE_COLOURS = {"new": "cyan", "awaiting_buyer": "yellow", "awaiting_amazon": "blue", "refund_needed": "red",
-                 "resolved": "green", "granted": "magenta"}
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
@@ -230,25 +227,7 @@ def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
         return
     from pipeline.service import now as current_time
 
-    click.echo(format_claims(rows, now=current_time(), color=None))
-
-
-def format_claims(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
-    """The claims table: order, state (coloured on a terminal), time left, complaint, strategy, flag."""
-    from pipeline.service import CLOSED_STATES, time_left
-
-    if not rows:
-        return "no claims"
-    header = f"{'ORDER':<20} {'STATE':<16} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"
-    lines = [header]
-    for row in rows:
-        left = "" if row["state"] in CLOSED_STATES else time_left(row["deadline_at"], now)
-        state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
-        note = row["flag_reason"] if row["flagged"] else ""
-        line = (f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
-                f"{row['strategy'] or '-':<26} {note}").rstrip()
-        lines.append(line if color is not False else click.unstyle(line))
-    return "\n".join(lines)
+    click.echo(views.claims_table(rows, now=current_time(), color=None))
 
 
 @claims.command("show")
@@ -269,30 +248,65 @@ def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
-    claim = data["claim"]
-    if claim:
-        click.echo(f"claim {claim['order_id']}: {claim['state']} ({claim['strategy'] or 'no strategy'}), "
-                   f"complaint {claim['complaint_type'] or '-'}, deadline {claim['deadline_at'] or '-'}")
-        if claim["flagged"]:
-            click.echo(f"  flagged: {claim['flag_reason']}")
+    click.echo(views.claim_timeline(data, order_id))
+
+
+@claims.command("set")
+@click.argument("order_id")
+@click.option("--complaint", type=click.Choice(COMPLAINTS), help="What the buyer complains about.")
+@click.option("--carrier", help="The carrier of your shipment (e.g. UPS, Royal Mail).")
+@click.option("--tracking", help="The tracking number of your shipment.")
+@click.option("--delivered", "delivered", metavar="DATE", help="The day the carrier delivered it (YYYY-MM-DD).")
+@click.option("--note", help="A note for the claim's timeline.")
+@click.option("--clear", is_flag=True, help="Take back every fact stated on this order before (then set the new).")
+@pass_context
+@reports_errors
+def claims_set(obj: Context, order_id: str, complaint: str | None, carrier: str | None, tracking: str | None,
+               delivered: str | None, note: str | None, clear: bool) -> None:
+    """State a fact about an order yourself: it wins over what the mail says.
+
+    A real claim notice names no reason: when neither the buyer nor a return request
+    told it, look it up in Seller Central and state it here. The fact is replayed like a
+    message (it shows in the timeline and survives `pipeline reprocess`); the draft it
+    calls for is written at the next poll.
+
+    \b
+    Examples:
+      pipeline claims set 111-2233445-5566778 --complaint not_received
+      pipeline claims set 111-2233445-5566778 --carrier UPS --tracking 1Z999AA10123456784 --delivered 2026-11-03
+      pipeline claims set 111-2233445-5566778 --note "buyer called, wants a replacement"
+      pipeline claims set 111-2233445-5566778 --clear
+    """
+    from pipeline.service import state_facts
+
+    if not ORDER_ID.fullmatch(order_id):
+        raise click.BadParameter(f"{order_id!r} is not an Amazon order ID (like 111-2233445-5566778)",
+                                 param_hint="ORDER_ID")
+    values = {name: value for name, value in (("complaint", complaint), ("carrier", carrier),
+                                              ("tracking", tracking), ("delivered", delivered), ("note", note))
+              if value is not None}
+    if delivered is not None:
+        try:
+            date.fromisoformat(delivered)
+        except ValueError:
+            raise click.BadParameter(f"{delivered!r} is not a date (YYYY-MM-DD)", param_hint="--delivered") from None
+    for name in ("carrier", "tracking", "note"):
+        if name in values and not values[name].strip():
+            raise click.BadParameter("must not be empty", param_hint=f"--{name}")
+    if not values and not clear:
+        raise click.UsageError("state at least one of --complaint, --carrier, --tracking, --delivered, --note, "
+                               "or --clear")
+    claim = state_facts(obj.settings(), order_id, values, clear=clear)
+    said = ", ".join(f"{name} {value}" for name, value in values.items())
+    done = ("cleared the facts stated before" if clear else "") + ("; " if clear and said else "") + \
+        (f"stated {said}" if said else "")
+    if claim.get("state") is None:
+        click.echo(f"{order_id}: {done}; no claim yet: kept for when one comes")
     else:
-        click.echo(f"order {order_id}: no claim: only messages that cannot open one so far (buyer messages, "
-                   "kept for when the claim arrives, or mail that did not really come from Amazon)")
-    click.echo("messages:")
-    for m in data["messages"]:
-        facts = ", ".join(f"{k}={v}" for k, v in m["facts"].items() if v not in (None, False))
-        click.echo(f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
-                   + (f"  [{facts}]" if facts else "") + (f"  FAILED: {m['error']}" if m["status"] == "failed" else ""))
-    click.echo("timeline:")
-    for e in data["events"]:
-        arrow = f"{e['from'] or '-'} -> {e['to'] or '-'}" if e["from"] != e["to"] else (e["to"] or "-")
-        click.echo(f"  {e['at']}  {e['kind']:<13} {arrow:<34} {e['rule']}: {e['reason']}")
-    click.echo("drafts:")
-    for d in data["drafts"] or []:
-        click.echo(f"  {d['strategy']:<26} {d['status']:<10} to {d['to'] or '(no address yet)'} ({d['language']})"
-                   + (f"  error: {d['error']}" if d["error"] else ""))
-    if not data["drafts"]:
-        click.echo("  none")
+        click.echo(f"{order_id}: {done}; now {claim['state']} ({claim['strategy'] or 'no strategy'})"
+                   + (f", flagged: {claim['flag_reason']}" if claim["flagged"] else "")
+                   + ("; its draft is written at the next poll" if claim["strategy"] not in (None, "manual_review")
+                      else ""))
 
 
 @cli.group()

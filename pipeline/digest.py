@@ -7,7 +7,6 @@ INBOX, from and to the seller's own address. Its sender is not Amazon, so the po
 from __future__ import annotations
 
 import email.policy
-import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -15,11 +14,13 @@ from email.utils import format_datetime, formataddr, make_msgid
 
 from sqlalchemy import or_, select
 
+from pipeline import views
 from pipeline.config import Settings
 from pipeline.mailbox import connect
 from pipeline.schema import Claim
-from pipeline.service import CLOSED_STATES, claim_dict, opened, time_left, urgency
+from pipeline.service import claim_dict, opened, urgency
 from pipeline.store import utcnow
+from pipeline.vocabulary import CLOSED_STATES
 
 DIGEST_HEADER = "X-Pipeline-Digest"
 DEFAULT_HOURS = 48
@@ -74,30 +75,8 @@ def subject_for(count: int, hours: int = DEFAULT_HOURS) -> str:
 
 
 def body_for(rows: list[dict[str, object]], now: datetime, hours: int = DEFAULT_HOURS) -> str:
-    """The plain-text list: order ID, state, strategy, time left and why each claim is listed."""
-    stamp = now.strftime("%Y-%m-%d %H:%M UTC")
-    if not rows:
-        return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n"
-    lines = [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
-    for row in rows:
-        left = time_left(row["deadline_at"], now) or "no deadline"  # type: ignore[arg-type]
-        deadline = str(row["deadline_at"] or "").replace("T", " ")[:16]
-        lines.append(f"{row['order_id']}  {row['state']}")
-        lines.append(f"    time left: {left}" + (f" (deadline {deadline} UTC)" if deadline else ""))
-        lines.append(f"    strategy:  {row['strategy'] or 'none'}")
-        lines.append(f"    why:       {row['why']}")
-        if row["flagged"] and row["flag_reason"]:
-            lines += textwrap.wrap(f"flag:      {row['flag_reason']}", width=72, initial_indent="    ",
-                                   subsequent_indent=" " * 15)
-        lines.append("")
-    lines += [
-        "Reply drafts, where the playbook has one, are waiting in your",
-        "Drafts folder. A claim's whole story: pipeline claims show ORDER_ID",
-        "",
-        "-- ",
-        "written by pipeline digest; nothing was sent to anyone",
-    ]
-    return "\n".join(lines) + "\n"
+    """The plain-text list (views.digest_body)."""
+    return views.digest_body(rows, now, hours)
 
 
 def build_digest(settings: Settings, *, now: datetime | None = None, hours: int = DEFAULT_HOURS) -> Digest:

@@ -21,9 +21,10 @@ from pipeline.drafts import DraftSync
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.mailbox import Mailbox, connect
 from pipeline.poller import Poller, PollStats
-from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, StoredMessage
 from pipeline.shipments import ImportReport, import_shipments
 from pipeline.store import Store, utcnow
+from pipeline.vocabulary import CLOSED_STATES
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -343,22 +344,6 @@ def urgency(row: dict[str, Any]) -> tuple[bool, datetime, str]:
     return row["state"] in CLOSED_STATES, when, row["order_id"]
 
 
-CLOSED_STATES = ("resolved", "granted")
-
-
-def time_left(deadline_at: datetime | str | None, now: datetime) -> str:
-    """Time left to a deadline, short: `4d23h`, `5h07m`, `overdue`; empty without a deadline."""
-    if deadline_at is None:
-        return ""
-    if isinstance(deadline_at, str):
-        deadline_at = datetime.fromisoformat(deadline_at.replace("Z", "+00:00"))
-    seconds = int((deadline_at - now).total_seconds())
-    if seconds < 0:
-        return "overdue"
-    days, rest = divmod(seconds, 86400)
-    if days:
-        return f"{days}d{rest // 3600:02d}h"
-    return f"{rest // 3600}h{rest % 3600 // 60:02d}m"
 
 
 def claim_dict(claim: Claim) -> dict[str, Any]:
@@ -401,15 +386,39 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
             "messages": [{
                 "at": _iso(m.sent_at), "kind": m.kind, "sender": m.sender, "subject": m.subject,
                 "status": m.status, "error": m.error,
-                "facts": {k: (m.facts or {}).get(k) for k in ("complaint_type", "buyer_intent", "tracking_number",
-                                                              "carrier", "delivered", "deadline_hours")},
+                "facts": {k: (m.facts or {}).get(k) for k in TIMELINE_FACTS},
             } for m in messages],
             "events": [{"at": _iso(e.at), "kind": e.kind, "from": e.from_state, "to": e.to_state,
                         "strategy": e.strategy, "rule": e.rule, "reason": e.reason} for e in events],
             "drafts": [{"strategy": d.strategy, "step": d.step, "status": d.status, "to": d.recipient,
+                        "audience": d.audience,
                         "language": d.language, "written_at": _iso(d.written_at), "error": d.error}
                        for d in drafts],
         }
+
+
+TIMELINE_FACTS = ("complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered", "deadline_hours",
+                  "amount", "currency", "return_reason", "return_carrier", "return_tracking_number", "buyer_name",
+                  "reply_channel")
+
+
+def state_facts(settings: Settings, order_id: str, values: dict[str, str], *, clear: bool = False,
+                clock: Clock = now) -> dict[str, Any]:
+    """`pipeline claims set`: record facts the seller states (they win over mail), or clear them; replay the
+    order's claim. Returns the claim as `claims --json` shows it (None when the order has no claim yet)."""
+    at = clock()
+    with opened(settings) as store:
+        with store.session() as session:
+            if clear:
+                for row in session.scalars(select(SellerStatement).where(SellerStatement.order_id == order_id,
+                                                                         SellerStatement.cleared_at.is_(None))):
+                    row.cleared_at = at
+            for name, value in values.items():
+                session.add(SellerStatement(order_id=order_id, field=name, value=value, stated_at=at))
+        desk = ClaimDesk(settings, store)
+        with store.session() as session:
+            claim = desk.replay_claim(session, order_id, at)
+            return claim_dict(claim) if claim is not None else {"order_id": order_id, "state": None}
 
 
 def failed_messages(settings: Settings) -> list[dict[str, Any]]:
@@ -468,4 +477,4 @@ def check(settings: Settings) -> list[CheckLine]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z") if value else None

@@ -23,7 +23,7 @@ from imapclient import IMAPClient
 
 from pipeline.cli import cli
 from pipeline.config import load_settings
-from pipeline.demo import stories
+from pipeline.testing.stories import demo_stories as stories
 from pipeline.vocabulary import STATES, STRATEGIES
 
 DESIGN_CLAIM_KEYS = {"order_id", "state", "complaint_type", "strategy", "marketplace", "opened_at", "deadline_at",
@@ -131,22 +131,25 @@ def test_claims_json_has_the_design_keys(story_config, ops_cli) -> None:
     result = ops_cli(story_config, "claims", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.output)
-    assert len(rows) == 13
+    assert len(rows) == 16
     for row in rows:
         assert set(row) >= DESIGN_CLAIM_KEYS
         assert row["state"] in STATES
         assert row["strategy"] is None or row["strategy"] in STRATEGIES
         for key in ("opened_at", "deadline_at"):
+            if row["state"] == "buyer_contact":  # a case before any claim
+                assert row[key] is None
+                continue
             assert row[key].endswith("Z")
             assert datetime.fromisoformat(row[key].replace("Z", "+00:00")).tzinfo is not None
     delivered = next(r for r in rows if r["order_id"] == ORDER)
     assert {
         "state": "awaiting_amazon", "strategy": "represent_delivered", "complaint_type": "not_received",
         "marketplace": "amazon.com", "tracking_number": "1Z999AA10123456784", "carrier": "UPS",
-        "buyer_address": None,
+        "buyer_address": "k7p2m9x4d1w8n3q6r5t0@marketplace.amazon.com",
     }.items() <= delivered.items()
-    withdrawal = next(r for r in rows if r["order_id"] == "113-2000006-0000006")
-    assert withdrawal["buyer_address"] == "k2x7qv8d9m3nbuyer@marketplace.amazon.com"
+    no_reason = next(r for r in rows if r["order_id"] == "113-2000012-0000012")
+    assert (no_reason["complaint_type"], no_reason["buyer_address"], no_reason["flagged"]) == (None, None, True)
 
 
 def test_claims_table_sorted_by_urgency(story_config, ops_cli) -> None:
@@ -156,9 +159,11 @@ def test_claims_table_sorted_by_urgency(story_config, ops_cli) -> None:
     assert lines[0].split() == ["ORDER", "STATE", "LEFT", "COMPLAINT", "STRATEGY", "NOTE"]
     rows = json.loads(ops_cli(story_config, "claims", "--json").output)
     assert [line.split()[0] for line in lines[1:]] == [r["order_id"] for r in rows]
-    open_deadlines = [r["deadline_at"] for r in rows if r["state"] not in ("resolved", "granted")]
+    open_rows = [r for r in rows if r["state"] not in ("resolved", "granted", "refunded")]
+    open_deadlines = [r["deadline_at"] for r in open_rows if r["deadline_at"]]
     assert open_deadlines == sorted(open_deadlines)
-    assert [r["state"] for r in rows[-2:]] == ["granted", "resolved"]  # closed claims last
+    assert [r["deadline_at"] for r in open_rows[len(open_deadlines):]] == [None, None]  # cases before claims
+    assert {r["state"] for r in rows[-3:]} == {"granted", "resolved", "refunded"}  # closed claims last
     assert lines[1].split()[:3] == ["113-2000013-0000013", "refund_needed", lines[1].split()[2]]
     assert lines[1].split()[2].endswith("m")  # less than a day left: hours and minutes
     assert "\x1b[" not in result.output
@@ -193,10 +198,12 @@ def test_claims_show(story_config, ops_cli) -> None:
     assert lines[0].startswith("claim 113-2000006-0000006: awaiting_buyer (request_withdrawal), complaint "
                                "not_received, deadline ")
     assert lines[1] == "messages:"
-    assert "claim_filed" in lines[2]
-    assert "buyer_message" in lines[3] and "buyer_intent=resolved" in lines[3]
+    assert "buyer_message" in lines[2] and "complaint_type=not_received" in lines[2]
+    assert "claim_filed" in lines[3]
+    assert "buyer_message" in lines[4] and "buyer_intent=resolved" in lines[4]
     assert "timeline:" in lines
-    assert any("- -> awaiting_buyer" in line and "not_received_untracked" in line for line in lines)
+    assert any("- -> buyer_contact" in line and "answer_not_received" in line for line in lines)
+    assert any("buyer_contact -> awaiting_buyer" in line and "not_received_untracked" in line for line in lines)
     assert any("awaiting_buyer" in line and "buyer_resolved" in line for line in lines)
     drafts = lines[lines.index("drafts:") + 1:]
     assert any(line.split()[:2] == ["request_withdrawal", "wanted"] for line in drafts)

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,35 +41,51 @@ def table_rows(output: str) -> list[list[str]]:
 
 
 def test_demo(dovecot_available, ops_cli) -> None:
+    from pipeline.testing.stories import demo_stories
+
+    count = len(demo_stories(datetime.now(UTC))[0])
     result = ops_cli(None, "demo")
     assert result.exit_code == 0, result.output
     out = result.output
-    port = int(re.search(r"^Dovecot on 127\.0\.0\.1:(\d+): 18 Amazon messages in INBOX$", out, re.M).group(1))
-    assert "poll: 18 stored, 18 processed, 0 failed" in out
+    port = int(re.search(rf"^Dovecot on 127\.0\.0\.1:(\d+): {count} Amazon messages in INBOX$", out, re.M).group(1))
+    assert f"poll: {count} stored, {count} processed, 0 failed" in out
 
     rows = table_rows(out)
-    assert len(rows) == 13
+    assert len(rows) == 16
     states = {row[1] for row in rows}
     assert states == set(STATES)
     strategies = {word for row in rows for word in row[2:] if word in STRATEGIES}
-    assert strategies == set(STRATEGIES)
+    assert strategies == set(STRATEGIES) - {"answer_delivered", "answer_after_use"}  # those stand beside others
     by_order = {row[0]: row for row in rows}
     assert by_order["113-2000007-0000007"][1] == "refund_needed"  # the buyer asked for a refund
     assert by_order["113-2000013-0000013"][1] == "refund_needed"  # no answer, deadline near
     assert by_order["113-2000008-0000008"][1] == "resolved"
     assert by_order["113-2000009-0000009"][1] == "granted"
+    assert by_order["113-2000014-0000014"][1] == "refunded"
+    assert by_order["113-2000015-0000015"][1:3] == ["buyer_contact", "damaged_on_arrival"]
     assert "Amazon asks for more information" in " ".join(by_order["113-2000011-0000011"])
-    assert "the complaint is unclear" in " ".join(by_order["113-2000012-0000012"])
+    assert "reason not in Amazon's mail: check Seller Central" in " ".join(by_order["113-2000012-0000012"])
     assert rows[0][0] == "113-2000013-0000013"  # the most urgent first
 
+    # a claim whose notice names no reason: the complaint came from the buyer's earlier message
+    shown = out.split("$ pipeline claims show 113-2000001-0000001")[1].split("$ pipeline claims show")[0]
+    assert "complaint not_received" in shown and "buyer_message      Package didn't arrive" in shown
+    # a return request and a refund on the timeline, and the claim refunded
+    refunded = out.split("$ pipeline claims show 113-2000014-0000014")[1].split("Drafts folder")[0]
+    assert "return_request" in refunded and "refund_issued" in refunded
+    assert "awaiting_buyer -> refunded" in refunded
+
     drafts = re.findall(r"^--- draft \d+: (\w+) for (\S+)$", out, re.M)
-    assert sorted(strategy for strategy, _order in drafts) == sorted([
-        "represent_delivered", "offer_refund_or_resend", "represent_size", "persuade_withdraw_damaged",
-        "represent_misuse", "request_withdrawal", "represent_delivered"])
-    assert "To: atoz-guarantee-reply+0000001@amazon.com" in out
-    assert "To: k2x7qv8d9m3nbuyer@marketplace.amazon.com" in out
-    assert "Subject: Re: Claim received on order 113-2000001-0000001" in out
+    assert ("represent_delivered", "113-2000001-0000001") in drafts
+    assert ("answer_size", "113-2000016-0000016") in drafts  # Amazon customer service, by e-mail
+    seller_central = out.split("--- draft")[[s for s, _o in drafts].index("represent_delivered") + 1]
+    assert "To: (none: paste it into Seller Central, as its first lines say)" in seller_central
+    assert "Subject: Respond to Amazon: 113-2000001-0000001" in seller_central
+    assert "=== Answer in Seller Central: paste the text below the line ===" in seller_central
+    assert "https://sellercentral.amazon.com > Performance > A-to-z Guarantee Claims" in seller_central
+    assert "To: cs-reply@amazon.com" in out
     assert "1Z999AA10123456784" in out  # the tracking number made it into the draft
+    assert "atoz-guarantee" not in out.split("Drafts folder")[1]  # no draft to a no-reply address
 
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # the demo's Dovecot is gone

@@ -101,7 +101,7 @@ def test_installed_package_understands_mail_and_migrates(installed: Path, tmp_pa
     script = textwrap.dedent("""
         import sys
         from pipeline.message import parse_message
-        from pipeline.understand import Understander
+        from pipeline.understanding.understander import Understander
         facts = Understander().understand(parse_message(open(sys.argv[1], "rb").read()))
         print(facts.kind, facts.order_id, facts.complaint_type)
     """)

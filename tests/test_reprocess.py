@@ -9,14 +9,18 @@ import select
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from pipeline.config import load_settings
-from pipeline.demo import stories
+from pipeline.testing.stories import demo_stories as stories
+
+N = len(stories(datetime.now(UTC))[0])  # the demo mailbox's messages
+# the buyer's "received it" of the withdrawal story: the 13th message of the demo mailbox
+RECEIVED = 13
 
 TABLES = ("messages", "claims", "claim_events", "drafts", "shipments", "mailbox_cursors")
 WITHDRAWAL = "113-2000006-0000006"
@@ -76,12 +80,12 @@ def test_reprocess_processes_stored_messages(stored_stories, ops_cli) -> None:
     result = ops_cli(config, "reprocess")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1] == f"18 messages, 0 failed, {len(lines) - 1} changes"
+    assert lines[-1] == f"{N} messages, 0 failed, {len(lines) - 1} changes"
     assert f"changed: claim {DELIVERED}: new, awaiting_amazon (represent_delivered)" in lines
     assert "changed: claim 113-2000013-0000013: new, refund_needed (no strategy)" in lines
     assert "changed: claim 113-2000010-0000010: new, new (manual_review), flagged" in lines
     again = ops_cli(config, "reprocess")
-    assert again.stdout == "18 messages, 0 failed, 0 changes\n"  # idempotent
+    assert again.stdout == f"{N} messages, 0 failed, 0 changes\n"  # idempotent
 
 
 def test_dry_run_writes_nothing(stored_stories, ops_cli, db_url) -> None:
@@ -93,7 +97,7 @@ def test_dry_run_writes_nothing(stored_stories, ops_cli, db_url) -> None:
     lines = result.stdout.splitlines()
     assert f"would change: claim {DELIVERED}: new, awaiting_amazon (represent_delivered)" in lines
     assert f"would change: draft {WITHDRAWAL} request_withdrawal: none -> wanted" in lines
-    assert lines[-1] == f"18 messages, 0 failed, {len(lines) - 1} changes (dry run: nothing written)"
+    assert lines[-1] == f"{N} messages, 0 failed, {len(lines) - 1} changes (dry run: nothing written)"
 
     # the real run does what the dry run said
     real = ops_cli(config, "reprocess")
@@ -114,13 +118,14 @@ def test_dry_run_after_the_rules_change(stored_stories, ops_cli, db_url) -> None
     assert result.stdout.splitlines() == [
         f"would change: claim {DELIVERED}: awaiting_buyer (offer_refund_or_resend) -> "
         "awaiting_amazon (represent_delivered)",
+        f"would change: draft {DELIVERED} answer_delivered: none -> wanted",
         f"would change: draft {DELIVERED} offer_refund_or_resend: wanted -> superseded",
         f"would change: draft {DELIVERED} represent_delivered: none -> wanted",
-        "18 messages, 0 failed, 3 changes (dry run: nothing written)",
+        f"{N} messages, 0 failed, 4 changes (dry run: nothing written)",
     ]
     assert database_state(config) == before
     result = ops_cli(config, "reprocess", "--order", DELIVERED)
-    assert result.stdout.splitlines()[-1] == "1 message, 0 failed, 3 changes"
+    assert result.stdout.splitlines()[-1] == "2 messages, 0 failed, 4 changes"
 
 
 class Interrupt:
@@ -150,18 +155,18 @@ def test_interrupted_and_resumed_equals_one_run(stored_stories, ops_cli, monkeyp
     monkeypatch.setattr(ClaimDesk, "process_message", lambda desk, *a, **k: interrupt(desk, *a, **k))
     result = ops_cli(resumed, "reprocess")
     assert result.exit_code == 130
-    assert result.stderr.splitlines()[-1] == ("interrupted after 7 of 18 messages; the messages done so far are "
+    assert result.stderr.splitlines()[-1] == (f"interrupted after 7 of {N} messages; the messages done so far are "
                                               "kept. Run the same command again to finish.")
     assert "Traceback" not in result.output
     half = database_state(resumed)
     statuses = [m.status for m in half["messages"]]
-    assert (statuses.count("done"), statuses.count("pending")) == (7, 11)  # the 8th was rolled back whole
+    assert (statuses.count("done"), statuses.count("pending")) == (7, N - 7)  # the 8th was rolled back whole
     assert claims_result(resumed, ops_cli) != expected
     monkeypatch.undo()
 
     result = ops_cli(resumed, "reprocess")
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1].startswith("18 messages, 0 failed, ")
+    assert result.stdout.splitlines()[-1].startswith(f"{N} messages, 0 failed, ")
     assert claims_result(resumed, ops_cli) == expected
 
 
@@ -191,10 +196,10 @@ def test_sigint_to_a_running_reprocess_then_resume(stored_stories, ops_cli, tmp_
     run = subprocess.run([sys.executable, "-c", script, str(resumed)], capture_output=True, text=True, timeout=120,
                          check=False)
     assert run.returncode == 130, run.stderr
-    assert "interrupted after 5 of 18 messages" in run.stderr
+    assert f"interrupted after 5 of {N} messages" in run.stderr
     assert "Traceback" not in run.stderr
     statuses = [m.status for m in database_state(resumed)["messages"]]
-    assert (statuses.count("done"), statuses.count("pending")) == (5, 13)
+    assert (statuses.count("done"), statuses.count("pending")) == (5, N - 5)
     assert ops_cli(resumed, "reprocess").exit_code == 0
     assert claims_result(resumed, ops_cli) == expected
 
@@ -208,7 +213,7 @@ def test_dry_run_interrupted_says_nothing_was_written(stored_stories, ops_cli, m
     monkeypatch.setattr(ClaimDesk, "process_message", lambda desk, *a, **k: interrupt(desk, *a, **k))
     result = ops_cli(config, "reprocess", "--dry-run")
     assert result.exit_code == 130
-    assert result.stderr.splitlines()[-1] == ("interrupted after 3 of 18 messages; nothing was written. "
+    assert result.stderr.splitlines()[-1] == (f"interrupted after 3 of {N} messages; nothing was written. "
                                               "Run the same command again to finish.")
     assert database_state(config) == before
 
@@ -216,18 +221,19 @@ def test_dry_run_interrupted_says_nothing_was_written(stored_stories, ops_cli, m
 def test_failed_retries_only_failed_messages(stored_stories, ops_cli, ops_store_raw) -> None:
     config = stored_stories()
     settings = load_settings(config)
-    ops_store_raw(settings, [b"Subject: no sender at all\r\n\r\nbody\r\n"])  # message 19 can never work
+    bad = N + 1
+    ops_store_raw(settings, [b"Subject: no sender at all\r\n\r\nbody\r\n"])  # message N+1 can never work
     first = ops_cli(config, "reprocess")
     assert first.exit_code == 0
     assert first.stdout.splitlines()[-2:-1] == [
-        "failed: message 19: no sender address (From header missing or unreadable)"]
-    assert first.stdout.splitlines()[-1].startswith("19 messages, 1 failed, ")
+        f"failed: message {bad}: no sender address (From header missing or unreadable)"]
+    assert first.stdout.splitlines()[-1].startswith(f"{N + 1} messages, 1 failed, ")
     engine = sa.create_engine(settings.database.url)
     with engine.begin() as c:
         # a message that failed earlier (say, a bug since fixed): its claim never saw it
         c.execute(sa.text("UPDATE messages SET status = 'failed', error = 'RuntimeError: boom', facts = NULL, "
-                          "kind = NULL, order_id = NULL WHERE id = 7"))
-    assert ops_cli(config, "reprocess", "--order", WITHDRAWAL).exit_code == 0  # replays without message 7
+                          f"kind = NULL, order_id = NULL WHERE id = {RECEIVED}"))
+    assert ops_cli(config, "reprocess", "--order", WITHDRAWAL).exit_code == 0  # replays without that message
     assert json.loads(ops_cli(config, "claims", "show", WITHDRAWAL, "--json").output)["claim"]["strategy"] == \
         "offer_refund_or_resend"
     before = database_state(config)
@@ -237,14 +243,14 @@ def test_failed_retries_only_failed_messages(stored_stories, ops_cli, ops_store_
     lines = result.stdout.splitlines()
     assert f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
            "(request_withdrawal)" in lines
-    assert "failed: message 19: no sender address (From header missing or unreadable)" in lines
+    assert f"failed: message {bad}: no sender address (From header missing or unreadable)" in lines
     assert lines[-1].startswith("2 messages, 1 failed, ")
     after = database_state(config)
     with engine.connect() as c:
-        assert c.execute(sa.text("SELECT status, error FROM messages WHERE id = 7")).one() == ("done", None)
+        assert c.execute(sa.text(f"SELECT status, error FROM messages WHERE id = {RECEIVED}")).one() == ("done", None)
     engine.dispose()
-    untouched = [m for m in before["messages"] if m.id not in (7, 19)]
-    assert [m for m in after["messages"] if m.id not in (7, 19)] == untouched
+    untouched = [m for m in before["messages"] if m.id not in (RECEIVED, bad)]
+    assert [m for m in after["messages"] if m.id not in (RECEIVED, bad)] == untouched
     assert ops_cli(config, "reprocess", "--failed").stdout.splitlines()[-1].startswith("1 message, 1 failed")
 
 
@@ -254,10 +260,10 @@ def test_order_filter(stored_stories, ops_cli) -> None:
     before = database_state(config)
     result = ops_cli(config, "reprocess", "--order", WITHDRAWAL)
     assert result.exit_code == 0
-    assert result.stdout == "2 messages, 0 failed, 0 changes\n"
+    assert result.stdout == "3 messages, 0 failed, 0 changes\n"
     after = database_state(config)
     changed = [m.id for m, n in zip(before["messages"], after["messages"], strict=True) if m != n]
-    assert changed == [6, 7]  # only that order's messages were processed again
+    assert changed == [RECEIVED - 2, RECEIVED - 1, RECEIVED]  # only that order's messages were processed again
     assert ops_cli(config, "reprocess", "--order", "111-0000000-0000000").stdout == \
         "0 messages, 0 failed, 0 changes\n"
 
@@ -265,12 +271,12 @@ def test_order_filter(stored_stories, ops_cli) -> None:
 def test_date_filters(stored_stories, ops_cli) -> None:
     config = stored_stories()
     assert ops_cli(config, "reprocess", "--until", "2000-01-01").stdout == "0 messages, 0 failed, 0 changes\n"
-    today = datetime.now(UTC).date().isoformat()
-    result = ops_cli(config, "reprocess", "--since", today)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    result = ops_cli(config, "reprocess", "--since", tomorrow)
     assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1].startswith("0 messages")  # every story was sent before today
+    assert result.stdout.splitlines()[-1].startswith("0 messages")  # every story was sent before tomorrow
     result = ops_cli(config, "reprocess", "--since", "2000-01-01", "--until", "2999-01-01")
-    assert result.stdout.splitlines()[-1].startswith("18 messages")
+    assert result.stdout.splitlines()[-1].startswith(f"{N} messages")
 
 
 def test_progress_log_lines_when_not_on_a_terminal(stored_stories, ops_cli) -> None:
@@ -278,7 +284,7 @@ def test_progress_log_lines_when_not_on_a_terminal(stored_stories, ops_cli) -> N
     assert result.exit_code == 0
     progress = [line for line in result.stderr.splitlines() if "pipeline.reprocess" in line]
     assert len(progress) == 1
-    assert "reprocessed 18/18 messages (" in progress[0]
+    assert f"reprocessed {N}/{N} messages (" in progress[0]
 
 
 def test_progress_bar_on_a_terminal(stored_stories, tmp_path) -> None:
@@ -307,9 +313,9 @@ def test_progress_bar_on_a_terminal(stored_stories, tmp_path) -> None:
     assert process.returncode == 0
     text = seen.decode("utf-8", "replace")
     assert "reprocessing" in text
-    assert "18/18" in text
+    assert f"{N}/{N}" in text
     assert "msg/s" in text
-    assert stdout.decode().splitlines()[-1].startswith("18 messages, 0 failed, ")
+    assert stdout.decode().splitlines()[-1].startswith(f"{N} messages, 0 failed, ")
 
 
 # --- --from-imap against Dovecot -----------------------------------------------------------------------
@@ -329,8 +335,8 @@ def test_from_imap_stores_a_message_the_database_lost(ops_dovecot_config, ops_cl
 
     engine = sa.create_engine(load_settings(config).database.url)
     with engine.begin() as c:  # the buyer's "received it" message is lost from the database
-        lost = c.execute(sa.text("SELECT id FROM messages WHERE kind = 'buyer_message' AND order_id = :o"),
-                         {"o": WITHDRAWAL}).scalar_one()
+        lost = c.execute(sa.text("SELECT id FROM messages WHERE kind = 'buyer_message' AND order_id = :o "
+                                 "ORDER BY sent_at DESC LIMIT 1"), {"o": WITHDRAWAL}).scalar_one()
         c.execute(sa.text("DELETE FROM messages WHERE id = :id"), {"id": lost})
     engine.dispose()
     assert ops_cli(config, "reprocess", "--order", WITHDRAWAL).exit_code == 0
@@ -340,7 +346,7 @@ def test_from_imap_stores_a_message_the_database_lost(ops_dovecot_config, ops_cl
     before = database_state(config)
     dry = ops_cli(config, "reprocess", "--from-imap", "--dry-run")
     assert dry.exit_code == 0
-    assert dry.stdout.splitlines()[-1].startswith("18 messages, 1 to fetch from IMAP, 0 failed")
+    assert dry.stdout.splitlines()[-1].startswith(f"{N} messages, 1 to fetch from IMAP, 0 failed")
     assert f"would change: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
            "(request_withdrawal)" in dry.stdout.splitlines()
     assert database_state(config) == before
@@ -348,12 +354,12 @@ def test_from_imap_stores_a_message_the_database_lost(ops_dovecot_config, ops_cl
     result = ops_cli(config, "reprocess", "--from-imap")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[-1].startswith("18 messages, 1 fetched from IMAP, 0 failed, ")
+    assert lines[-1].startswith(f"{N} messages, 1 fetched from IMAP, 0 failed, ")
     assert f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
            "(request_withdrawal)" in lines
     got = claims_result(config, ops_cli)
     assert got["claims"] == expected["claims"]
     again = ops_cli(config, "reprocess", "--from-imap")
-    assert again.stdout.splitlines()[-1].startswith("18 messages, 0 fetched from IMAP, 0 failed, 0 changes")
+    assert again.stdout.splitlines()[-1].startswith(f"{N} messages, 0 fetched from IMAP, 0 failed, 0 changes")
     # the poller stores nothing twice afterwards, and the user's own mail was never stored
     assert ops_cli(config, "poll", "--once").stdout.startswith("0 new, 0 already stored")

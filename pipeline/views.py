@@ -1,0 +1,104 @@
+"""Everything the pipeline shows a person, rendered from plain data: the claims table, one claim's timeline,
+what `inspect` understood, the digest's text. No database or mail access here: callers pass the data."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime
+from typing import Any
+
+import click
+
+from pipeline.vocabulary import CLOSED_STATES
+
+STATE_COLOURS = {"new": "cyan", "buyer_contact": "cyan", "awaiting_buyer": "yellow", "awaiting_amazon": "blue",
+                 "refund_needed": "red", "refunded": "green", "resolved": "green", "granted": "magenta"}
+
+
+def time_left(deadline_at: datetime | str | None, now: datetime) -> str:
+    """Time left to a deadline, short: `4d23h`, `5h07m`, `overdue`; empty without a deadline."""
+    if deadline_at is None:
+        return ""
+    if isinstance(deadline_at, str):
+        deadline_at = datetime.fromisoformat(deadline_at.replace("Z", "+00:00"))
+    seconds = int((deadline_at - now).total_seconds())
+    if seconds < 0:
+        return "overdue"
+    days, rest = divmod(seconds, 86400)
+    if days:
+        return f"{days}d{rest // 3600:02d}h"
+    return f"{rest // 3600}h{rest % 3600 // 60:02d}m"
+
+
+def claims_table(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
+    """The claims table: order, state (coloured on a terminal), time left, complaint, strategy, flag."""
+    if not rows:
+        return "no claims"
+    lines = [f"{'ORDER':<20} {'STATE':<16} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"]
+    for row in rows:
+        left = "" if row["state"] in CLOSED_STATES else time_left(row["deadline_at"], now)
+        state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
+        note = row["flag_reason"] if row["flagged"] else ""
+        line = (f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
+                f"{row['strategy'] or '-':<26} {note}").rstrip()
+        lines.append(line if color is not False else click.unstyle(line))
+    return "\n".join(lines)
+
+
+def claim_timeline(data: dict[str, Any], order_id: str) -> str:
+    """`pipeline claims show`: the claim, its messages with their facts, its timeline and its drafts."""
+    lines = []
+    claim = data["claim"]
+    if claim:
+        lines.append(f"claim {claim['order_id']}: {claim['state']} ({claim['strategy'] or 'no strategy'}), "
+                     f"complaint {claim['complaint_type'] or '-'}, deadline {claim['deadline_at'] or '-'}")
+        if claim["flagged"]:
+            lines.append(f"  flagged: {claim['flag_reason']}")
+    else:
+        lines.append(f"order {order_id}: no claim: only messages that cannot open one (Amazon's notices, "
+                     "questions without a complaint, or mail that did not really come from Amazon)")
+    lines.append("messages:")
+    for m in data["messages"]:
+        facts = ", ".join(f"{k}={v}" for k, v in m["facts"].items() if v not in (None, False))
+        lines.append(f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
+                     + (f"  [{facts}]" if facts else "") + (f"  FAILED: {m['error']}" if m["status"] == "failed"
+                                                            else ""))
+    lines.append("timeline:")
+    for e in data["events"]:
+        arrow = f"{e['from'] or '-'} -> {e['to'] or '-'}" if e["from"] != e["to"] else (e["to"] or "-")
+        lines.append(f"  {e['at']}  {e['kind']:<13} {arrow:<34} {e['rule']}: {e['reason']}")
+    lines.append("drafts:")
+    for d in data["drafts"] or []:
+        where = d["to"] or ("Seller Central" if d.get("audience") == "amazon" else "(no address yet)")
+        lines.append(f"  {d['strategy']:<26} {d['status']:<10} to {where} ({d['language']})"
+                     + (f"  error: {d['error']}" if d["error"] else ""))
+    if not data["drafts"]:
+        lines.append("  none")
+    return "\n".join(lines)
+
+
+def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
+    """The digest's plain text: order ID, state, strategy, time left and why each claim is listed."""
+    stamp = now.strftime("%Y-%m-%d %H:%M UTC")
+    if not rows:
+        return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n"
+    lines = [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
+    for row in rows:
+        left = time_left(row["deadline_at"], now) or "no deadline"
+        deadline = str(row["deadline_at"] or "").replace("T", " ")[:16]
+        lines.append(f"{row['order_id']}  {row['state']}")
+        lines.append(f"    time left: {left}" + (f" (deadline {deadline} UTC)" if deadline else ""))
+        lines.append(f"    strategy:  {row['strategy'] or 'none'}")
+        lines.append(f"    why:       {row['why']}")
+        if row["flagged"] and row["flag_reason"]:
+            lines += textwrap.wrap(f"flag:      {row['flag_reason']}", width=72, initial_indent="    ",
+                                   subsequent_indent=" " * 15)
+        lines.append("")
+    lines += [
+        "Reply drafts, where the playbook has one, are waiting in your",
+        "Drafts folder. A claim's whole story: pipeline claims show ORDER_ID",
+        "",
+        "-- ",
+        "written by pipeline digest; nothing was sent to anyone",
+    ]
+    return "\n".join(lines) + "\n"
