@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from pipeline.marketplaces import language_of_marketplace
 from pipeline.understanding.facts import Facts
@@ -134,6 +135,7 @@ class ClaimView:
     state_since: datetime | None = None
     last_buyer_at: datetime | None = None  # the buyer's last answer that moves things on (not a mere question)
     last_seller_reply_at: datetime | None = None  # Amazon's copy of a reply the seller sent
+    refunded: tuple[str, str | None] | None = None  # (amount, currency) refunded on the order so far
     stated: tuple[tuple[str, str], ...] = ()  # (field, value) the seller stated, in order
     drafts: tuple[DraftPlan, ...] = ()  # at most one per audience
 
@@ -279,6 +281,8 @@ def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment
             return None
         opened = replace(base, opened=True, opened_at=facts.sent_at or at, deadline_at=facts.deadline_at,
                          amazon_key=key, amazon_reply_to=reply_to)
+        if claim.refunded and claim.state != "refunded":
+            return _claim_after_refund(claim, opened, key, rules, at)
         why = "claim filed" + (" after the buyer's contact" if claim.case else "")
         return _decide(claim, opened, key, rules, at, why)
     if facts.kind == "claim_info_request":
@@ -308,6 +312,38 @@ def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment
     after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at, state=new_state, strategy=None,
                     drafts=(), flagged=False, flag_reason=None, state_since=at)
     return Transition(at, rule, reason, claim, after, key)
+
+
+def _claim_after_refund(claim: ClaimView, opened: ClaimView, key: str, rules: Rules, at: datetime) -> Transition:
+    """A claim on an order refunded before it: a full refund closes it (AMAZON-MAIL.md 3), a partial one does not."""
+    refund, currency = claim.refunded or ("0", None)
+    covered = _covers(refund, currency, opened.amount, opened.currency)
+    if covered:
+        after = replace(opened, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None,
+                        state_since=at)
+        return Transition(at, "refunded_before_claim", f"claim filed on an order already refunded ({refund} "
+                          f"{currency or ''}): a full refund closes the claim", claim, after, key)
+    decided = _decide(claim, opened, key, rules, at, "claim filed")
+    flagged = replace(decided.after, flagged=True, flag_reason=f"{refund} {currency or ''} was refunded before the "
+                      f"claim of {opened.amount or '?'} {opened.currency or ''}: check whether it was the full amount")
+    return replace(decided, after=flagged)
+
+
+def _sum(first: str, second: str) -> Decimal:
+    try:
+        return Decimal(first) + Decimal(second)
+    except InvalidOperation:
+        return Decimal(second)
+
+
+def _covers(refund: str, refund_currency: str | None, amount: str | None, currency: str | None) -> bool:
+    """Whether a refund covers a claim's amount (same currency, not less)."""
+    if amount is None or (currency and refund_currency and currency != refund_currency):
+        return False
+    try:
+        return Decimal(refund) >= Decimal(amount)
+    except InvalidOperation:
+        return False
 
 
 def _amazon_reply_address(facts: Facts) -> str | None:
@@ -476,6 +512,10 @@ def _before_claim(claim: ClaimView, base: ClaimView, key: str, facts: Facts, rul
         after = replace(base, case=True, state="refund_needed", strategy=None, drafts=(), state_since=at)
         return Transition(at, "buyer_wants_refund", "the buyer asks for a refund before any claim: refund now, "
                           "and no claim follows", claim, after, key)
+    if facts.kind == "return_request" and facts.complaint_type == "other" and not claim.case:
+        reason = facts.return_reason or "no reason given"
+        return Transition(at, "return_request_before_claim", f"the buyer returns the item ({reason}): a reason "
+                          "that needs no answer; kept for the claim", claim, base, key, kind="note")
     if facts.complaint_type and (not claim.case or _undecided(claim)):
         return _answer(claim, base, key, rules, at, f"{what} with a complaint before any claim", audience=audience)
     if not claim.case and facts.kind == "amazon_inquiry":
@@ -530,6 +570,10 @@ def _refund(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None,
             at: datetime) -> Transition | None:
     base = _absorb(claim, facts, shipment, "refund")
     amount = f"{facts.amount} {facts.currency}" if facts.amount else "a refund"
+    if facts.amount:
+        before = claim.refunded
+        total = facts.amount if before is None else str(_sum(before[0], facts.amount))
+        base = replace(base, refunded=(total, facts.currency or (before[1] if before else None)))
     if claim.listed and claim.state not in CLOSED_STATES:
         after = replace(base, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None,
                         state_since=at)

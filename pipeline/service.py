@@ -375,7 +375,10 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
         messages = list(session.scalars(select(StoredMessage).where(StoredMessage.order_id == order_id)
                                         .order_by(StoredMessage.sent_at, StoredMessage.id)))
-        if claim is None and not messages:
+        statements = list(session.scalars(select(SellerStatement).where(
+            SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None)).order_by(
+            SellerStatement.stated_at, SellerStatement.id)))
+        if claim is None and not messages and not statements:
             raise PipelineError(f"no claim and no message for order {order_id}")
         events = [] if claim is None else list(session.scalars(
             select(ClaimEvent).where(ClaimEvent.claim_id == claim.id).order_by(ClaimEvent.at, ClaimEvent.seq)))
@@ -388,6 +391,7 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
                 "status": m.status, "error": m.error,
                 "facts": {k: (m.facts or {}).get(k) for k in TIMELINE_FACTS},
             } for m in messages],
+            "stated": [{"at": _iso(st.stated_at), "field": st.field, "value": st.value} for st in statements],
             "events": [{"at": _iso(e.at), "kind": e.kind, "from": e.from_state, "to": e.to_state,
                         "strategy": e.strategy, "rule": e.rule, "reason": e.reason} for e in events],
             "drafts": [{"strategy": d.strategy, "step": d.step, "status": d.status, "to": d.recipient,
@@ -397,8 +401,8 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
         }
 
 
-TIMELINE_FACTS = ("complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered", "deadline_hours",
-                  "amount", "currency", "return_reason", "return_carrier", "return_tracking_number", "buyer_name",
+TIMELINE_FACTS = ("marketplace", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
+                  "deadline_hours", "amount", "currency", "return_reason", "return_carrier", "return_tracking_number", "buyer_name",
                   "reply_channel")
 
 

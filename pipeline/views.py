@@ -63,6 +63,9 @@ def claim_timeline(data: dict[str, Any], order_id: str) -> str:
         lines.append(f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
                      + (f"  [{facts}]" if facts else "") + (f"  FAILED: {m['error']}" if m["status"] == "failed"
                                                             else ""))
+    if data.get("stated"):
+        lines.append("stated by the seller (pipeline claims set):")
+        lines.extend(f"  {st['at']}  {st['field']}: {st['value']}" for st in data["stated"])
     lines.append("timeline:")
     for e in data["events"]:
         arrow = f"{e['from'] or '-'} -> {e['to'] or '-'}" if e["from"] != e["to"] else (e["to"] or "-")

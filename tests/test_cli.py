@@ -208,7 +208,7 @@ def test_claims_show(story_config, ops_cli) -> None:
     drafts = lines[lines.index("drafts:") + 1:]
     assert any(line.split()[:2] == ["request_withdrawal", "wanted"] for line in drafts)
     data = json.loads(ops_cli(story_config, "claims", "show", "113-2000006-0000006", "--json").output)
-    assert set(data) == {"claim", "messages", "events", "drafts"}
+    assert set(data) == {"claim", "messages", "stated", "events", "drafts"}
     assert data["claim"]["order_id"] == "113-2000006-0000006"
 
 

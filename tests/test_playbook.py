@@ -380,9 +380,25 @@ def test_a_refund_closes_the_claim_and_stops_the_alarm() -> None:
 def test_a_refund_without_a_claim_is_kept_on_the_order() -> None:
     view, steps = run(notice("refund_issued", at=T0, amount="10.00", currency="EUR"))
     assert not view.listed and steps[-1].kind == "note" and "no claim" in steps[-1].reason
-    later, _ = run(notice("refund_issued", at=T0, amount="10.00", currency="EUR"), claim("not_received",
-                                                                                          at=T0 + timedelta(days=1)))
-    assert later.state == "awaiting_buyer"  # a claim after a refund is still decided (Amazon may close it)
+
+
+
+@pytest.mark.parametrize(("refunds", "state", "flagged"), [
+    ((("10.00", "EUR"),), "refunded", False),  # the whole amount: Amazon closes the claim
+    ((("4.00", "EUR"), ("6.00", "EUR")), "refunded", False),  # two partial refunds that add up
+    ((("4.00", "EUR"),), "awaiting_buyer", True),  # part of it: the claim goes on, the seller looks
+    ((("10.00", "USD"),), "awaiting_buyer", True),  # another currency is no proof
+])
+def test_a_claim_after_a_refund(refunds: tuple[tuple[str, str], ...], state: str, flagged: bool) -> None:
+    messages = [notice("refund_issued", at=T0 + timedelta(hours=i), amount=a, currency=c)
+                for i, (a, c) in enumerate(refunds)]
+    view, steps = run(*messages, claim("not_received", at=T0 + timedelta(days=1), amount="10.00", currency="EUR"))
+    assert (view.state, view.flagged) == (state, flagged)
+    assert view.opened
+    if state == "refunded":
+        assert steps[-1].rule == "refunded_before_claim" and view.drafts == ()
+    else:
+        assert "was refunded before the claim of 10.00 EUR" in (view.flag_reason or "")
 
 
 def test_an_untrusted_refund_cannot_close_a_claim() -> None:

@@ -250,6 +250,21 @@ def test_every_buyer_frame_is_read_alike(understander: Understander, parts: tupl
     assert facts.reply_address == f"{RELAY}@marketplace.amazon.com"
 
 
+def test_amazon_ca_bilingual_markers(understander: Understander) -> None:
+    """amazon.ca's older relay frame names each marker in English and French (AMAZON-MAIL.md, real)."""
+    body = ("You have received a message.\n\n"
+            "------------- Begin message / Début du message -------------\n\n"
+            "The boots came in the wrong size, I ordered a 9 and got a 7. Can you send the right pair?\n\n"
+            "------------- End message / Fin du message -------------\n\n"
+            "Was this email helpful? / Ce courriel vous a-t-il été utile? Damaged, refund, never arrived.\n")
+    raw = make_mail(body, sender='"Jo" <r5t8y1u4i7o0p3a6s9d2@marketplace.amazon.ca>',
+                    subject="Inquiry from Amazon customer Jo (Order: 702-1122334-5566778)",
+                    headers={"X-Marketplace-ID": "A2EUQ1WTGCTBG2"})
+    facts = understand(understander, raw)
+    assert (facts.marketplace, facts.language, facts.kind) == ("amazon.ca", "en", "buyer_message")
+    assert (facts.complaint_type, facts.buyer_intent) == ("size", "wants_resend")
+
+
 def test_field_labels_of_a_table_are_read_as_fields(understander: Understander) -> None:
     """A return table's 'Return reason' column is a labelled field, whatever row order Amazon uses."""
     rows = table(["Return reason", "Item in order", "Customer's comments"],

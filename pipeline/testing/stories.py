@@ -138,6 +138,47 @@ def amazon_inquiry(order_id: str, sent: datetime, *, reason: str, details: str,
                   seed=f"inquiry{order_id}")
 
 
+def cancellation_request(order_id: str, buyer_name: str, sent: datetime, *, marketplace: str = "amazon.com") -> bytes:
+    """A buyer asking to cancel (BRC_SELLER_NOTIFICATION; the English subject is reported, the layout real, it)."""
+    rows = table(["Order ID", "Item", "Quantity", "Reason"],
+                 [[order_id, "Stainless Steel Water Bottle, 750 ml", "1", "No longer needed"]])
+    body = (paragraphs(f"Hello {SELLER_LEGAL_NAME},\n\nThe customer has asked to cancel the order below.") + rows
+            + paragraphs("If the order has not shipped yet, cancel it in Manage Orders with the reason \"Buyer "
+                         "canceled\". If it has already shipped, ask the customer to refuse the delivery or to "
+                         "request a return.\n\nAmazon Services"))
+    return notice(marketplace, sender=("Amazon Seller Central Notifications (do not reply)", "donotreply@amazon.com"),
+                  subject=f"Order cancellation request from Amazon customer {buyer_name}", body_html=body,
+                  date=sent, to=_TO, notification_type="BRC_SELLER_NOTIFICATION", layout="simple",
+                  seed=f"cancel{order_id}")
+
+
+def seller_reply_copy(buyer_name: str, words: str, sent: datetime, *, order_id: str | None = None,
+                      marketplace: str = "amazon.com") -> bytes:
+    """Amazon's copy of a reply the seller sent from Seller Central (reported: often no order ID, no relay)."""
+    head = f"Order: {order_id}\n\n" if order_id else ""
+    body = paragraphs(f"Hello,\n\nHere is a copy of the e-mail that you sent to {buyer_name}.\n\n{head}"
+                      f"------------- Begin message -------------\n\n{words}\n\n"
+                      "------------- End message -------------")
+    return notice(marketplace, sender=SELLER_CENTRAL, subject=f"Your e-mail to {buyer_name}", body_html=body,
+                  date=sent, to=_TO, notification_type="BBC_MESSAGE_CONFIRMATION_TO_MERCHANT",
+                  seed=f"copy{buyer_name}{sent.isoformat()}")
+
+
+def message_undelivered(order_id: str, buyer_first_name: str, sent: datetime, *, when_sent: datetime,
+                        quoted: str = "", marketplace: str = "amazon.com") -> bytes:
+    """Amazon saying the buyer did not get the seller's message (BUYER_OPTED_OUT_BSM_MESSAGES, real layout, it)."""
+    place = marketplace.removeprefix("amazon.")
+    quote = f"\n\nYour message:\n{quoted}" if quoted else ""
+    body = paragraphs(
+        f"Hello,\n\nThe message you sent to {buyer_first_name} on {when_sent:%B %d, %Y} [{order_id}] was not "
+        "delivered: the buyer chose not to receive messages that are not needed to complete the order.\n\n"
+        "If the message is needed to complete the order, send it again with [Important] in the subject."
+        f"{quote}\n\nAmazon.{place}")
+    return notice(marketplace, sender=(f"Amazon.{place}", "auto-communication@amazon.com"),
+                  subject="Your message to the buyer was not delivered.", body_html=body, date=sent, to=_TO,
+                  notification_type="BUYER_OPTED_OUT_BSM_MESSAGES", layout="simple", seed=f"undelivered{order_id}")
+
+
 def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
     """The demo mailbox: (story title, raw message) in arrival order, and the shipments CSV to import."""
     day, hour = timedelta(days=1), timedelta(hours=1)
