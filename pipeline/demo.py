@@ -13,7 +13,7 @@ from imapclient import IMAPClient
 
 from pipeline import views
 from pipeline.config import load_settings
-from pipeline.dovecot import ThrowawayDovecot, ensure_installed
+from pipeline.testing.dovecot import ThrowawayDovecot, find_dovecot
 from pipeline.testing.stories import SELLER, demo_stories
 from pipeline.vocabulary import AMAZON_STRATEGIES
 
@@ -30,9 +30,10 @@ def _where(strategy: str | None) -> str:
 
 def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
     """Start Dovecot, fill the mailbox, import shipments, poll once, print the claims and the drafts."""
-    from pipeline.service import claim_rows, claim_timeline, import_orders, poll_one_pass
+    from pipeline.queries import claim_rows, claim_timeline
+    from pipeline.service import import_orders, poll_one_pass
 
-    ensure_installed()
+    find_dovecot()
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-demo-"))
     workdir.chmod(0o755)  # Dovecot's mail processes run as their own user and must reach the maildirs
     server = ThrowawayDovecot(workdir / "dovecot")

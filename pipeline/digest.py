@@ -17,8 +17,9 @@ from sqlalchemy import or_, select
 from pipeline import views
 from pipeline.config import Settings
 from pipeline.mailbox import connect
+from pipeline.queries import claim_dict, urgency
 from pipeline.schema import Claim
-from pipeline.service import claim_dict, opened, urgency
+from pipeline.service import opened
 from pipeline.store import utcnow
 from pipeline.vocabulary import CLOSED_STATES
 

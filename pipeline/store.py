@@ -88,10 +88,11 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate database {self.safe_url}: {exc}") from None
         applied = []
-        rev = script.get_revision(head)
+        rev = script.get_revision(head) if head else None
         while rev is not None and rev.revision != current:
             applied.append(rev.revision)
-            rev = script.get_revision(rev.down_revision) if rev.down_revision else None
+            down = rev.down_revision
+            rev = script.get_revision(down) if isinstance(down, str) else None
         return list(reversed(applied))
 
     def revision(self) -> str | None:
@@ -186,6 +187,16 @@ class Store:
                                       last_uid=last_uid, updated_at=utcnow()))
         else:
             row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
+
+
+@contextmanager
+def opened_store(url: str) -> Iterator[Store]:
+    """The database at `url`, migrated, closed afterwards."""
+    store = Store(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,

@@ -1,5 +1,6 @@
-"""Everything the pipeline shows a person, rendered from plain data: the claims table, one claim's timeline,
-what `inspect` understood, the digest's text. No database or mail access here: callers pass the data."""
+"""Everything the pipeline shows a person, rendered from plain data (no database or mail access here).
+
+The claims table, one claim's timeline, what `inspect` understood, the digest's text: callers pass the data."""
 
 from __future__ import annotations
 
@@ -105,3 +106,65 @@ def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
         "written by pipeline digest; nothing was sent to anyone",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- pipeline inspect ---------------------------------------------------------------------------
+
+# The facts shown, in this order (the `inspect --json` keys).
+FIELDS = ("kind", "notification_type", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier",
+          "delivered", "delivered_on", "deadline_hours", "deadline_at", "amount", "currency", "return_reason",
+          "return_carrier", "return_tracking_number", "marketplace", "language", "trusted", "reply_channel",
+          "reply_address")
+CONTEXT = ("subject", "sender", "sent_at", "buyer_address", "buyer_name")
+
+
+def format_inspect(data: dict[str, Any]) -> str:
+    """The human-readable form: one `field: value` line per fact, its evidence in brackets."""
+    evidence = data.get("evidence") or {}
+    lines = []
+    for field in FIELDS:
+        line = f"{field}: {_show(data.get(field))}"
+        found = evidence.get(field)
+        if found:
+            line += f"  [{found.get('rule', '')}: {_quote(found.get('text', ''))}]"
+        lines.append(line)
+    lines.append("")
+    lines.extend(f"{field}: {_show(data.get(field))}" for field in CONTEXT if field in data)
+    region = evidence.get("region")
+    if region:
+        lines.append(f"read: {region.get('rule', '').removeprefix('region:')}  [{_quote(region.get('text', ''))}]")
+    return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _quote(text: str) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+# --- pipeline reprocess ------------------------------------------------------------------------
+
+
+def reprocess_report(result: Any, *, dry_run: bool, from_imap: bool) -> str:
+    """What a reprocess run changed (or would change), its failures, and a count line."""
+    lines = [f"{'would change' if dry_run else 'changed'}: {line}" for line in result.changes]
+    lines += [f"{'would fail' if dry_run else 'failed'}: message {message_id}: {error}"
+              for message_id, error in result.failures]
+    fetched = f", {result.fetched} {'to fetch' if dry_run else 'fetched'} from IMAP" if from_imap else ""
+    lines.append(f"{count(result.messages, 'message')}{fetched}, {result.failed} failed, "
+                 f"{count(len(result.changes), 'change')}" + (" (dry run: nothing written)" if dry_run else ""))
+    return "\n".join(lines)
+
+
+def count(number: int, noun: str) -> str:
+    """"1 message", "3 messages"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

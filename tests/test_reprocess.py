@@ -224,7 +224,7 @@ def test_failed_retries_only_failed_messages(stored_stories, ops_cli, ops_store_
     bad = N + 1
     ops_store_raw(settings, [b"Subject: no sender at all\r\n\r\nbody\r\n"])  # message N+1 can never work
     first = ops_cli(config, "reprocess")
-    assert first.exit_code == 0
+    assert first.exit_code == 1  # a failure remains: scripts and timers must see it
     assert first.stdout.splitlines()[-2:-1] == [
         f"failed: message {bad}: no sender address (From header missing or unreadable)"]
     assert first.stdout.splitlines()[-1].startswith(f"{N + 1} messages, 1 failed, ")
@@ -239,7 +239,7 @@ def test_failed_retries_only_failed_messages(stored_stories, ops_cli, ops_store_
     before = database_state(config)
 
     result = ops_cli(config, "reprocess", "--failed")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # message N+1 still fails
     lines = result.stdout.splitlines()
     assert f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
            "(request_withdrawal)" in lines
