@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, SecretError
+from pipeline.vocabulary import RECOGNIZED_CARRIERS
 
 DEFAULT_CONFIG = Path("pipeline.toml")
-DEFAULT_CARRIERS = (
-    "UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal Mail",
-    "China Post", "Yanwen", "YunExpress", "4PX",
-)
 SECURITY_MODES = ("ssl", "starttls", "plain")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -101,7 +98,7 @@ class SellerSettings:
     from_address: str
     response_days: int = 7
     refund_margin_hours: int = 24
-    recognized_carriers: tuple[str, ...] = DEFAULT_CARRIERS
+    recognized_carriers: tuple[str, ...] = RECOGNIZED_CARRIERS
     language: str = "en"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from imapclient import DRAFT, SEEN
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -29,15 +30,12 @@ from pipeline.marketplaces import seller_central_url
 from pipeline.resources import search_path
 from pipeline.schema import Draft, StoredMessage
 from pipeline.store import Store, record_event
-from pipeline.understanding.language import bundled_languages
+from pipeline.understanding.language import bundled_languages, bundled_reply_prefix
 from pipeline.understanding.language import format_date as lang_format_date
 from pipeline.vocabulary import AMAZON_STRATEGIES, CLOSED_STATES
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_LANGUAGES = ("en", "de", "fr", "it", "es")
-REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res|sv|vs)\s*(?:\[\d+\])?\s*:\s*)+",
-                          re.IGNORECASE)
 # carriers' public tracking pages, for the answer that tells the buyer their parcel was delivered
 TRACKING_LINKS = {
     "UPS": "https://www.ups.com/track?tracknum={number}",
@@ -85,8 +83,8 @@ class DraftRenderer:
                                         keep_trailing_newline=True)
 
     def language_for(self, strategy: str, language: str | None) -> str:
-        """The draft language: the claim's when a template exists in it, else English."""
-        lang = language if language in TEMPLATE_LANGUAGES else "en"
+        """The draft language: the claim's when a template exists in it (a folder templates/<lang>/), else English."""
+        lang = language if language and language.isalpha() else "en"
         try:
             self.env.get_template(f"{lang}/{strategy}.txt.j2")
         except jinja2.TemplateNotFound:
@@ -136,7 +134,7 @@ def tracking_link(carrier: str | None, number: str | None) -> str | None:
 
 def reply_subject(original: str) -> str:
     """'Re: ' plus the original subject without its reply/forward prefixes (never 'Re: Re:')."""
-    return "Re: " + REPLY_PREFIX.sub("", header_text(original)).strip()
+    return "Re: " + bundled_reply_prefix().sub("", header_text(original)).strip()
 
 
 def one_line(value: str) -> str:
@@ -364,7 +362,7 @@ class DraftSync:
             uid = found[-1]
             fingerprint_ = next((fingerprint(raw) for raw in mailbox.fetch_raw([uid]).values()), fingerprint_)
         else:
-            uid = mailbox.append(folder, rendered.raw, [b"\\Draft", b"\\Seen"], now)
+            uid = mailbox.append(folder, rendered.raw, [DRAFT, SEEN], now)
             if uid is not None:
                 # the server's copy is the reference: some servers rewrite headers or line endings on APPEND
                 mailbox.select(folder, readonly=True)

@@ -17,6 +17,7 @@ import imapclient
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from imapclient.exceptions import LoginError as ImapLoginError
+from imapclient.imapclient import DRAFTS, SENT
 
 from pipeline.config import ImapSettings
 from pipeline.errors import FolderNotFoundError, LoginError, MailboxError
@@ -30,10 +31,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # IDLE waits in slices of this many seconds, so a stop request is noticed quickly.
 IDLE_SLICE = 1.0
 HEADER_FIELDS = b"FROM SENDER MESSAGE-ID X-SPACE-NOTIFICATION-TYPE X-MARKETPLACE-ID"
-COMMON_DRAFTS_NAMES = ("Drafts", "[Gmail]/Drafts", "INBOX.Drafts", "INBOX/Drafts", "Entwürfe", "Brouillons",
-                       "Bozze", "Borradores", "Draft")
-COMMON_SENT_NAMES = ("Sent", "[Gmail]/Sent Mail", "INBOX.Sent", "INBOX/Sent", "Sent Items", "Sent Messages",
-                     "Gesendet", "Envoyés", "Inviata", "Enviados")
+# Beyond imapclient's English names: what servers without SPECIAL-USE call them in our languages (and Gmail).
+LOCALIZED_DRAFTS_NAMES = ("[Gmail]/Drafts", "INBOX.Drafts", "INBOX/Drafts", "Entwürfe", "Brouillons", "Bozze",
+                          "Borradores", "Draft", "下書き")
+LOCALIZED_SENT_NAMES = ("[Gmail]/Sent Mail", "INBOX.Sent", "INBOX/Sent", "Gesendet", "Gesendete Elemente",
+                        "Envoyés", "Éléments envoyés", "Inviata", "Posta inviata", "Enviados", "送信済み")
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,6 @@ class Mailbox:
         self.settings = settings
         self.capabilities = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
                              for c in client.capabilities()}
-        self._selected: str | None = None
-        self._readonly = True
 
     @property
     def account(self) -> str:
@@ -84,7 +84,6 @@ class Mailbox:
             if _is_missing_folder(exc):
                 raise FolderNotFoundError(f"folder {folder!r} does not exist on {self.settings.host}") from None
             raise
-        self._selected, self._readonly = folder, readonly
         uidnext = info.get(b"UIDNEXT")
         return FolderState(folder, int(info[b"UIDVALIDITY"]), int(uidnext) if uidnext is not None else None)
 
@@ -97,10 +96,6 @@ class Mailbox:
     def exists(self, uid: int) -> bool:
         """Whether a UID is (still) in the selected folder."""
         return uid in self.client.search(["UID", str(uid)])
-
-    def all_uids(self) -> list[int]:
-        """Every UID in the selected folder, ascending."""
-        return sorted(self.client.search(["ALL"]))
 
     def uids_between(self, since: datetime | None, until: datetime | None) -> list[int]:
         """UIDs of messages whose Date header lies in [since, until) (whole days), ascending."""
@@ -140,12 +135,6 @@ class Mailbox:
         response = self.client.fetch(list(uids), [b"BODY.PEEK[]"])
         return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
 
-    def flags(self, uids: Sequence[int]) -> dict[int, tuple[bytes, ...]]:
-        """The flags of each UID in the selected folder."""
-        if not uids:
-            return {}
-        return {uid: tuple(data.get(b"FLAGS", ())) for uid, data in self.client.get_flags(list(uids)).items()}
-
     def search_header(self, name: str, value: str) -> list[int]:
         """UIDs in the selected folder whose header `name` contains `value`."""
         return sorted(self.client.search(["HEADER", name, value]))
@@ -182,18 +171,19 @@ class Mailbox:
 
     # --- drafts ---------------------------------------------------------------------------------
 
-    def find_folder(self, configured: str, special_use: bytes, common_names: Iterable[str]) -> str:
-        """A folder by configured name, else by SPECIAL-USE flag, else by a common name."""
-        folders = self.client.list_folders()
-        names = {name for _flags, _delim, name in folders}
+    def find_folder(self, configured: str, special_use: bytes, localized_names: Iterable[str]) -> str:
+        """A folder by configured name, else imapclient's find_special_folder (the SPECIAL-USE flag, then its
+        usual English names), else one of our localized names ("Entwürfe", "Bozze", …)."""
         if configured:
+            names = {name for _flags, _delim, name in self.client.list_folders()}
             if configured in names:
                 return configured
             raise FolderNotFoundError(f"folder {configured!r} does not exist on {self.settings.host}")
-        for flags, _delim, name in folders:
-            if special_use in flags:
-                return name
-        for candidate in common_names:
+        found = self.client.find_special_folder(special_use)
+        if found:
+            return str(found)
+        names = {name for _flags, _delim, name in self.client.list_folders()}
+        for candidate in localized_names:
             if candidate in names:
                 return candidate
         kind = special_use.decode().lstrip("\\")
@@ -203,13 +193,13 @@ class Mailbox:
         )
 
     def drafts_folder(self) -> str:
-        """The Drafts folder: configured, else SPECIAL-USE \\Drafts, else a common name."""
-        return self.find_folder(self.settings.drafts, b"\\Drafts", COMMON_DRAFTS_NAMES)
+        """The Drafts folder: configured, else SPECIAL-USE \\Drafts, else a usual name."""
+        return self.find_folder(self.settings.drafts, DRAFTS, LOCALIZED_DRAFTS_NAMES)
 
     def sent_folder(self) -> str | None:
         """The Sent folder, or None when there is none."""
         try:
-            return self.find_folder(self.settings.sent, b"\\Sent", COMMON_SENT_NAMES)
+            return self.find_folder(self.settings.sent, SENT, LOCALIZED_SENT_NAMES)
         except FolderNotFoundError:
             return None
 

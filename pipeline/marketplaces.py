@@ -1,4 +1,4 @@
-"""Amazon's marketplaces: their domains, X-Marketplace-ID values and languages (AMAZON-MAIL.md, section 1)."""
+"""Amazon's marketplaces: their domains, X-Marketplace-ID values and languages (the values of real mail)."""
 
 from __future__ import annotations
 

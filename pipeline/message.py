@@ -244,7 +244,15 @@ def _quote_header_regex() -> re.Pattern[str]:
 
 @lru_cache(maxsize=1)
 def _reply_parser() -> EmailReplyParser:
-    return EmailReplyParser(languages=["en", "de", "fr", "it", "es", "ja"])
+    from mailparser_reply.constants import MAIL_LANGUAGES
+
+    # every bundled language the reply parser knows the quote headers of
+    languages = [lang for lang in _bundled_language_codes() if lang in MAIL_LANGUAGES]
+    return EmailReplyParser(languages=languages or ["en"])
+
+
+def _bundled_language_codes() -> list[str]:
+    return sorted(path.parent.name for path in Path(bundled_dir("models")).glob("*/language.json"))
 
 
 def _between_markers(text: str) -> tuple[str, bool]:

@@ -6,7 +6,7 @@ times they were processed.
 
 A case begins before any claim: a buyer's complaint (a buyer message, a return request, Amazon customer service
 asking for the buyer) is answered at once (state `buyer_contact`), because Amazon decides claims from what was
-said to the buyer before them. When the A-to-z claim arrives, the case becomes the claim and the seed's
+said to the buyer before them. When the A-to-z claim arrives, the case becomes the claim and the seller's
 playbook goes on with everything already known.
 """
 
@@ -20,7 +20,14 @@ from decimal import Decimal, InvalidOperation
 
 from pipeline.marketplaces import language_of_marketplace
 from pipeline.understanding.facts import Facts
-from pipeline.vocabulary import AMAZON_STRATEGIES, CLAIM_KINDS, CLOSED_STATES, STATES, STRATEGIES
+from pipeline.vocabulary import (
+    AMAZON_STRATEGIES,
+    CLAIM_KINDS,
+    CLOSED_STATES,
+    RECOGNIZED_CARRIERS,
+    STATES,
+    STRATEGIES,
+)
 
 __all__ = ["STATES", "STRATEGIES", "ClaimView", "DraftPlan", "Rules", "Shipment", "Statement", "Transition",
            "apply", "apply_statement", "escalate", "replay"]
@@ -41,8 +48,7 @@ class Rules:
 
     response_days: int = 7
     refund_margin_hours: int = 24
-    recognized_carriers: tuple[str, ...] = ("UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal Mail",
-                                            "China Post", "Yanwen", "YunExpress", "4PX")
+    recognized_carriers: tuple[str, ...] = RECOGNIZED_CARRIERS
 
     def recognizes(self, carrier: str | None) -> bool:
         """Whether Amazon recognizes this carrier: case, spaces and punctuation ignored ("Yun Express"), and a
@@ -315,7 +321,8 @@ def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment
 
 
 def _claim_after_refund(claim: ClaimView, opened: ClaimView, key: str, rules: Rules, at: datetime) -> Transition:
-    """A claim on an order refunded before it: a full refund closes it (AMAZON-MAIL.md 3), a partial one does not."""
+    """A claim on an order refunded before it: a full refund closes it (Seller Central's A-to-z help); a partial
+    one does not."""
     refund, currency = claim.refunded or ("0", None)
     covered = _covers(refund, currency, opened.amount, opened.currency)
     if covered:
@@ -420,7 +427,7 @@ _BUILDS_ON = {"represent_delivered": "answer_delivered", "represent_size": "answ
 
 def _answer(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str, *,
             audience: str = "buyer") -> Transition:
-    """Answer a buyer's complaint before any claim exists (state buyer_contact): the same facts as the seed's
+    """Answer a buyer's complaint before any claim exists (state buyer_contact): the same facts as the seller's
     playbook choose the reply, because this reply is what Amazon reads when a claim comes."""
     claim = replace(claim, case=True)
     complaint = claim.complaint_type

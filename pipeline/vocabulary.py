@@ -1,5 +1,6 @@
-"""The fixed words of DESIGN.md, in one place: message kinds, complaint types, buyer intents, claim states,
-strategies. The CLI's JSON, the database and the tests use exactly these."""
+"""The product's fixed words in one place: kinds, complaints, intents, states, strategies.
+
+The CLI's JSON, the database, the config, the playbook and the tests use exactly these."""
 
 from __future__ import annotations
 
@@ -20,3 +21,6 @@ STRATEGIES = ("represent_delivered", "offer_refund_or_resend", "represent_size",
 REPLY_CHANNELS = ("email", "seller_central")
 # what `pipeline claims set` may state, and the words each takes
 STATED_FIELDS = ("complaint", "carrier", "tracking", "delivered", "note")
+# the carriers Amazon recognizes for "tracking shows delivered" (the seller may configure others)
+RECOGNIZED_CARRIERS = ("UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal Mail", "China Post", "Yanwen",
+                       "YunExpress", "4PX")

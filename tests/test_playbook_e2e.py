@@ -1,7 +1,7 @@
 """The playbook end to end: mail in Dovecot, `pipeline poll --once`, then `pipeline claims --json` and `claims show`.
 
-Every row of DESIGN.md's playbook table has a story in tests/data/playbook (one .eml per message, named
-"<row>__<what it is>.eml"). The shared `playbook_world` holds them all with their dates moved next to now
+Every row of the playbook table (README.md, "The playbook") has a story in tests/data/playbook (one .eml per
+message, named "<row>__<what it is>.eml"). The shared `playbook_world` holds them all with their dates moved next to now
 and is polled once through the CLI. Where time matters (deadlines) a test has its own mailbox and runs
 `pipeline.service.poll_one_pass` with a fixed clock instead.
 """

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_mail
 
 from pipeline.errors import ConfigError, MessageError, PipelineError
-from pipeline.inspect_view import format_inspect, inspect_file
+from pipeline.inspection import inspect_file
 from pipeline.message import parse_message
 from pipeline.resources import bundled_dir
 from pipeline.testing import stories
@@ -23,6 +23,7 @@ from pipeline.understanding import Facts, Understander
 from pipeline.understanding.language import bundled_languages, find_date
 from pipeline.understanding.rules import load_rules, rule_lemmas
 from pipeline.understanding.tracking import s10_check_ok, tracking_carrier, ups_check_ok
+from pipeline.views import format_inspect
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "corpus"
@@ -60,7 +61,7 @@ def corpus_results() -> dict[str, dict[str, Any]]:
 def buyer(words: str, *, marketplace: str = "amazon.com", subject: str | None = None,
           order_id: str | None = "112-0497765-4469792", markers: str = "new",
           parts: tuple[str, ...] = ("plain", "html"), item: str = "Cotton Hoodie, Grey, M") -> bytes:
-    """A buyer's message in Amazon's relay frame (the words are ours, the frame AMAZON-MAIL.md's)."""
+    """A buyer's message in Amazon's relay frame (the words are ours, the frame real)."""
     subject = subject or "Inquiry from Amazon customer Kim" + (f" (Order: {order_id})" if order_id else "")
     return buyer_message(marketplace, relay=RELAY, buyer_name="Kim", subject=subject, words=words, date=SENT,
                          order_id=order_id, item=item, markers=markers, parts=parts)
@@ -251,7 +252,7 @@ def test_every_buyer_frame_is_read_alike(understander: Understander, parts: tupl
 
 
 def test_amazon_ca_bilingual_markers(understander: Understander) -> None:
-    """amazon.ca's older relay frame names each marker in English and French (AMAZON-MAIL.md, real)."""
+    """amazon.ca's older relay frame names each marker in English and French (a real layout)."""
     body = ("You have received a message.\n\n"
             "------------- Begin message / Début du message -------------\n\n"
             "The boots came in the wrong size, I ordered a 9 and got a 7. Can you send the right pair?\n\n"

@@ -1,4 +1,4 @@
-"""Builds mail in the shapes Amazon really sends (AMAZON-MAIL.md), written in our own words, for tests and the demo.
+"""Builds mail in the shapes Amazon really sends (tests/data/corpus/README.md), written in our own words, for tests and the demo.
 
 What is real here is the *structure*: the header sets (`X-Space-Notification-Type`, `X-Marketplace-ID`, SES
 Message-IDs, a Reply-To equal to the no-reply From, sometimes folded or empty), the HTML-only Seller Central

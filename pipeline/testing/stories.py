@@ -1,6 +1,6 @@
 """Amazon mail of every kind, in English, for the demo, the tests and the benchmarks (built with amazon_mail).
 
-Each function returns the raw bytes of one message in the shape AMAZON-MAIL.md describes for amazon.com or
+Each function returns the raw bytes of one message in the shape tests/data/corpus/README.md describes for amazon.com or
 amazon.co.uk; the sentences are ours. `demo_stories()` is the demo's mailbox: one story per playbook row.
 """
 
@@ -181,11 +181,22 @@ def message_undelivered(order_id: str, buyer_first_name: str, sent: datetime, *,
 
 def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
     """The demo mailbox: (story title, raw message) in arrival order, and the shipments CSV to import."""
+    day = timedelta(days=1)
+    t = now - timedelta(hours=20)  # Amazon gives 3 calendar days: filed 20 hours ago, 52 hours are left
+    mails = [*_claim_stories(now, t), *_notice_stories(now, t)]
+    shipments = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
+                 f"113-2000001-0000001,UPS,1Z999AA10123456784,{(now - 9 * day).date()},{(now - 6 * day).date()}\n"
+                 f"113-2000011-0000011,USPS,9400111899223344556677,{(now - 9 * day).date()},"
+                 f"{(now - 6 * day).date()}\n")
+    return mails, shipments
+
+
+def _claim_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
+    """One story per row of the playbook table."""
     day, hour = timedelta(days=1), timedelta(hours=1)
-    t = now - 20 * hour  # Amazon gives 3 calendar days: filed 20 hours ago, 52 hours are left
     later = t + 12 * hour  # what happened since
     before = t - 3 * day
-    mails = [
+    return [
         ("not received, tracking shows delivered -> represent_delivered (pasted into Seller Central)",
          buyer("113-2000001-0000001", "Kevin", "k7p2m9x4d1w8n3q6r5t0", "Hi, the tracking says my bottle was "
                "delivered but there is nothing here. Where is it?", before, subject="Package didn't arrive")),
@@ -232,6 +243,15 @@ def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
                before)),
         ("", claim_filed("113-2000011-0000011", "24.99", t)),
         ("", claim_info_request("113-2000011-0000011", later, hours=48)),
+    ]
+
+
+def _notice_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
+    """Claims without a reason, the refund alarm, a refund, answers before any claim, customer service."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    later = t + 12 * hour
+    before = t - 3 * day
+    return [
         ("no reason anywhere -> manual_review: reason not in Amazon's mail (flagged)",
          claim_filed("113-2000012-0000012", "24.99", t)),
         ("no buyer reply and the deadline is near -> refund_needed",
@@ -251,8 +271,3 @@ def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
          amazon_inquiry("113-2000016-0000016", later, reason="Wrong size",
                         details="The customer says the jacket is too small and asks how to exchange it.")),
     ]
-    shipments = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                 f"113-2000001-0000001,UPS,1Z999AA10123456784,{(now - 9 * day).date()},{(now - 6 * day).date()}\n"
-                 f"113-2000011-0000011,USPS,9400111899223344556677,{(now - 9 * day).date()},"
-                 f"{(now - 6 * day).date()}\n")
-    return mails, shipments

@@ -1,5 +1,7 @@
-"""Facts from rule hits: the message kind by text, order ID, complaint, buyer intent, tracking number and carrier,
-delivery, deadline and amount, each with its evidence."""
+"""Facts from rule hits, each with its evidence.
+
+The message kind by text, order ID, complaint, buyer intent, tracking number and carrier, delivery, deadline and
+amount."""
 
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def _reason_hit(hits: dict[str, list[Hit]], text: str) -> Hit | None:
     cues = hits.get("REASON_CUE")
     if not cues:
         return None
-    stated = sorted((h for h in (*hits.get("COMPLAINT", ()), *hits.get("REASON", ())) if not h.negated),
+    stated: list[Hit] = sorted((h for h in (*hits.get("COMPLAINT", ()), *hits.get("REASON", ())) if not h.negated),
                     key=lambda h: (h.start, -h.end, h.rule))
     for cue in cues:
         line_end = text.find("\n", cue.end)

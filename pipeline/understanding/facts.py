@@ -51,7 +51,7 @@ class Facts:
     reply_address: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The facts as JSON-ready values (dates in ISO 8601 UTC); the keys of DESIGN.md's inspect output."""
+        """The facts as JSON-ready values (dates in ISO 8601 UTC); the keys of `pipeline inspect --json`."""
         data = asdict(self)
         for key in ("deadline_at", "sent_at"):
             data[key] = iso(data[key])

@@ -141,6 +141,21 @@ def format_date(value: date, language: LanguageData) -> str:
                                year=value.year))
 
 
+def reply_prefix(languages: dict[str, LanguageData]) -> re.Pattern[str]:
+    """What mail clients put before a replied or forwarded subject in any of the languages ("Re:", "AW:",
+    "RIF:", "Re[2]:", "Fwd:"), repeated: one regex, matched at the start."""
+    words = sorted({w.lower() for data in languages.values() for w in data.get("reply_prefixes", [])},
+                   key=len, reverse=True)
+    alternatives = "|".join(re.escape(w) for w in words) or "re"
+    return re.compile(rf"^\s*(?:(?:{alternatives})\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+
+
+@cache
+def bundled_reply_prefix() -> re.Pattern[str]:
+    """reply_prefix() of the bundled languages (for code that has no Understander at hand)."""
+    return reply_prefix(bundled_languages())
+
+
 @cache
 def bundled_languages() -> dict[str, LanguageData]:
     """The languages of the bundled models folder (for code that has no Understander at hand)."""

@@ -92,7 +92,7 @@ class LookupLemmatizer:
             if row is None:
                 row = cache[orth, norm] = self.resolve(orth, norm)
             rows.append(row)
-        doc.from_array([NORM, LEMMA], numpy.array(rows, dtype="uint64").reshape(len(rows), 2))
+        doc.from_array([NORM, LEMMA], numpy.array(rows, dtype="uint64").reshape(len(rows), 2))  # type: ignore[arg-type]
         return doc
 
     def resolve(self, orth: int, norm: int) -> tuple[int, int]:

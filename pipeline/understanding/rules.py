@@ -1,5 +1,6 @@
-"""Rule models: each language's rules (models/xx and models/<lang>/*.jsonl) run by spaCy's Matcher and
-PhraseMatcher, and by regular expressions, over a blank spaCy pipeline with lookup lemmas.
+"""Rule models: each language's rules run by spaCy's Matcher and PhraseMatcher, and by regular expressions.
+
+The rules come from models/xx and models/<lang>/*.jsonl; they run over a blank spaCy pipeline with lookup lemmas.
 
 A rule line is one JSON object with a stable `id` (evidence names the rule by it), a `label` (what kind of fact it
 finds: KIND, COMPLAINT, INTENT, DELIVERED, DEADLINE, …), the `value` it stands for, a `priority` (among hits of
@@ -18,14 +19,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import spacy
-from spacy.attrs import IS_SPACE, LEMMA, NORM, ORTH
+from spacy.attrs import IDX, IS_SPACE, LEMMA, LENGTH, NORM, ORTH
 from spacy.language import Language
 from spacy.matcher import Matcher, PhraseMatcher
 from spacy.tokens import Doc
 
 from pipeline.understanding import lemmas as _lemmas  # noqa: F401  (registers the pipeline_lemmatizer factory)
 from pipeline.understanding.language import LanguageData
-from pipeline.understanding.lemmas import lemma_table, widen_lemmas
+from pipeline.understanding.lemmas import LookupLemmatizer, lemma_table, widen_lemmas
 from pipeline.understanding.scope import Scope
 from pipeline.understanding.text import A_TO_Z, A_TO_Z_WORDS
 
@@ -148,32 +149,38 @@ class RuleModel:
             forms, table_lemmas, protected, table = lemma_table(self.lang, needed, listed, folders)
             if table is None:
                 keywords |= {f.lower() for f in forms}
-            self.nlp.add_pipe("pipeline_lemmatizer").configure(forms, keywords, protected,
-                                                                bool(settings["compound_heads"]), table)
+            lemmatizer: LookupLemmatizer = self.nlp.add_pipe("pipeline_lemmatizer")  # type: ignore[assignment]
+            lemmatizer.configure(forms, keywords, protected, bool(settings["compound_heads"]), table)
             patterns = [(rule, widen_lemmas(pattern, table_lemmas)) for rule, pattern in patterns]
+        self.patterns = patterns
         self.matcher = Matcher(self.nlp.vocab)
         for rule, pattern in patterns:
             self.matcher.add(rule.id, [pattern])
+        self.phrases = [(rule, list(self.nlp.pipe(rule.phrases))) for rule in phrases]
         self.phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
-        for rule in phrases:
-            self.phrase_matcher.add(rule.id, list(self.nlp.pipe(rule.phrases)))
-        self.has_phrases = bool(phrases)
+        for rule, docs in self.phrases:
+            self.phrase_matcher.add(rule.id, docs)
+        self._narrow: dict[frozenset[str], tuple[Matcher, PhraseMatcher]] = {}
         self.scope = Scope(self.nlp.vocab, language.scope)
 
     def doc(self, text: str) -> Doc:
         """The text tokenized and lemmatized."""
         return self.nlp(text)
 
-    def hits(self, doc: Doc, subject_end: int = 0) -> list[Hit]:
-        """Every rule match in the doc (characters before subject_end are the subject), negation marked."""
+    def hits(self, doc: Doc, subject_end: int = 0, labels: frozenset[str] | None = None) -> list[Hit]:
+        """Every match of the rules (of the given labels only, when given) in the doc, negation marked.
+        Characters before subject_end are the subject."""
+        if labels is not None and not labels:
+            return []
         text = doc.text
         strings = self.nlp.vocab.strings
-        spans = [(strings[m], s, e) for m, s, e in self.matcher(doc)] if len(self.matcher) else []
-        if self.has_phrases:
-            spans += [(strings[m], s, e) for m, s, e in self.phrase_matcher(doc)]
+        matcher, phrase_matcher = self._matchers(labels)
+        spans = [(strings[m], s, e) for m, s, e in matcher(doc)] if len(matcher) else []
+        if len(phrase_matcher):
+            spans += [(strings[m], s, e) for m, s, e in phrase_matcher(doc)]
+        starts = doc.to_array(IDX).tolist()
         if self.regexes:
-            spans += self._regex_spans(doc)
-        starts = [token.idx for token in doc]
+            spans += self._regex_spans(doc, text, starts, labels)
         found: list[Hit] = []
         blocks: list[tuple[str, int, int]] = []
         attributes = None
@@ -198,22 +205,42 @@ class RuleModel:
                                                  and h.start < b for target, a, b in blocks)]
         return found
 
-    def _regex_spans(self, doc: Doc) -> list[tuple[str, int, int]]:
+    def _matchers(self, labels: frozenset[str] | None) -> tuple[Matcher, PhraseMatcher]:
+        """The Matcher and PhraseMatcher of the rules of some labels (all rules when None), built once: spaCy's
+        Matcher tests every pattern's word lists at every token, so a message runs only the rules it needs."""
+        if labels is None:
+            return self.matcher, self.phrase_matcher
+        found = self._narrow.get(labels)
+        if found is None:
+            matcher = Matcher(self.nlp.vocab)
+            for rule, pattern in self.patterns:
+                if rule.label in labels:
+                    matcher.add(rule.id, [pattern])
+            phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
+            for rule, docs in self.phrases:
+                if rule.label in labels:
+                    phrase_matcher.add(rule.id, docs)
+            found = self._narrow[labels] = (matcher, phrase_matcher)
+        return found
+
+    def _regex_spans(self, doc: Doc, text: str, starts: list[int],
+                     labels: frozenset[str] | None) -> list[tuple[str, int, int]]:
         """Token spans of the regex rules. A token-scope rule (tracking numbers) is tried only where a token of
         10 or more characters with a digit starts; carrier names and tracking cues only beside such a match."""
-        text = doc.text
-        starts = [token.idx for token in doc]
-        candidates = [token.idx for token in doc if len(token.text) >= 10 and any(c.isdigit() for c in token.text)]
+        lengths = doc.to_array(LENGTH).tolist()
+        candidates = [at for at, length in zip(starts, lengths, strict=True)
+                      if length >= 10 and any(c.isdigit() for c in text[at:at + length])]
         spans: list[tuple[str, int, int]] = []
         tracking = False
-        for rule, regex in self.regexes:
+        regexes = [(r, x) for r, x in self.regexes if labels is None or r.label in labels]
+        for rule, regex in regexes:
             if rule.token_scope:
                 for at in candidates:
                     match = regex.match(text, at)
                     if match:
                         tracking = True
                         spans.append((rule.id, *_token_span(starts, match)))
-        for rule, regex in self.regexes:
+        for rule, regex in regexes:
             if rule.token_scope or (rule.label in TRACKING_COMPANIONS and not tracking):
                 continue
             spans.extend((rule.id, *_token_span(starts, match)) for match in regex.finditer(text))

@@ -1,6 +1,7 @@
-"""Negation and condition scope: whether a rule's match is negated ("not damaged") or only a possibility ("if
-it does not arrive"), from the words shortly before it in the same clause (and after it, where a language
-negates after the verb: "passt nicht", "届きません")."""
+"""Negation and condition scope: whether a rule's match is negated or only a possibility.
+
+"not damaged" is negated, "if it does not arrive" a possibility: told from the words shortly before the match in
+the same clause (and after it, where a language negates after the verb: "passt nicht", "届きません")."""
 
 from __future__ import annotations
 

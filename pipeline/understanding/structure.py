@@ -25,10 +25,9 @@ from typing import Any
 from pipeline.marketplaces import is_amazon_domain
 from pipeline.message import ParsedMessage
 from pipeline.understanding.facts import Evidence
-from pipeline.understanding.language import LanguageData
+from pipeline.understanding.language import LanguageData, reply_prefix
 from pipeline.understanding.text import normalize_chars
 
-CLAIM_KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn")
 DECISIONS = ("claim_granted", "claim_denied", "claim_withdrawn")
 SELLER_CENTRAL_KINDS = ("return_request", "refund_issued", "cancellation_request", "seller_reply_copy",
                         "message_undelivered")
@@ -43,7 +42,6 @@ _SUBJECTS_OF = {
 }
 _LINK_TYPE = re.compile(r"(?:communicationName|customAttribute1Value)=([A-Z][A-Z0-9_]{3,60})"
                         r"|[?&;]nt=([A-Z][A-Z0-9_]{3,60})")
-_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res|sv|vs)\s?:\s*)+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,7 @@ class StructureReader:
         self.relay_domains = tuple(senders.get("relay_domains", ()))
         self.atoz_locals = frozenset(senders.get("atoz_local_parts", ()))
         self.no_reply_locals = frozenset(senders.get("no_reply_local_parts", ()))
+        self.reply_prefix = reply_prefix(languages)
         self.subjects: list[tuple[str, re.Pattern[str]]] = []
         for language in languages.values():
             for kind, patterns in language.get("subjects", {}).items():
@@ -139,7 +138,7 @@ class StructureReader:
 
     def _subject(self, subject: str) -> tuple[str | None, str | None]:
         """The kind a subject template names, and the buyer's name it holds, if any."""
-        text = _REPLY_PREFIX.sub("", normalize_chars(subject)).strip()
+        text = self.reply_prefix.sub("", normalize_chars(subject)).strip()
         for kind, pattern in self.subjects:
             match = pattern.search(text)
             if match:

@@ -1,5 +1,4 @@
-"""Text as the rules read it: one kind of apostrophe and hyphen, hard-wrapped lines and order IDs joined, "A-to-z"
-written as one token."""
+"""Text as the rules read it: one apostrophe and hyphen, wrapped lines and IDs joined, "A-to-z" one token."""
 
 from __future__ import annotations
 

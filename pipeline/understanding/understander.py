@@ -7,13 +7,16 @@ facts each kind has (extract.py).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
+from spacy.attrs import IDX, LOWER
 from spacy.tokens import Doc
 
 from pipeline.errors import ConfigError
@@ -31,17 +34,36 @@ from pipeline.understanding.language import (
 )
 from pipeline.understanding.regions import FieldLabels, Region, buyer_region, notice_region
 from pipeline.understanding.rules import Hit, RuleModel
-from pipeline.understanding.structure import CLAIM_KINDS, DECISIONS, Structure, StructureReader
+from pipeline.understanding.structure import DECISIONS, Structure, StructureReader
 from pipeline.understanding.text import A_TO_Z_WORDS, normalize_chars, prepare_text
+from pipeline.vocabulary import CLAIM_KINDS
 
-REPLY_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|antw|wg|fw|fwd|tr|rif|r|rv|res)\s?:\s*)+", re.IGNORECASE)
-_KANA = re.compile(r"[\u3040-\u30ff]")
 _LANGUAGE_SAMPLE = 1000  # characters of a text whose function words tell its language
 # the kinds whose complaint the rules read, and from which part
 COMPLAINT_KINDS = ("buyer_message", "amazon_inquiry", "return_request")
 TRACKING_KINDS = ("buyer_message", "amazon_inquiry", *CLAIM_KINDS)
 AMOUNT_KINDS = (*CLAIM_KINDS, "refund_issued")
 DEADLINE_KINDS = ("claim_filed", "claim_info_request")
+COMPLAINT_LABELS = frozenset({"COMPLAINT", "REASON", "REASON_CUE", "USE_PERIOD", "ARRIVAL", "BLOCK"})
+TRACKING_LABELS = frozenset({"DELIVERED", "TRACKING", "CARRIER", "TRACKING_CUE", "BLOCK"})
+
+
+def labels_for(kind: str | None) -> frozenset[str] | None:
+    """The rule labels a message of this kind needs (None: all, when its text must still tell the kind)."""
+    if kind is None:
+        return None
+    labels: set[str] = set()
+    if kind == "buyer_message":
+        labels |= COMPLAINT_LABELS | {"INTENT"}
+    if kind in CLAIM_KINDS:
+        labels |= COMPLAINT_LABELS
+    if kind in TRACKING_KINDS:
+        labels |= TRACKING_LABELS
+    if kind in DEADLINE_KINDS:
+        labels.add("DEADLINE")
+    if kind in AMOUNT_KINDS:
+        labels |= {"AMOUNT_CUE", "BLOCK"}
+    return frozenset(labels)
 
 
 @dataclass(frozen=True)
@@ -60,12 +82,30 @@ class Reading:
 class Understander:
     """Builds facts from parsed messages. A language's rule model is built on first use."""
 
+    _shared: ClassVar[dict[tuple[object, ...], Understander]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def shared(cls, models_dir: str | Path | None = None, *, response_days: int = 7) -> Understander:
+        """One Understander per process for the same models and settings, built again when a model file
+        changed (its rule models are the slow part to build, and immutable once built)."""
+        folders = search_path("models", models_dir)
+        key = (tuple(folders), response_days, _fingerprint(folders))
+        with cls._shared_lock:
+            found = cls._shared.get(key)
+            if found is None:
+                cls._shared.clear()  # the models changed: the old one is never asked for again
+                found = cls._shared[key] = cls(models_dir, response_days=response_days)
+            return found
+
     def __init__(self, models_dir: str | Path | None = None, *, response_days: int = 7) -> None:
         self.folders = search_path("models", models_dir)
         self.response_days = response_days
         try:
             self.languages: dict[str, LanguageData] = load_languages(self.folders)
             self.structures = StructureReader(self.folders, self.languages)
+            self.scripts = [(lang, re.compile(data.get("script"))) for lang, data in self.languages.items()
+                            if data.get("script")]
         except (ValueError, OSError, re.error) as exc:
             raise ConfigError(f"the models' language files cannot be read: {exc}") from None
         self.labels = FieldLabels(self.languages)
@@ -108,13 +148,17 @@ class Understander:
         marketplace = marketplace_of(message) if trusted else None
         region = buyer_region(message) if structure.family == "buyer" else notice_region(message, self.labels)
         subject = normalize_chars(message.subject)
-        if structure.family == "buyer" and REPLY_SUBJECT.match(subject):
+        if structure.family == "buyer" and self.structures.reply_prefix.match(subject):
             subject = ""  # a reply's subject restates the old complaint
         body = prepare_text(region.text)
         text = f"{subject}\n\n{body}" if subject else body
         default = language_of_marketplace(marketplace) or "en"
-        language = "ja" if _KANA.search(text) else default if default in self.languages else "en"
+        language = self._by_script(text) or (default if default in self.languages else "en")
         return Reading(structure, region, trusted, marketplace, language, text, len(subject))
+
+    def _by_script(self, text: str) -> str | None:
+        """The language whose own script the text uses (language.json "script": kana says Japanese), if any."""
+        return next((lang for lang, script in self.scripts if script.search(text)), None)
 
     def _tokens(self, reading: Reading) -> tuple[RuleModel, Doc, Reading]:
         """The reading's language told by its function words, and its tokens in that language.
@@ -124,10 +168,11 @@ class Understander:
         """
         model = self.model(reading.language)
         doc = model.doc(reading.text)
-        if reading.language == "ja" and _KANA.search(reading.text):
+        if self._by_script(reading.text) == reading.language:
             return model, doc, reading
-        found = [lang for token in doc if token.idx < _LANGUAGE_SAMPLE
-                 and (lang := self.word_languages.get(token.lower_)) is not None]
+        strings = doc.vocab.strings
+        found = [lang for at, word in doc.to_array([IDX, LOWER]).tolist() if at < _LANGUAGE_SAMPLE
+                 and (lang := self.word_languages.get(strings[word])) is not None]
         language = decide_language(found, reading.language)
         if language == reading.language:
             return model, doc, reading
@@ -135,23 +180,15 @@ class Understander:
         return model, model.doc(reading.text), replace(reading, language=language)
 
     def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc) -> Facts:
-        """The facts of a message from its reading and tokens."""
-        evidence: dict[str, Evidence] = {}
-        structure, region, text = reading.structure, reading.region, reading.text
-        failure = message.authentication_failure
-        evidence["trusted"] = Evidence("authentication-results", failure) if failure else \
-            Evidence("sender-domain", message.sender_domain)
-        if reading.marketplace:
-            rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
-            evidence["marketplace"] = Evidence(rule, message.marketplace_id or message.sender_domain)
-        evidence["region"] = Evidence(f"region:{region.source}", " ".join(region.text.split())[:80])
+        """The facts of a message from its reading and tokens, each kind's facts from the part that states them."""
+        evidence = self._source_evidence(message, reading)
         hits: dict[str, list[Hit]] = {}
         body_hits: dict[str, list[Hit]] = {}  # outside the subject
-        for hit in model.hits(doc, reading.subject_end):
+        structure, region, text = reading.structure, reading.region, reading.text
+        for hit in model.hits(doc, reading.subject_end, labels_for(structure.kind)):
             hits.setdefault(hit.label, []).append(hit)
             if not hit.in_subject:
                 body_hits.setdefault(hit.label, []).append(hit)
-
         kind = self._kind(structure, hits.get("KIND", []), text, region, model, evidence)
         body = text[reading.subject_end:]
         order_id = extract.order_id(message.subject, body, evidence)
@@ -159,54 +196,80 @@ class Understander:
             order_id = extract.order_id("", prepare_text(message.text), evidence)
         complaint = self._complaint(kind, region, hits, text, model, evidence)
         intent = extract.intent(hits.get("INTENT", []), complaint, evidence) if kind == "buyer_message" else None
-        tracking = carrier = None
-        delivered, delivered_on = False, None
-        if kind in TRACKING_KINDS:
-            tracking, carrier = extract.tracking(body_hits, evidence)
-            delivered_hits = body_hits.get("DELIVERED", [])
-            delivered = extract.delivered(delivered_hits, evidence)
-            delivered_on = extract.delivery_date(text, delivered_hits, self.months, evidence) if delivered else None
-        deadline_hours = None
-        if kind in DEADLINE_KINDS:
-            deadline_hours = extract.deadline_hours(body_hits.get("DEADLINE", []), text,
-                                                    model.language.number_words, evidence)
+        shipment = self._shipment(kind, body_hits, text, evidence)
+        deadline_hours, deadline_at = self._deadline(message, kind, body_hits, text, model, evidence)
         amount, currency = (None, None)
         if kind in AMOUNT_KINDS:
             source = text if kind == "refund_issued" else body  # a refund's subject states its amount
             amount, currency = extract.amount(source, body_hits.get("AMOUNT_CUE", []), len(text) - len(source),
                                               reading.marketplace, evidence)
-        deadline_at = None
-        if message.sent_at and kind in DEADLINE_KINDS:
-            if deadline_hours:
-                deadline_at = message.sent_at + timedelta(hours=deadline_hours)
-                evidence["deadline_at"] = Evidence(evidence["deadline_hours"].rule, evidence["deadline_hours"].text)
-            elif kind == "claim_filed":
-                deadline_at = message.sent_at + timedelta(days=self.response_days)
-                evidence["deadline_at"] = Evidence("config:response_days", f"{self.response_days} days")
-        return_carrier = return_tracking = return_reason = None
-        if kind == "return_request":
-            return_reason = region.fields.get("return_reason")
-            return_carrier = region.fields.get("return_carrier")
-            return_tracking = region.fields.get("return_tracking")
-            for key, value in (("return_reason", return_reason), ("return_carrier", return_carrier),
-                               ("return_tracking_number", return_tracking)):
-                if value:
-                    evidence[key] = Evidence(f"field:{key}", value)
+        returned = self._returned(kind, region, evidence)
         channel, address = self._reply_channel(message, reading, kind, evidence)
-        buyer_name = self._buyer_name(message, structure, kind)
-        evidence["language"] = Evidence("language-detection", reading.language)
         return Facts(
             kind=kind, order_id=order_id, complaint_type=complaint, buyer_intent=intent,
-            tracking_number=tracking, carrier=carrier, delivered=delivered, deadline_hours=deadline_hours,
+            tracking_number=shipment[0], carrier=shipment[1], delivered=shipment[2], deadline_hours=deadline_hours,
             deadline_at=deadline_at, amount=amount, currency=currency, marketplace=reading.marketplace,
             language=reading.language, trusted=reading.trusted, sent_at=message.sent_at, sender=message.sender,
             reply_to=message.reply_to, buyer_address=message.sender if kind == "buyer_message" else region.relay,
-            buyer_name=buyer_name, subject=message.subject, message_id=message.message_id,
-            in_reply_to=message.in_reply_to, references=message.references, evidence=evidence,
-            delivered_on=delivered_on, notification_type=structure.notification_type,
-            return_carrier=return_carrier, return_tracking_number=return_tracking, return_reason=return_reason,
+            buyer_name=self._buyer_name(message, structure, kind), subject=message.subject,
+            message_id=message.message_id, in_reply_to=message.in_reply_to, references=message.references,
+            evidence=evidence, delivered_on=shipment[3], notification_type=structure.notification_type,
+            return_reason=returned[0], return_carrier=returned[1], return_tracking_number=returned[2],
             reply_channel=channel, reply_address=address,
         )
+
+    @staticmethod
+    def _source_evidence(message: ParsedMessage, reading: Reading) -> dict[str, Evidence]:
+        """Where trust, marketplace, region and language came from."""
+        failure = message.authentication_failure
+        evidence = {"trusted": Evidence("authentication-results", failure) if failure else
+                    Evidence("sender-domain", message.sender_domain)}
+        if reading.marketplace:
+            rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
+            evidence["marketplace"] = Evidence(rule, message.marketplace_id or message.sender_domain)
+        evidence["region"] = Evidence(f"region:{reading.region.source}", " ".join(reading.region.text.split())[:80])
+        evidence["language"] = Evidence("language-detection", reading.language)
+        return evidence
+
+    def _shipment(self, kind: str, body_hits: dict[str, list[Hit]], text: str, evidence: dict[str, Evidence],
+                  ) -> tuple[str | None, str | None, bool, date | None]:
+        """Our shipment's tracking number, carrier, whether it shows delivered, and when (kinds that state it)."""
+        if kind not in TRACKING_KINDS:
+            return None, None, False, None
+        tracking, carrier = extract.tracking(body_hits, evidence)
+        delivered_hits = body_hits.get("DELIVERED", [])
+        delivered = extract.delivered(delivered_hits, evidence)
+        delivered_on = extract.delivery_date(text, delivered_hits, self.months, evidence) if delivered else None
+        return tracking, carrier, delivered, delivered_on
+
+    def _deadline(self, message: ParsedMessage, kind: str, body_hits: dict[str, list[Hit]], text: str,
+                  model: RuleModel, evidence: dict[str, Evidence]) -> tuple[int | None, datetime | None]:
+        """The response time Amazon states, and the deadline it gives counted from the message's Date."""
+        if kind not in DEADLINE_KINDS:
+            return None, None
+        hours = extract.deadline_hours(body_hits.get("DEADLINE", []), text, model.language.number_words, evidence)
+        if message.sent_at is None:
+            return hours, None
+        if hours:
+            evidence["deadline_at"] = Evidence(evidence["deadline_hours"].rule, evidence["deadline_hours"].text)
+            return hours, message.sent_at + timedelta(hours=hours)
+        if kind == "claim_filed":
+            evidence["deadline_at"] = Evidence("config:response_days", f"{self.response_days} days")
+            return hours, message.sent_at + timedelta(days=self.response_days)
+        return hours, None
+
+    @staticmethod
+    def _returned(kind: str, region: Region, evidence: dict[str, Evidence]) -> tuple[str | None, str | None,
+                                                                                      str | None]:
+        """A return request's reason, and the carrier and tracking number of the buyer's parcel back."""
+        if kind != "return_request":
+            return None, None, None
+        found = (region.fields.get("return_reason"), region.fields.get("return_carrier"),
+                 region.fields.get("return_tracking"))
+        for key, value in zip(("return_reason", "return_carrier", "return_tracking_number"), found, strict=True):
+            if value:
+                evidence[key] = Evidence(f"field:{key}", value)
+        return found
 
     def _kind(self, structure: Structure, hits: list[Hit], text: str, region: Region, model: RuleModel,
               evidence: dict[str, Evidence]) -> str:
@@ -216,6 +279,7 @@ class Understander:
             return structure.kind
         denied = max((r.priority for r in model.rules.values() if r.label == "KIND" and r.value == "claim_denied"),
                      default=0)
+        allowed: tuple[str, ...]
         if structure.family == "atoz":
             allowed = DECISIONS if structure.subject_kind == "claim_decision" else CLAIM_KINDS
         elif structure.notification_type and structure.notification_type.startswith("A_Z_"):
@@ -294,3 +358,14 @@ class Understander:
         if kind == "seller_reply_copy" and structure.subject_buyer:
             return structure.subject_buyer
         return None
+
+
+def _fingerprint(folders: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every model file: changes when a rule or word list does."""
+    found = []
+    for folder in folders:
+        for path in sorted(folder.glob("*/*")):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                found.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
