@@ -12,17 +12,16 @@ import sys
 from pathlib import Path
 
 try:
-    from pipeline.dovecot import DovecotError, ThrowawayDovecot, ensure_installed
+    from pipeline.testing.dovecot import DovecotError, ThrowawayDovecot
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pipeline.dovecot import DovecotError, ThrowawayDovecot, ensure_installed
+    from pipeline.testing.dovecot import DovecotError, ThrowawayDovecot
 
 
 def start(directory: Path, *, ssl: bool) -> int:
     """Start a server in `directory`, add one user and print shell `export` lines describing it."""
-    ensure_installed()
     server = ThrowawayDovecot(directory, ssl=ssl)
-    server.start()
+    server.start()  # DovecotError naming scripts/setup.sh when Dovecot is not installed
     try:
         user = server.add_user()
     except BaseException:

@@ -13,15 +13,15 @@ import pytest
 
 from pipeline.vocabulary import STATES, STRATEGIES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]  # `pipeline demo` starts its own Dovecot
 
 
 @pytest.fixture(scope="module")
 def dovecot_available() -> None:
-    from pipeline.dovecot import DovecotError, ensure_installed
+    from pipeline.testing.dovecot import DovecotError, find_dovecot
 
     try:
-        ensure_installed()
+        find_dovecot()
     except DovecotError as error:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"Dovecot is not available for the demo: {error} (CI=true: not skipping)", pytrace=False)
@@ -92,7 +92,7 @@ def test_demo(dovecot_available, ops_cli) -> None:
 
 
 def test_demo_keep_leaves_a_usable_setup(dovecot_available, ops_cli) -> None:
-    from pipeline.dovecot import ThrowawayDovecot
+    from pipeline.testing.dovecot import ThrowawayDovecot
 
     result = ops_cli(None, "demo", "--keep")
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import ssl
@@ -16,7 +17,8 @@ import sqlalchemy
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from pipeline.dovecot import DovecotError, MailUser, ThrowawayDovecot, ensure_installed
+from pipeline.testing import dovecot as harness
+from pipeline.testing.dovecot import DovecotError, MailUser, ThrowawayDovecot, find_dovecot
 
 
 def _message(subject: str) -> bytes:
@@ -152,6 +154,7 @@ def test_doveadm_reports_errors(dovecot: ThrowawayDovecot, mail_user: MailUser) 
         dovecot.doveadm("mailbox", "status", "-u", mail_user.username, "messages", "No/Such/Mailbox")
 
 
+@pytest.mark.server
 def test_standalone_server_lifecycle() -> None:
     server = ThrowawayDovecot()
     with server:
@@ -200,6 +203,7 @@ def test_failed_logins_do_not_slow_down_later_logins(dovecot: ThrowawayDovecot, 
     assert time.monotonic() - started < 5  # Dovecot's auth penalty would add 4 + 8 + 15 s
 
 
+@pytest.mark.server
 def test_given_workdir_with_long_path_is_kept() -> None:
     base = Path(tempfile.mkdtemp(prefix="dovecot-test-"))
     base.chmod(0o711)  # as root, the dovecot user must be able to enter it
@@ -220,6 +224,7 @@ def test_given_workdir_with_long_path_is_kept() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.server
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the mail processes as another user")
 def test_unreachable_workdir_is_refused_clearly() -> None:
     base = Path(tempfile.mkdtemp(prefix="dovecot-test-"))  # mode 0700: closed to the dovecot user
@@ -230,5 +235,45 @@ def test_unreachable_workdir_is_refused_clearly() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_ensure_installed_is_a_no_op_when_installed(dovecot: ThrowawayDovecot) -> None:
-    ensure_installed()
+def test_find_dovecot_when_installed(dovecot: ThrowawayDovecot) -> None:
+    assert Path(find_dovecot()).name == "dovecot"
+
+
+@pytest.fixture
+def no_dovecot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither PATH nor the sbin directories hold dovecot/doveadm."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(harness, "_SBIN_PATH", str(empty))
+
+
+def test_missing_dovecot_is_one_line_naming_setup_sh(no_dovecot: None, tmp_path: Path) -> None:
+    with pytest.raises(DovecotError) as raised:
+        find_dovecot()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("Dovecot is not installed") and "scripts/setup.sh" in message
+    with pytest.raises(DovecotError) as raised:
+        ThrowawayDovecot(tmp_path / "work").start()
+    assert str(raised.value) == message
+    assert not (tmp_path / "work").exists()
+
+
+def test_missing_dovecot_in_scripts_dovecot_py(no_dovecot: None, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parent.parent / "scripts" / "dovecot.py"
+    spec = importlib.util.spec_from_file_location("scripts_dovecot", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["start", "--dir", str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Dovecot is not installed") and "scripts/setup.sh" in err
+
+
+def test_missing_dovecot_in_pipeline_demo(no_dovecot: None, ops_cli) -> None:
+    result = ops_cli(None, "demo")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Dovecot is not installed" in result.output
+    assert "scripts/setup.sh" in result.output

@@ -15,9 +15,9 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError
 
 from pipeline.config import Settings
-from pipeline.dovecot import MailUser, ThrowawayDovecot
 from pipeline.errors import FolderNotFoundError, LoginError, MailboxError
 from pipeline.mailbox import TRANSIENT_ERRORS, Mailbox, connect
+from pipeline.testing.dovecot import MailUser, ThrowawayDovecot
 
 DATA = Path(__file__).parent / "data" / "poller"
 MakeSettings = Callable[..., Settings]

@@ -1,6 +1,7 @@
-"""A throwaway local Dovecot IMAP server (optionally with TLS) for tests, the demo and benchmarks.
+"""A throwaway local Dovecot IMAP server (optionally with TLS) for the tests, `pipeline demo` and scripts/dovecot.py.
 
 Everything lives in one work directory: config, passwd-files, maildirs, sockets, log and certificates.
+Dovecot itself is installed by scripts/setup.sh; this module only finds and runs it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from pipeline.errors import PipelineError
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -34,12 +40,82 @@ _STDERR_NAME = "dovecot.stderr"
 # Unix socket paths are limited to 107 bytes; the longest socket dovecot creates under base_dir is
 # about 30 characters, so a longer base_dir goes to a short private temp dir instead.
 _MAX_BASE_DIR_LEN = 70
+# Where Debian puts dovecot/doveadm; a non-root PATH often lacks them.
+_SBIN_PATH = "/usr/sbin:/usr/local/sbin"
+_NOT_INSTALLED = "Dovecot is not installed: run scripts/setup.sh (it installs dovecot-imapd with apt-get)"
 # Dovecot's default auth_username_chars.
 _USERNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
 
 
-class DovecotError(Exception):
-    """Dovecot could not be installed, started, stopped or driven (the message says why)."""
+# The config of a ThrowawayDovecot (str.format fields). The anvil-auth-penalty socket is moved off the path the
+# auth process looks for: that switches off the per-IP auth penalty, which would otherwise delay every login from
+# 127.0.0.1 by up to 15 s after a test's deliberate failed logins.
+_CONFIG = """# Throwaway Dovecot written by pipeline.testing.dovecot; everything lives in {workdir}
+base_dir = {base_dir}
+state_dir = {state_dir}
+instance_name = pipeline-dovecot-{port}
+log_path = {log_path}
+listen = {host}
+protocols = imap
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+first_valid_gid = {gid}
+last_valid_gid = {gid}
+mail_uid = {uid}
+mail_gid = {gid}
+mail_location = maildir:~/Maildir
+{ssl_settings}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {passwd_dir}/%u
+}}
+userdb {{
+  driver = passwd-file
+  args = {passwd_dir}/%u
+}}
+
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = subscribe
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = subscribe
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = subscribe
+  }}
+}}
+
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
+
+service imap-login {{
+{no_chroot}  inet_listener imap {{
+    port = {port}
+  }}
+{imaps}}}
+service anvil {{
+{no_chroot}  unix_listener anvil-auth-penalty {{
+    path = anvil-auth-penalty-disabled
+  }}
+}}
+"""
+
+
+class DovecotError(PipelineError):
+    """Dovecot could not be found, started, stopped or driven (the message says why; `pipeline demo` prints it)."""
 
 
 @dataclass(frozen=True)
@@ -51,41 +127,19 @@ class MailUser:
 
 
 def _find_binary(name: str) -> str | None:
-    """Locate a Dovecot binary on PATH or in the sbin directories non-root PATHs often lack."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"):
-        candidate = Path(directory) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+    """Path of a Dovecot binary on PATH or in the sbin directories, or None."""
+    return shutil.which(name) or shutil.which(name, path=_SBIN_PATH)
 
 
-def ensure_installed() -> None:
-    """Make sure the `dovecot` and `doveadm` binaries exist, installing dovecot-imapd with apt-get if not.
+def find_dovecot() -> str:
+    """Path of the `dovecot` binary, after checking that `doveadm` is there too.
 
-    Raises DovecotError when Dovecot is missing and cannot be installed
-    (not root, no apt-get, the install failed).
+    Raises DovecotError (one line naming scripts/setup.sh) when Dovecot is not installed.
     """
-    if _find_binary("dovecot") and _find_binary("doveadm"):
-        return
-    if os.geteuid() != 0:
-        raise DovecotError(
-            "Dovecot is not installed and we are not root: install it with `apt-get install dovecot-imapd`"
-        )
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        raise DovecotError("Dovecot is not installed and apt-get is not available to install dovecot-imapd")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt_get, "install", "-y", "--no-install-recommends", "dovecot-imapd"]
-    result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        subprocess.run([apt_get, "update"], capture_output=True, text=True, env=env, check=False)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
-    if not (_find_binary("dovecot") and _find_binary("doveadm")):
-        tail = (result.stderr or result.stdout).strip()[-2000:]
-        raise DovecotError(f"`apt-get install dovecot-imapd` did not provide dovecot/doveadm:\n{tail}")
+    dovecot = _find_binary("dovecot")
+    if dovecot is None or _find_binary("doveadm") is None:
+        raise DovecotError(_NOT_INSTALLED)
+    return dovecot
 
 
 def _free_port() -> int:
@@ -227,9 +281,7 @@ class ThrowawayDovecot:
         """Write the config, start Dovecot and wait (10 s at most) until it greets on the IMAP port."""
         if self.running:
             raise DovecotError("this ThrowawayDovecot is already running")
-        dovecot = _find_binary("dovecot")
-        if dovecot is None or _find_binary("doveadm") is None:
-            raise DovecotError("dovecot/doveadm not found: run pipeline.dovecot.ensure_installed() first")
+        dovecot = find_dovecot()
         if self._given_workdir is not None:
             other = _running_master_pid(self._given_workdir)
             if other is not None:
@@ -333,9 +385,6 @@ class ThrowawayDovecot:
 
     def _verify_login(self, user: MailUser, timeout: float = 5.0) -> None:
         """Log in once (which also auto-creates the special-use folders); retry briefly, then raise."""
-        from imapclient import IMAPClient  # local import: only the harness needs imapclient
-        from imapclient.exceptions import LoginError
-
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -366,7 +415,7 @@ class ThrowawayDovecot:
     def _run_doveadm(self, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
         doveadm = _find_binary("doveadm")
         if doveadm is None:
-            raise DovecotError("doveadm not found")
+            raise DovecotError(_NOT_INSTALLED)
         return subprocess.run(
             [doveadm, "-c", str(self.config_path), *args], capture_output=True, text=True, check=False
         )
@@ -462,14 +511,14 @@ class ThrowawayDovecot:
         else:
             path.chmod(mode & 0o700)
 
-    def _service_users(self) -> tuple[str, str, str]:
-        """(login user, internal user, mail user) names."""
+    def _service_users(self) -> tuple[str, str]:
+        """(login user, internal user) names."""
         if os.geteuid() == 0:
-            return "dovenull", "dovecot", "dovecot"
+            return "dovenull", "dovecot"
         import pwd
 
         me = pwd.getpwuid(os.geteuid()).pw_name
-        return me, me, me
+        return me, me
 
     def _mail_ids(self) -> tuple[int, int]:
         import pwd
@@ -484,82 +533,23 @@ class ThrowawayDovecot:
 
     def _write_config(self) -> None:
         assert self._base_dir is not None and self.port is not None
-        login_user, internal_user, _mail_user = self._service_users()
+        login_user, internal_user = self._service_users()
         uid, gid = self._mail_ids()
         root = os.geteuid() == 0
-        # Without root, Dovecot cannot chroot its login and anvil processes.
-        # The anvil-auth-penalty socket is moved off the path the auth process looks for: that switches
-        # off the per-IP auth penalty, which would otherwise delay every login from 127.0.0.1 by up to
-        # 15 s after a test's deliberate failed logins.
-        no_chroot = "" if root else "  chroot =\n"
         if self.ssl:
             ssl_settings = f"ssl = yes\nssl_cert = <{self._cert_file}\nssl_key = <{self._key_file}\n"
             imaps = f"  inet_listener imaps {{\n    port = {self.ssl_port}\n    ssl = yes\n  }}\n"
         else:
             ssl_settings = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
-        config = f"""# Throwaway Dovecot written by pipeline.dovecot; everything lives in {self.workdir}
-base_dir = {self._base_dir}
-state_dir = {self.workdir / "state"}
-instance_name = pipeline-dovecot-{self.port}
-log_path = {self.log_path}
-listen = {HOST}
-protocols = imap
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-default_login_user = {login_user}
-default_internal_user = {internal_user}
-default_internal_group = {internal_user if root else _group_name(gid)}
-first_valid_uid = {uid}
-last_valid_uid = {uid}
-first_valid_gid = {gid}
-last_valid_gid = {gid}
-mail_uid = {uid}
-mail_gid = {gid}
-mail_location = maildir:~/Maildir
-{ssl_settings}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {self.passwd_dir}/%u
-}}
-userdb {{
-  driver = passwd-file
-  args = {self.passwd_dir}/%u
-}}
-
-namespace inbox {{
-  inbox = yes
-  separator = /
-  mailbox Drafts {{
-    special_use = \\Drafts
-    auto = subscribe
-  }}
-  mailbox Sent {{
-    special_use = \\Sent
-    auto = subscribe
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-    auto = subscribe
-  }}
-}}
-
-protocol imap {{
-  mail_max_userip_connections = 100
-}}
-
-service imap-login {{
-{no_chroot}  inet_listener imap {{
-    port = {self.port}
-  }}
-{imaps}}}
-service anvil {{
-{no_chroot}  unix_listener anvil-auth-penalty {{
-    path = anvil-auth-penalty-disabled
-  }}
-}}
-"""
+        config = _CONFIG.format(
+            workdir=self.workdir, base_dir=self._base_dir, state_dir=self.workdir / "state", port=self.port,
+            log_path=self.log_path, host=HOST, login_user=login_user, internal_user=internal_user,
+            internal_group=internal_user if root else _group_name(gid), uid=uid, gid=gid,
+            ssl_settings=ssl_settings, passwd_dir=self.passwd_dir, imaps=imaps,
+            # Without root, Dovecot cannot chroot its login and anvil processes.
+            no_chroot="" if root else "  chroot =\n",
+        )
         self.config_path.write_text(config)
 
     def _launch(self, dovecot: str) -> None:
