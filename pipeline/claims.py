@@ -10,19 +10,21 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from pipeline.config import Settings
+from pipeline.drafts import DraftSync
 from pipeline.errors import PipelineError, StoreError
+from pipeline.mailbox import Mailbox
 from pipeline.message import parse_message
 from pipeline.playbook import ClaimView, DraftPlan, Replayed, Rules, Shipment, Statement, replay
 from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, StoredMessage
 from pipeline.schema import Shipment as ShipmentRow
 from pipeline.store import Store, utcnow
+from pipeline.timing import stage
 from pipeline.understanding.facts import Facts
 from pipeline.understanding.understander import Understander
 
@@ -43,11 +45,11 @@ class ClaimDesk:
     """Runs understand → link → playbook for stored messages, and escalation and drafts each cycle."""
 
     def __init__(self, settings: Settings, store: Store, understander: Understander | None = None,
-                 drafts: Any | None = None) -> None:
+                 drafts: DraftSync | None = None) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules_from(settings)
-        self.understander = understander or Understander(settings.models.models_dir or None,
+        self.understander = understander or Understander.shared(settings.models.models_dir or None,
                                                          response_days=settings.seller.response_days)
         self.drafts = drafts
 
@@ -67,11 +69,13 @@ class ClaimDesk:
             done, failed = done + counts[0], failed + counts[1]
         return done, failed
 
-    def after_poll(self, mailbox: Any, now: datetime) -> None:
+    def after_poll(self, mailbox: Mailbox, now: datetime) -> None:
         """Deadline escalation, then the drafts the claims want (written, replaced, sent detection)."""
-        self.escalate_due(now)
+        with stage("replay", 0):
+            self.escalate_due(now)
         if self.drafts is not None and self.settings.drafts.enabled:
-            self.drafts.sync(mailbox, now)
+            with stage("drafts"):
+                self.drafts.sync(mailbox, now)
 
     # --- processing -------------------------------------------------------------------------------
 
@@ -116,7 +120,10 @@ class ClaimDesk:
 
     def understand(self, row: StoredMessage) -> Facts:
         """The facts of a stored message (parsing its raw bytes again)."""
-        return self.understander.understand(parse_message(row.raw))
+        with stage("parse"):
+            message = parse_message(row.raw)
+        with stage("understand"):
+            return self.understander.understand(message)
 
     def understood_batches(self, ids: list[int], stop: Callable[[], bool] | None = None,
                            ) -> Iterator[tuple[list[int], dict[int, Facts]]]:
@@ -144,13 +151,15 @@ class ClaimDesk:
         than one by one). A message that cannot be parsed is left out: process_message reports it."""
         parsed = []
         with self.store.session() as session:
-            for message_id, raw in session.execute(
-                    select(StoredMessage.id, StoredMessage.raw).where(StoredMessage.id.in_(ids))):
+            rows = session.execute(select(StoredMessage.id, StoredMessage.raw).where(StoredMessage.id.in_(ids)))
+            for message_id, raw in rows:
                 try:
-                    parsed.append((message_id, parse_message(raw)))
+                    with stage("parse"):
+                        parsed.append((message_id, parse_message(raw)))
                 except PipelineError:
                     continue
-        facts = self.understander.understand_many(message for _, message in parsed)
+        with stage("understand", len(parsed)):
+            facts = list(self.understander.understand_many(message for _, message in parsed))
         return {message_id: found for (message_id, _), found in zip(parsed, facts, strict=True)}
 
     def process_message(self, session: Session, row: StoredMessage, now: datetime,
@@ -162,15 +171,18 @@ class ClaimDesk:
         row.facts = facts.to_json()
         row.kind = facts.kind
         row.sent_at = row.sent_at or facts.sent_at
-        row.order_id = self._link(session, row, facts)
-        row.status, row.error, row.processed_at = "done", None, utcnow()
-        session.flush()
-        if row.order_id:
-            self._link_earlier(session, row, facts)
-            self.replay_claim(session, row.order_id, now)
-        if before and before != row.order_id:
-            # reprocessed with better rules, the message belongs elsewhere now: its old claim forgets it
-            self.replay_claim(session, before, now)
+        with stage("link"):
+            row.order_id = self._link(session, row, facts)
+            row.status, row.error, row.processed_at = "done", None, utcnow()
+            session.flush()
+            if row.order_id:
+                self._link_earlier(session, row, facts)
+        with stage("replay"):
+            if row.order_id:
+                self.replay_claim(session, row.order_id, now)
+            if before and before != row.order_id:
+                # reprocessed with better rules, the message belongs elsewhere now: its old claim forgets it
+                self.replay_claim(session, before, now)
 
     def _link(self, session: Session, row: StoredMessage, facts: Facts) -> str | None:
         if facts.order_id:
@@ -225,10 +237,10 @@ class ClaimDesk:
                 if (other.facts or {}).get("trusted"):
                     other.order_id = row.order_id
         if facts.kind == "buyer_message" and facts.buyer_name and facts.trusted:
-            copies = [m for m in session.scalars(unlinked.where(StoredMessage.kind == "seller_reply_copy"))
-                      if (m.facts or {}).get("trusted") and (m.facts or {}).get("buyer_name")]
-            for copy in copies:
-                copy.order_id = self._order_of_buyer_named(session, str(copy.facts["buyer_name"]))
+            for copy in session.scalars(unlinked.where(StoredMessage.kind == "seller_reply_copy")):
+                copied = copy.facts or {}
+                if copied.get("trusted") and copied.get("buyer_name"):
+                    copy.order_id = self._order_of_buyer_named(session, str(copied["buyer_name"]))
         # a reply is written after what it answers (messages without a date are checked too)
         answers = unlinked.where(StoredMessage.kind != "other")
         if row.sent_at is not None:

@@ -1,16 +1,20 @@
-"""Prometheus metrics of the daemon: messages stored/failed, claims by state, poll freshness, reconnects."""
+"""Prometheus metrics of the daemon: messages, claims by state, poll freshness, reconnects, time per stage."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Claim, StoredMessage
 from pipeline.store import Store
+from pipeline.timing import totals
 from pipeline.vocabulary import STATES
 
 MESSAGE_STATUSES = ("pending", "done", "failed")
@@ -39,6 +43,7 @@ class Metrics:
                                 registry=self.registry)
         self._poller: Any = None
         self.since_poll.set_function(self._seconds_since_poll)
+        self.registry.register(_StageCollector())
         self.refresh()
         try:
             self.server, self.thread = start_http_server(port, addr=address, registry=self.registry)
@@ -82,3 +87,16 @@ class Metrics:
     def _seconds_since_poll(self) -> float:
         last = getattr(self._poller, "last_success", None)
         return float("nan") if last is None else time.time() - last
+
+
+class _StageCollector(Collector):
+    """pipeline_stage_seconds_total and pipeline_stage_items_total, by stage (pipeline.timing), read when scraped."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        seconds = CounterMetricFamily("pipeline_stage_seconds", "time spent in each stage", labels=["stage"])
+        items = CounterMetricFamily("pipeline_stage_items", "items each stage handled", labels=["stage"])
+        for name, (spent, count) in totals().items():
+            seconds.add_metric([name], spent)
+            items.add_metric([name], count)
+        yield seconds
+        yield items

@@ -27,6 +27,7 @@ from pipeline.errors import FolderNotFoundError, LoginError, MailboxError, Pipel
 from pipeline.mailbox import TRANSIENT_ERRORS, HeaderSummary, Mailbox, connect
 from pipeline.message import candidate_from_header_bytes, normalize_message_id
 from pipeline.store import Store, message_key, utcnow
+from pipeline.timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,13 @@ class Poller:
         stats.seen += len(heads) + len(unreadable)
         wanted: list[HeaderSummary] = []
         with self.store.session() as session:
-            for head in heads:
-                if not candidate_from_header_bytes(head.header_bytes):
+            for summary in heads:
+                if not candidate_from_header_bytes(summary.header_bytes):
                     stats.ignored += 1
-                elif head.message_id and self.store.has_message(session, head.message_id):
+                elif summary.message_id and self.store.has_message(session, summary.message_id):
                     stats.known += 1
                 else:
-                    wanted.append(head)
+                    wanted.append(summary)
         # in UID order, so the cursor (moved with each stored message) never passes one not yet stored
         todo: list[tuple[int, HeaderSummary | None]] = sorted(
             [(head.uid, head) for head in wanted] + [(uid, None) for uid in unreadable], key=lambda item: item[0])
@@ -291,7 +292,8 @@ class Poller:
         found: dict[int, Any] = {}
         if not suspects.intersection(uids):
             try:
-                found = by_uid(fetch(uids))
+                with stage("fetch", len(uids) if what == "messages" else 0):
+                    found = by_uid(fetch(uids))
             except IMAPClientAbortError as exc:
                 if _server_hung_up(exc):
                     self._suspects[where] = suspects | set(uids)
@@ -343,11 +345,13 @@ class Poller:
         A message the database refuses as it is (a value it cannot hold) is stored as failed, with its raw bytes
         and the error, so it never blocks the folder; an unreachable database raises (the daemon retries).
         """
-        values = dict(values or _envelope(raw))
-        if error is not None:
-            values.update(status="failed", error=error[:4000])
+        with stage("store"):
+            values = dict(values or envelope(raw))
+            if error is not None:
+                values.update(status="failed", error=error[:4000])
         try:
-            created = self._add(account, folder, uidvalidity, uid, raw, values)
+            with stage("store", 0):
+                created = self._add(account, folder, uidvalidity, uid, raw, values)
         except SQLAlchemyError as exc:
             if _database_unavailable(exc):
                 raise
@@ -409,7 +413,7 @@ class Poller:
             except FolderNotFoundError as exc:
                 delay = backoff.next_delay(minimum=FOLDER_RETRY_MIN)
                 log.error("%s; retrying in %.0f s", exc, delay)
-            except (*TRANSIENT_ERRORS, MailboxError) as exc:
+            except (*TRANSIENT_ERRORS, MailboxError) as exc:  # type: ignore[misc]  # a tuple of exception types
                 healthy = False
                 delay = backoff.next_delay()
                 log.warning("connection lost: %s; reconnecting in %.1f s", _describe(exc), delay)
@@ -468,7 +472,7 @@ class Poller:
             log.info("received %s: finishing the current message and stopping", signal.Signals(signum).name)
             self.stop.set()
 
-        previous = {}
+        previous: dict[int, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, handle)
         return previous
@@ -478,7 +482,7 @@ class Poller:
             self.metrics.inc(name)  # type: ignore[attr-defined]
 
 
-def _envelope(raw: bytes) -> dict[str, object]:
+def envelope(raw: bytes) -> dict[str, object]:
     """Message key, sender, subject and Date of raw bytes, best effort (full parsing is a later stage).
 
     Never raises: whatever cannot be read is left empty, and the key falls back to a hash of the bytes.

@@ -1,5 +1,7 @@
-"""The database schema: stored messages, claims and their events, drafts, the seller's statements, shipments,
-mailbox cursors."""
+"""The database schema: messages, claims and their events, drafts, statements, shipments, cursors.
+
+Stored messages keep their raw bytes; claims their current state and the events that led there; the seller's
+statements and shipment facts what the mail does not say; mailbox cursors how far each folder was read."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -20,6 +23,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -59,6 +64,11 @@ class StoredMessage(Base):
     """One Amazon message as received: raw bytes kept for reprocessing, idempotent by `message_key`."""
 
     __tablename__ = "messages"
+    __table_args__ = (
+        # an order's messages by status (replay, linking), and relay addresses whatever their case
+        Index("ix_messages_order_id_status", "order_id", "status"),
+        Index("ix_messages_lower_sender", func.lower(text("sender"))),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # the Message-ID, or "sha256:<hex>" of the raw bytes when the message has none

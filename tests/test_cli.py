@@ -83,8 +83,9 @@ def test_top_level_help_and_version(ops_cli) -> None:
 def story_database(tmp_path_factory) -> Path:
     """A SQLite database holding the demo stories, processed (stored as the poller would, then reprocessed)."""
     from pipeline.config import settings_from_dict
-    from pipeline.poller import _envelope
-    from pipeline.service import import_orders, reprocess
+    from pipeline.poller import envelope
+    from pipeline.reprocess import reprocess
+    from pipeline.service import import_orders
     from pipeline.store import Store
 
     folder = tmp_path_factory.mktemp("stories")
@@ -98,7 +99,7 @@ def story_database(tmp_path_factory) -> Path:
     with store.session() as session:
         for uid, (_title, raw) in enumerate(mails, start=1):
             store.add_message(session, account="a", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
-                              **_envelope(raw))
+                              **envelope(raw))
     store.dispose()
     (folder / "shipments.csv").write_text(shipments)
     import_orders(settings, folder / "shipments.csv")
@@ -408,6 +409,11 @@ def test_metrics_of_a_poller(ops_dovecot_config, imap) -> None:
         assert 0 <= after["pipeline_seconds_since_last_poll"] < 30
         assert after["pipeline_reconnects_total"] == 0
         assert after["pipeline_messages_stored_total"] == 1
+        # time per stage: the poll fetched, stored, parsed, understood and replayed this message
+        for name in ("fetch", "store", "parse", "understand", "replay"):
+            assert after[f'pipeline_stage_seconds_total{{stage="{name}"}}'] > before.get(
+                f'pipeline_stage_seconds_total{{stage="{name}"}}', 0), name
+        assert after['pipeline_stage_items_total{stage="understand"}'] >= 1
     finally:
         metrics.close()
         store.dispose()

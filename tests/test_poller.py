@@ -21,12 +21,12 @@ from imapclient import IMAPClient
 from sqlalchemy import select
 
 from pipeline.config import Settings
-from pipeline.dovecot import MailUser, ThrowawayDovecot
 from pipeline.errors import FolderNotFoundError, MailboxError
 from pipeline.mailbox import Mailbox, connect
 from pipeline.poller import LOGIN_RETRY_MIN, Backoff, Poller
 from pipeline.schema import MailboxCursor, StoredMessage
 from pipeline.store import Store
+from pipeline.testing.dovecot import MailUser, ThrowawayDovecot
 
 DATA = Path(__file__).parent / "data" / "poller"
 PIPELINE = Path(sys.executable).with_name("pipeline")
