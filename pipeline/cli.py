@@ -29,7 +29,7 @@ class PipelineClickError(click.ClickException):
 
     def __init__(self, error: PipelineError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
 
 
 def reports_errors(func: F) -> F:
@@ -134,7 +134,8 @@ def db_upgrade(obj: Context) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Take in what is new, act on it, and exit.")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="PIPELINE_METRICS_PORT",
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              envvar="PIPELINE_METRICS_PORT",
               help="Serve Prometheus metrics on 127.0.0.1:PORT. Env: PIPELINE_METRICS_PORT.")
 @pass_context
 @reports_errors
@@ -162,10 +163,6 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
         poll_forever(settings, metrics_port=metrics_port)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
 def _parse_date(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -182,7 +179,7 @@ def _parse_date(value: str | None, name: str) -> datetime | None:
 @click.pass_context
 @reports_errors
 def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
-    """Show what the pipeline understands of one message, with evidence.
+    """Show what the pipeline understands of one .eml message, with the evidence for each fact.
 
     Works without a config file (then [seller] response_days is 7).
 
@@ -191,7 +188,7 @@ def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
       pipeline inspect claim.eml
       pipeline inspect --json buyer-message.eml | jq .complaint_type
     """
-    from pipeline.inspect_view import format_inspect, inspect_file
+    from pipeline.inspection import inspect_file
 
     obj: Context = ctx.obj
     response_days, models_dir = 7, None
@@ -199,7 +196,7 @@ def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
         settings = obj.settings()
         response_days, models_dir = settings.seller.response_days, settings.models.models_dir or None
     data = inspect_file(file, response_days=response_days, models_dir=models_dir)
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else format_inspect(data))
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else views.format_inspect(data))
 
 
 @cli.group(invoke_without_command=True)
@@ -219,7 +216,7 @@ def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.service import claim_rows
+    from pipeline.queries import claim_rows
 
     rows = claim_rows(ctx.obj.settings(), state)
     if as_json:
@@ -242,7 +239,7 @@ def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
     Example:
       pipeline claims show 111-2233445-5566778
     """
-    from pipeline.service import claim_timeline
+    from pipeline.queries import claim_timeline
 
     data = claim_timeline(obj.settings(), order_id)
     if as_json:
@@ -319,7 +316,7 @@ def orders() -> None:
 @pass_context
 @reports_errors
 def orders_import(obj: Context, file: Path) -> None:
-    """Import shipment facts from CSV or TSV with a header row.
+    """Import shipment facts from CSV or TSV, with our columns or Amazon's shipment confirmation columns.
 
     Columns: order_id, carrier, tracking_number, ship_date, delivered_date (ISO dates; empty =
     unknown), or Amazon's shipment-confirmation names (order-id, carrier-code, carrier-name,
@@ -339,9 +336,9 @@ def orders_import(obj: Context, file: Path) -> None:
 
 
 @cli.command()
-@click.option("--since", help="Only messages sent on or after this date (YYYY-MM-DD).")
-@click.option("--until", help="Only messages sent before this date (YYYY-MM-DD).")
-@click.option("--order", "order_id", help="Only this order's messages.")
+@click.option("--since", metavar="DATE", help="Only messages sent on or after this date (YYYY-MM-DD).")
+@click.option("--until", metavar="DATE", help="Only messages sent before this date (YYYY-MM-DD).")
+@click.option("--order", "order_id", metavar="ORDER_ID", help="Only this order's messages.")
 @click.option("--failed", "failed_only", is_flag=True, help="Only messages whose processing failed.")
 @click.option("--from-imap", is_flag=True, help="Re-read the watched folders first (date-limited by --since/--until).")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
@@ -351,7 +348,8 @@ def reprocess(obj: Context, since: str | None, until: str | None, order_id: str 
               from_imap: bool, dry_run: bool) -> None:
     """Re-run understanding and the playbook over stored mail (backfill, or after rules improve).
 
-    Idempotent: running it twice, or again after Ctrl-C, gives the same claims.
+    Idempotent: running it twice, or again after Ctrl-C, gives the same claims. Exits 1
+    while messages that could not be processed remain (see `pipeline claims --failed`).
 
     \b
     Examples:
@@ -360,58 +358,60 @@ def reprocess(obj: Context, since: str | None, until: str | None, order_id: str 
       pipeline reprocess --from-imap --since 2026-01-01
       pipeline reprocess --order 111-2233445-5566778
     """
-    from pipeline.service import reprocess as run_reprocess
+    from pipeline.reprocess import Selection
+    from pipeline.reprocess import reprocess as run_reprocess
 
-    settings = obj.settings()
-    state: dict[str, Any] = {"total": 0, "done": 0}
-    tty = sys.stderr.isatty()
-    log = logging.getLogger("pipeline.reprocess")
-
-    def start(total: int) -> None:
-        state.update(total=total, done=0, t0=time.monotonic(), logged=time.monotonic())
-        if tty and total:
-            state["bar"] = click.progressbar(length=total, label="reprocessing", file=sys.stderr, show_eta=True,
-                                             show_pos=True, item_show_func=lambda rate: rate).__enter__()
-
-    def progress(step: int) -> None:
-        state["done"] += step
-        now = time.monotonic()
-        rate = state["done"] / max(1e-6, now - state["t0"])
-        if "bar" in state:
-            state["bar"].update(step, f"{rate:.0f} msg/s")
-        elif state["done"] % 100 == 0 or state["done"] == state["total"] or now - state["logged"] >= 10:
-            state["logged"] = now
-            left = (state["total"] - state["done"]) / rate if rate else 0
-            log.info("reprocessed %d/%d messages (%.0f/s, about %.0f s left)", state["done"], state["total"],
-                     rate, left)
-
-    def close_bar() -> None:
-        bar = state.pop("bar", None)
-        if bar is not None:
-            bar.__exit__(None, None, None)
-
+    selection = Selection(since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
+                          order_id=order_id, failed_only=failed_only)
+    progress = _Progress("reprocessing", "reprocessed", logging.getLogger("pipeline.reprocess"))
     try:
-        result = run_reprocess(settings, since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
-                               order_id=order_id, failed_only=failed_only, from_imap=from_imap, dry_run=dry_run,
-                               progress=progress, start=start)
+        result = run_reprocess(obj.settings(), selection, from_imap=from_imap, dry_run=dry_run,
+                               progress=progress.step, start=progress.start)
     except KeyboardInterrupt:
-        close_bar()
+        progress.close()
         kept = "nothing was written" if dry_run else "the messages done so far are kept"
-        click.echo(f"interrupted after {state['done']} of {state['total']} messages; {kept}. "
+        click.echo(f"interrupted after {progress.done} of {progress.total} messages; {kept}. "
                    "Run the same command again to finish.", err=True)
         raise click.exceptions.Exit(130) from None
     finally:
-        close_bar()
-    prefix = "would change" if dry_run else "changed"
-    for line in result.changes:
-        click.echo(f"{prefix}: {line}")
-    for message_id, error in result.failures:
-        click.echo(f"{'would fail' if dry_run else 'failed'}: message {message_id}: {error}")
-    fetched = ""
-    if from_imap:
-        fetched = f", {result.fetched} {'to fetch' if dry_run else 'fetched'} from IMAP"
-    click.echo(f"{_count(result.messages, 'message')}{fetched}, {result.failed} failed, "
-               f"{_count(len(result.changes), 'change')}" + (" (dry run: nothing written)" if dry_run else ""))
+        progress.close()
+    click.echo(views.reprocess_report(result, dry_run=dry_run, from_imap=from_imap))
+    if result.failed:
+        raise click.exceptions.Exit(1)  # failures remain: a script or a timer must see it
+
+
+class _Progress:
+    """A progress bar on a terminal, else a log line every 100 messages or 10 s, with rate and time left."""
+
+    def __init__(self, label: str, done_verb: str, log: logging.Logger) -> None:
+        self.label, self.done_verb, self.log = label, done_verb, log
+        self.total = self.done = 0
+        self.started = self.logged = time.monotonic()
+        self.bar: Any = None
+
+    def start(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.logged = time.monotonic()
+        if sys.stderr.isatty() and total:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True,
+                                         show_pos=True, item_show_func=lambda rate: rate).__enter__()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        rate = self.done / max(1e-6, now - self.started)
+        if self.bar is not None:
+            self.bar.update(count, f"{rate:.0f} msg/s")
+        elif self.done % 100 == 0 or self.done == self.total or now - self.logged >= 10:
+            self.logged = now
+            left = (self.total - self.done) / rate if rate else 0
+            self.log.info("%s %d/%d messages (%.0f/s, about %.0f s left)", self.done_verb, self.done, self.total,
+                          rate, left)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 @cli.command()
@@ -426,7 +426,7 @@ def check(obj: Context) -> None:
     Example:
       pipeline check
     """
-    from pipeline.service import check as run_check
+    from pipeline.check import check as run_check
 
     try:
         settings = obj.settings()
@@ -442,7 +442,7 @@ def check(obj: Context) -> None:
 
 
 @cli.command()
-@click.option("--hours", type=click.IntRange(1, 24 * 31), default=48, show_default=True,
+@click.option("--hours", type=click.IntRange(1, 24 * 31), default=48, metavar="N", show_default=True,
               help="List claims whose deadline is within this many hours.")
 @click.option("--print", "print_only", is_flag=True, help="Print the message instead of putting it in the INBOX.")
 @click.option("--always", is_flag=True, help="Write a digest even when no claim needs action.")

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     import psycopg
     from imapclient import IMAPClient
 
-    from pipeline.dovecot import MailUser, ThrowawayDovecot
+    from pipeline.testing.dovecot import MailUser, ThrowawayDovecot
 
 # =====================================================================================================
 # Throwaway Dovecot IMAP server and PostgreSQL databases (real servers, no mocks)
 #
-#   dovecot   (session)  a running pipeline.dovecot.ThrowawayDovecot with TLS (ssl_port, ca_file)
+#   dovecot   (session)  a running pipeline.testing.dovecot.ThrowawayDovecot with TLS (ssl_port, ca_file)
 #   mail_user (function) a fresh, empty mailbox on it (Drafts/Sent/Trash exist)
 #   imap      (function) an IMAPClient on the plain port, logged in as mail_user
 #   pg_url    (session)  SQLAlchemy URL of a fresh PostgreSQL database, dropped at the end
@@ -52,14 +52,18 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+
+def examples(count: int) -> int:
+    """How many examples a hypothesis test tries: all of them in CI (CI=true), a fifth at the desk."""
+    return count if os.environ.get("CI") == "true" else max(5, count // 5)
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[ThrowawayDovecot]:
     """A throwaway Dovecot (plain IMAP with STARTTLS on .port, implicit TLS on .ssl_port) for the session."""
-    from pipeline.dovecot import DovecotError, ThrowawayDovecot, ensure_installed
+    from pipeline.testing.dovecot import DovecotError, ThrowawayDovecot
 
     server = ThrowawayDovecot(ssl=True)
     try:
-        ensure_installed()
         server.start()
     except (DovecotError, OSError) as error:
         _unavailable(f"cannot start a throwaway Dovecot: {error}")
@@ -145,6 +149,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield _pg_url(name)
     finally:
         _pg_drop_database(name)
+
+
+# Fixtures that start the throwaway Dovecot or connect to PostgreSQL. item.fixturenames is a test's whole
+# fixture closure, so naming these roots catches every fixture built on them (mail_user, imap, desk_env, …).
+SERVER_FIXTURES = frozenset({"dovecot", "pg_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `server` every test that needs the throwaway Dovecot or PostgreSQL; -m "not server" is the fast lane.
+
+    db_url[postgresql] reaches pg_url through getfixturevalue, so its parameter counts too. Tests that start a
+    Dovecot of their own (ThrowawayDovecot(), `pipeline demo`) carry @pytest.mark.server themselves.
+    """
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
+        if postgres or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 # ============================================ end of servers section ================================
@@ -309,7 +331,7 @@ def ops_cli() -> Iterator[Callable[..., Any]]:
 @pytest.fixture
 def ops_store_raw() -> Callable[..., None]:
     """ops_store_raw(settings, [raw, …]): store messages as the poller does (pending), without IMAP."""
-    from pipeline.poller import _envelope
+    from pipeline.poller import envelope
     from pipeline.store import Store
 
     def store_raw(settings: Settings, raws: list[bytes], *, folder: str = "INBOX") -> None:
@@ -318,7 +340,7 @@ def ops_store_raw() -> Callable[..., None]:
             with store.session() as session:
                 for uid, raw in enumerate(raws, start=1):
                     store.add_message(session, account="test@localhost", folder=folder, uidvalidity=1, uid=uid,
-                                      raw=raw, **_envelope(raw))
+                                      raw=raw, **envelope(raw))
         finally:
             store.dispose()
 

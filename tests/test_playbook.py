@@ -1,4 +1,4 @@
-"""The playbook as pure functions (every row of DESIGN.md's table), deadlines, and convergence.
+"""The playbook as pure functions (every row of the README's playbook table), deadlines, and convergence.
 
 Convergence: the final claim depends on which messages there are, never on the order they were processed
 in nor on how often. Checked with hypothesis on the pure `replay`, and on the database with ClaimDesk.
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PLAYBOOK_DATA
+from conftest import PLAYBOOK_DATA, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -543,7 +543,7 @@ SHIPMENTS = st.sampled_from([None, DELIVERED_UPS, Shipment("DHL", "JJD1", date(2
                              Shipment("SlowBoat", "SB1", None, date(2026, 11, 3))])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(messages=st.lists(a_message(), min_size=1, max_size=8), shipment=SHIPMENTS, data=st.data(),
        now_hours=st.integers(min_value=0, max_value=24 * 12))
 def test_replay_ignores_processing_order_and_repeats(messages: list[Facts], shipment: Shipment | None,
@@ -634,7 +634,7 @@ def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     not processed yet; and a claim desk class that understands each message once for all examples."""
     from pipeline.claims import ClaimDesk
     from pipeline.message import parse_message
-    from pipeline.poller import _envelope
+    from pipeline.poller import envelope
     from pipeline.store import Store
     from pipeline.understanding.understander import Understander
 
@@ -644,7 +644,7 @@ def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     with store.session() as session:
         for uid, raw in enumerate(raws, start=1):
             store.add_message(session, account="seller@localhost", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
-                              **_envelope(raw))
+                              **envelope(raw))
     store.dispose()
     understander = Understander()
     cache: dict[bytes, Facts] = {}
@@ -725,7 +725,7 @@ def test_reference_outcome_is_what_the_playbook_says(reference_outcome: dict[str
     assert links[3] == "114-8845120-3390276"  # linked by relay address only
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_claim_desk_converges_whatever_the_processing_order(message_store: tuple[Path, Any],
                                                            reference_outcome: dict[str, Any],
