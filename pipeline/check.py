@@ -38,12 +38,23 @@ def check(settings: Settings) -> list[CheckLine]:
         lines.append(CheckLine("imap login", False, str(exc)))
         return lines
     with mailbox:
-        lines.append(CheckLine("imap login", True, f"{settings.imap.username} on {settings.imap.host}:"
-                               f"{settings.imap.effective_port} ({settings.imap.security})"))
+        lines.append(
+            CheckLine(
+                "imap login",
+                True,
+                f"{settings.imap.username} on {settings.imap.host}:"
+                f"{settings.imap.effective_port} ({settings.imap.security})",
+            )
+        )
         caps = [c for c in ("IDLE", "UIDPLUS", "SPECIAL-USE") if mailbox.has(c)]
         missing = [c for c in ("IDLE", "UIDPLUS", "SPECIAL-USE") if not mailbox.has(c)]
-        lines.append(CheckLine("capabilities", True, " ".join(caps) + (f" (missing: {' '.join(missing)}; "
-                                                                      "handled without)" if missing else "")))
+        lines.append(
+            CheckLine(
+                "capabilities",
+                True,
+                " ".join(caps) + (f" (missing: {' '.join(missing)}; handled without)" if missing else ""),
+            )
+        )
         for folder in settings.imap.watched_folders:
             try:
                 state = mailbox.select(folder)

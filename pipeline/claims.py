@@ -44,13 +44,19 @@ def rules_from(settings: Settings) -> Rules:
 class ClaimDesk:
     """Runs understand → link → playbook for stored messages, and escalation and drafts each cycle."""
 
-    def __init__(self, settings: Settings, store: Store, understander: Understander | None = None,
-                 drafts: DraftSync | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        understander: Understander | None = None,
+        drafts: DraftSync | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules_from(settings)
-        self.understander = understander or Understander.shared(settings.models.models_dir or None,
-                                                         response_days=settings.seller.response_days)
+        self.understander = understander or Understander.shared(
+            settings.models.models_dir or None, response_days=settings.seller.response_days
+        )
         self.drafts = drafts
 
     # --- the Stages protocol of the poller ------------------------------------------------------
@@ -61,8 +67,11 @@ class ClaimDesk:
         `stop` is asked before each message: once it is true the rest stay pending for the next run.
         """
         with self.store.session() as session:
-            ids = list(session.scalars(select(StoredMessage.id).where(StoredMessage.status == "pending")
-                                       .order_by(StoredMessage.id)))
+            ids = list(
+                session.scalars(
+                    select(StoredMessage.id).where(StoredMessage.status == "pending").order_by(StoredMessage.id)
+                )
+            )
         done = failed = 0
         for batch, understood in self.understood_batches(ids, stop):
             counts = self.process_ids(batch, now, stop=stop, understood=understood)
@@ -79,8 +88,14 @@ class ClaimDesk:
 
     # --- processing -------------------------------------------------------------------------------
 
-    def process_ids(self, ids: Iterable[int], now: datetime, *, stop: Callable[[], bool] | None = None,
-                    understood: dict[int, Facts] | None = None) -> tuple[int, int]:
+    def process_ids(
+        self,
+        ids: Iterable[int],
+        now: datetime,
+        *,
+        stop: Callable[[], bool] | None = None,
+        understood: dict[int, Facts] | None = None,
+    ) -> tuple[int, int]:
         """Process the given messages, each in its own transaction (until `stop` says so). `understood`: facts
         already worked out for some of them (see understand_ids)."""
         done = failed = 0
@@ -93,8 +108,9 @@ class ClaimDesk:
             except (OperationalError, InterfaceError) as exc:
                 # the database went away (restart, network): the message stays pending for the next cycle,
                 # never marked failed for a fault that is not its own
-                raise StoreError(f"database unavailable while processing message {message_id}: "
-                                 f"{getattr(exc, 'orig', exc)}") from None
+                raise StoreError(
+                    f"database unavailable while processing message {message_id}: {getattr(exc, 'orig', exc)}"
+                ) from None
             except Exception as exc:  # one bad message must never stop the desk; it is kept with its error
                 failed += 1
                 error = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
@@ -125,8 +141,11 @@ class ClaimDesk:
         with stage("understand"):
             return self.understander.understand(message)
 
-    def understood_batches(self, ids: list[int], stop: Callable[[], bool] | None = None,
-                           ) -> Iterator[tuple[list[int], dict[int, Facts]]]:
+    def understood_batches(
+        self,
+        ids: list[int],
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[list[int], dict[int, Facts]]]:
         """The ids in batches of UNDERSTAND_BATCH, each with the facts of its messages (until `stop` says so).
 
         When a batch cannot be understood at once, its facts are left out: then each message is understood on
@@ -135,12 +154,13 @@ class ClaimDesk:
         for first in range(0, len(ids), UNDERSTAND_BATCH):
             if stop is not None and stop():
                 return
-            batch = ids[first:first + UNDERSTAND_BATCH]
+            batch = ids[first : first + UNDERSTAND_BATCH]
             try:
                 understood = self.understand_ids(batch)
             except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
-                raise StoreError(f"database unavailable while reading messages {batch[0]}-{batch[-1]}: "
-                                 f"{getattr(exc, 'orig', exc)}") from None
+                raise StoreError(
+                    f"database unavailable while reading messages {batch[0]}-{batch[-1]}: {getattr(exc, 'orig', exc)}"
+                ) from None
             except Exception:  # one message's surprise must not stop the batch
                 log.warning("batch understanding failed; understanding these %d messages one by one", len(batch))
                 understood = {}
@@ -162,8 +182,7 @@ class ClaimDesk:
             facts = list(self.understander.understand_many(message for _, message in parsed))
         return {message_id: found for (message_id, _), found in zip(parsed, facts, strict=True)}
 
-    def process_message(self, session: Session, row: StoredMessage, now: datetime,
-                        facts: Facts | None = None) -> None:
+    def process_message(self, session: Session, row: StoredMessage, now: datetime, facts: Facts | None = None) -> None:
         """Understand one message (unless its `facts` are given), link it to its order, and replay that claim."""
         if facts is None:
             facts = self.understand(row)
@@ -188,10 +207,16 @@ class ClaimDesk:
         if facts.order_id:
             return facts.order_id
         if facts.kind == "buyer_message" and facts.buyer_address and facts.trusted:
-            linked = session.scalar(select(StoredMessage.order_id).where(
-                func.lower(StoredMessage.sender) == facts.buyer_address.lower(),
-                StoredMessage.order_id.is_not(None), StoredMessage.id != row.id,
-            ).order_by(StoredMessage.id.desc()).limit(1))
+            linked = session.scalar(
+                select(StoredMessage.order_id)
+                .where(
+                    func.lower(StoredMessage.sender) == facts.buyer_address.lower(),
+                    StoredMessage.order_id.is_not(None),
+                    StoredMessage.id != row.id,
+                )
+                .order_by(StoredMessage.id.desc())
+                .limit(1)
+            )
             if linked:
                 return linked
         if facts.kind == "seller_reply_copy" and facts.buyer_name and facts.trusted:
@@ -200,8 +225,11 @@ class ClaimDesk:
                 return linked
         refs = [r for r in (facts.in_reply_to, *facts.references) if r]
         if refs:
-            linked = session.scalar(select(StoredMessage.order_id).where(
-                StoredMessage.message_key.in_(refs), StoredMessage.order_id.is_not(None)).limit(1))
+            linked = session.scalar(
+                select(StoredMessage.order_id)
+                .where(StoredMessage.message_key.in_(refs), StoredMessage.order_id.is_not(None))
+                .limit(1)
+            )
             if linked:
                 return linked
             claim_id = session.scalar(select(Draft.claim_id).where(Draft.header_message_id.in_(refs)).limit(1))
@@ -215,8 +243,12 @@ class ClaimDesk:
         (Amazon's copy of the seller's reply names the buyer and often no order)."""
         wanted = name.strip().casefold()
         orders = {
-            order for order, facts in session.execute(select(StoredMessage.order_id, StoredMessage.facts).where(
-                StoredMessage.kind == "buyer_message", StoredMessage.order_id.is_not(None)))
+            order
+            for order, facts in session.execute(
+                select(StoredMessage.order_id, StoredMessage.facts).where(
+                    StoredMessage.kind == "buyer_message", StoredMessage.order_id.is_not(None)
+                )
+            )
             if str((facts or {}).get("buyer_name") or "").strip().casefold() == wanted and (facts or {}).get("trusted")
         }
         return orders.pop() if len(orders) == 1 else None
@@ -228,12 +260,14 @@ class ClaimDesk:
         is processed before the message that names the order, it is linked here, so the processing order
         never changes which claim a message belongs to.
         """
-        unlinked = (select(StoredMessage).where(StoredMessage.order_id.is_(None), StoredMessage.status == "done",
-                                                StoredMessage.id != row.id))
+        unlinked = select(StoredMessage).where(
+            StoredMessage.order_id.is_(None), StoredMessage.status == "done", StoredMessage.id != row.id
+        )
         if facts.kind == "buyer_message" and facts.buyer_address and facts.trusted:
             relay = facts.buyer_address.lower()
-            for other in session.scalars(unlinked.where(StoredMessage.kind == "buyer_message",
-                                                        func.lower(StoredMessage.sender) == relay)):
+            for other in session.scalars(
+                unlinked.where(StoredMessage.kind == "buyer_message", func.lower(StoredMessage.sender) == relay)
+            ):
                 if (other.facts or {}).get("trusted"):
                     other.order_id = row.order_id
         if facts.kind == "buyer_message" and facts.buyer_name and facts.trusted:
@@ -248,8 +282,11 @@ class ClaimDesk:
         candidates = [m for m in session.scalars(answers) if m.order_id is None]
         keys = {row.message_key}
         while keys and candidates:  # replies to replies follow their thread
-            linked = [m for m in candidates
-                      if keys & {(m.facts or {}).get("in_reply_to"), *((m.facts or {}).get("references") or ())}]
+            linked = [
+                m
+                for m in candidates
+                if keys & {(m.facts or {}).get("in_reply_to"), *((m.facts or {}).get("references") or ())}
+            ]
             for other in linked:
                 other.order_id = row.order_id
             keys = {m.message_key for m in linked}
@@ -260,12 +297,16 @@ class ClaimDesk:
 
     def replay_claim(self, session: Session, order_id: str, now: datetime) -> Claim | None:
         """Rebuild one claim from its messages and shipment facts; store its derived events and wanted draft."""
-        rows = list(session.scalars(select(StoredMessage).where(
-            StoredMessage.order_id == order_id, StoredMessage.status == "done")))
+        rows = list(
+            session.scalars(
+                select(StoredMessage).where(StoredMessage.order_id == order_id, StoredMessage.status == "done")
+            )
+        )
         messages = [(r.message_key, Facts.from_json(r.facts)) for r in rows if r.facts]
         by_key = {r.message_key: r for r in rows}
-        result = replay(order_id, messages, self.shipment(session, order_id), now, self.rules,
-                        statements(session, order_id))
+        result = replay(
+            order_id, messages, self.shipment(session, order_id), now, self.rules, statements(session, order_id)
+        )
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
         if not result.claim.listed:
             return claim  # no claim and no case yet: the messages are kept on the order
@@ -285,8 +326,9 @@ class ClaimDesk:
     def replay_all(self, session: Session, now: datetime, order_ids: Iterable[str] | None = None) -> int:
         """Replay every claim (or the given ones); return how many."""
         if order_ids is None:
-            order_ids = session.scalars(select(StoredMessage.order_id).where(
-                StoredMessage.order_id.is_not(None)).distinct())
+            order_ids = session.scalars(
+                select(StoredMessage.order_id).where(StoredMessage.order_id.is_not(None)).distinct()
+            )
         count = 0
         for order_id in list(order_ids):
             self.replay_claim(session, order_id, now)
@@ -297,8 +339,15 @@ class ClaimDesk:
         """Replay the claims whose refund margin has been reached while they wait for the buyer."""
         margin = timedelta(hours=self.rules.refund_margin_hours)
         with self.store.session() as session:
-            due = list(session.scalars(select(Claim.order_id).where(
-                Claim.state == "awaiting_buyer", Claim.deadline_at.is_not(None), Claim.deadline_at <= now + margin)))
+            due = list(
+                session.scalars(
+                    select(Claim.order_id).where(
+                        Claim.state == "awaiting_buyer",
+                        Claim.deadline_at.is_not(None),
+                        Claim.deadline_at <= now + margin,
+                    )
+                )
+            )
             for order_id in due:
                 self.replay_claim(session, order_id, now)
         if due:
@@ -309,9 +358,15 @@ class ClaimDesk:
     def _failed_draft(session: Session, claim: Claim | None, view: ClaimView) -> Draft | None:
         if claim is None or claim.id is None or not view.drafts:
             return None
-        return session.scalar(select(Draft).where(Draft.claim_id == claim.id,
-                                                  Draft.step.in_([plan.step for plan in view.drafts]),
-                                                  Draft.status == "failed").limit(1))
+        return session.scalar(
+            select(Draft)
+            .where(
+                Draft.claim_id == claim.id,
+                Draft.step.in_([plan.step for plan in view.drafts]),
+                Draft.status == "failed",
+            )
+            .limit(1)
+        )
 
     @staticmethod
     def shipment(session: Session, order_id: str) -> Shipment | None:
@@ -321,25 +376,42 @@ class ClaimDesk:
             return None
         return Shipment(row.carrier, row.tracking_number, row.ship_date, row.delivered_date)
 
-    def _write_events(self, session: Session, claim: Claim, result: Replayed,
-                      by_key: dict[str, StoredMessage]) -> None:
-        session.execute(delete(ClaimEvent).where(ClaimEvent.claim_id == claim.id,
-                                                 ClaimEvent.kind.in_(DERIVED_EVENTS)))
+    def _write_events(self, session: Session, claim: Claim, result: Replayed, by_key: dict[str, StoredMessage]) -> None:
+        session.execute(delete(ClaimEvent).where(ClaimEvent.claim_id == claim.id, ClaimEvent.kind.in_(DERIVED_EVENTS)))
         for seq, step in enumerate(result.transitions):
             message = by_key.get(step.message_key) if step.message_key else None
-            session.add(ClaimEvent(
-                claim_id=claim.id, seq=seq, at=step.at, kind=step.kind, from_state=_state(step.before),
-                to_state=_state(step.after), strategy=step.after.strategy, rule=step.rule, reason=step.reason,
-                message_id=message.id if message else None))
+            session.add(
+                ClaimEvent(
+                    claim_id=claim.id,
+                    seq=seq,
+                    at=step.at,
+                    kind=step.kind,
+                    from_state=_state(step.before),
+                    to_state=_state(step.after),
+                    strategy=step.after.strategy,
+                    rule=step.rule,
+                    reason=step.reason,
+                    message_id=message.id if message else None,
+                )
+            )
 
-    def _want_draft(self, session: Session, claim: Claim, view: ClaimView, by_key: dict[str, StoredMessage],
-                    now: datetime, *, changed: bool = False) -> None:
+    def _want_draft(
+        self,
+        session: Session,
+        claim: Claim,
+        view: ClaimView,
+        by_key: dict[str, StoredMessage],
+        now: datetime,
+        *,
+        changed: bool = False,
+    ) -> None:
         """Record the drafts the claim's plans call for (one per claim and step; DraftSync writes them)."""
         steps = {plan.step for plan in view.drafts}
         # a draft for a step the claim has left is no longer wanted: not written yet, it never will be; written,
         # it is taken out of Drafts (DraftSync deletes it if untouched)
-        for stale in session.scalars(select(Draft).where(Draft.claim_id == claim.id,
-                                                         Draft.status.in_(("wanted", "written")))):
+        for stale in session.scalars(
+            select(Draft).where(Draft.claim_id == claim.id, Draft.status.in_(("wanted", "written")))
+        ):
             if stale.step not in steps:
                 stale.status = "superseded" if stale.status == "wanted" else "retiring"
         for plan in view.drafts:
@@ -349,13 +421,25 @@ class ClaimDesk:
         """Why it is too late to draft for this claim or case, or None."""
         if view.deadline_at is not None and view.deadline_at < now:
             return f"deadline passed on {view.deadline_at:%Y-%m-%d %H:%M} UTC (check the claim in Seller Central)"
-        if not view.opened and view.state_since is not None and \
-                view.state_since + timedelta(days=self.rules.response_days) < now:
+        if (
+            not view.opened
+            and view.state_since is not None
+            and view.state_since + timedelta(days=self.rules.response_days) < now
+        ):
             return f"the buyer wrote on {view.state_since:%Y-%m-%d}, too long ago to answer now"
         return None
 
-    def _want(self, session: Session, claim: Claim, view: ClaimView, plan: DraftPlan,
-              by_key: dict[str, StoredMessage], now: datetime, *, changed: bool) -> None:
+    def _want(
+        self,
+        session: Session,
+        claim: Claim,
+        view: ClaimView,
+        plan: DraftPlan,
+        by_key: dict[str, StoredMessage],
+        now: datetime,
+        *,
+        changed: bool,
+    ) -> None:
         existing = session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == plan.step))
         too_late = self._too_late(view, now)
         if too_late and (existing is None or existing.status == "wanted"):
@@ -373,18 +457,31 @@ class ClaimDesk:
             return
         parent = by_key.get(plan.parent_key) if plan.parent_key else None
         recipient = {"amazon": view.amazon_reply_to, "amazon_cs": view.inquiry_address}.get(
-            plan.audience, view.buyer_address)
+            plan.audience, view.buyer_address
+        )
         language = view.language or self.settings.seller.language
-        session.add(Draft(claim_id=claim.id, step=plan.step, strategy=plan.strategy, recipient=recipient,
-                          audience=plan.audience, language=language, parent_message_id=parent.id if parent else None,
-                          status="wanted", created_at=now))
+        session.add(
+            Draft(
+                claim_id=claim.id,
+                step=plan.step,
+                strategy=plan.strategy,
+                recipient=recipient,
+                audience=plan.audience,
+                language=language,
+                parent_message_id=parent.id if parent else None,
+                status="wanted",
+                created_at=now,
+            )
+        )
 
 
 def statements(session: Session, order_id: str) -> list[Statement]:
     """The seller's statements on an order that are in force (not cleared), oldest first."""
-    rows = session.scalars(select(SellerStatement).where(SellerStatement.order_id == order_id,
-                                                         SellerStatement.cleared_at.is_(None))
-                           .order_by(SellerStatement.stated_at, SellerStatement.id))
+    rows = session.scalars(
+        select(SellerStatement)
+        .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
+        .order_by(SellerStatement.stated_at, SellerStatement.id)
+    )
     return [Statement(f"seller:{row.id}", row.stated_at, row.field, row.value) for row in rows]
 
 
@@ -392,9 +489,23 @@ def _state(view: ClaimView) -> str | None:
     return view.state if view.listed else None
 
 
-FACT_FIELDS = ("state", "strategy", "complaint_type", "marketplace", "language", "opened_at", "deadline_at",
-               "buyer_address", "buyer_name", "amazon_reply_to", "tracking_number", "carrier", "delivered_on",
-               "amount", "currency")
+FACT_FIELDS = (
+    "state",
+    "strategy",
+    "complaint_type",
+    "marketplace",
+    "language",
+    "opened_at",
+    "deadline_at",
+    "buyer_address",
+    "buyer_name",
+    "amazon_reply_to",
+    "tracking_number",
+    "carrier",
+    "delivered_on",
+    "amount",
+    "currency",
+)
 
 
 def _copy_view(claim: Claim, view: ClaimView, now: datetime) -> bool:

@@ -66,13 +66,27 @@ pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_CONFIG, show_default=True, envvar="PIPELINE_CONFIG",
-              help="Config file (TOML). Env: PIPELINE_CONFIG.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              envvar="PIPELINE_LOG_LEVEL", help="Override [log] level. Env: PIPELINE_LOG_LEVEL.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="PIPELINE_LOG_FORMAT",
-              help="Override [log] format: text for a terminal, json for servers. Env: PIPELINE_LOG_FORMAT.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    envvar="PIPELINE_CONFIG",
+    help="Config file (TOML). Env: PIPELINE_CONFIG.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    envvar="PIPELINE_LOG_LEVEL",
+    help="Override [log] level. Env: PIPELINE_LOG_LEVEL.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="PIPELINE_LOG_FORMAT",
+    help="Override [log] format: text for a terminal, json for servers. Env: PIPELINE_LOG_FORMAT.",
+)
 @click.version_option(__version__, prog_name="pipeline")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path, log_level: str | None, log_format: str | None) -> None:
@@ -93,8 +107,12 @@ def cli(ctx: click.Context, config_path: Path, log_level: str | None, log_format
 
 
 @cli.command()
-@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write it (default: the --config path).")
+@click.option(
+    "--path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: the --config path).",
+)
 @pass_context
 @reports_errors
 def init(obj: Context, path: Path | None) -> None:
@@ -128,15 +146,22 @@ def db_upgrade(obj: Context) -> None:
 
     store = Store(obj.settings().database.url, migrate=False)
     applied = store.upgrade()
-    click.echo(f"database {store.safe_url}: " +
-               (f"applied {', '.join(applied)}" if applied else f"up to date at {store.revision()}"))
+    click.echo(
+        f"database {store.safe_url}: "
+        + (f"applied {', '.join(applied)}" if applied else f"up to date at {store.revision()}")
+    )
 
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Take in what is new, act on it, and exit.")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
-              envvar="PIPELINE_METRICS_PORT",
-              help="Serve Prometheus metrics on 127.0.0.1:PORT. Env: PIPELINE_METRICS_PORT.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    envvar="PIPELINE_METRICS_PORT",
+    help="Serve Prometheus metrics on 127.0.0.1:PORT. Env: PIPELINE_METRICS_PORT.",
+)
 @pass_context
 @reports_errors
 def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
@@ -157,8 +182,10 @@ def poll(obj: Context, once: bool, metrics_port: int | None) -> None:
         if metrics_port:
             click.echo("warning: --metrics-port is ignored with --once", err=True)
         stats = poll_one_pass(settings)
-        click.echo(f"{stats.stored} new, {stats.known} already stored, {stats.ignored} not Amazon; "
-                   f"{stats.processed} processed, {stats.failed} failed")
+        click.echo(
+            f"{stats.stored} new, {stats.known} already stored, {stats.ignored} not Amazon; "
+            f"{stats.processed} processed, {stats.failed} failed"
+        )
     else:
         poll_forever(settings, metrics_port=metrics_port)
 
@@ -258,8 +285,16 @@ def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
 @click.option("--clear", is_flag=True, help="Take back every fact stated on this order before (then set the new).")
 @pass_context
 @reports_errors
-def claims_set(obj: Context, order_id: str, complaint: str | None, carrier: str | None, tracking: str | None,
-               delivered: str | None, note: str | None, clear: bool) -> None:
+def claims_set(
+    obj: Context,
+    order_id: str,
+    complaint: str | None,
+    carrier: str | None,
+    tracking: str | None,
+    delivered: str | None,
+    note: str | None,
+    clear: bool,
+) -> None:
     """State a fact about an order yourself: it wins over what the mail says.
 
     A real claim notice names no reason: when neither the buyer nor a return request
@@ -277,11 +312,20 @@ def claims_set(obj: Context, order_id: str, complaint: str | None, carrier: str 
     from pipeline.service import state_facts
 
     if not ORDER_ID.fullmatch(order_id):
-        raise click.BadParameter(f"{order_id!r} is not an Amazon order ID (like 111-2233445-5566778)",
-                                 param_hint="ORDER_ID")
-    values = {name: value for name, value in (("complaint", complaint), ("carrier", carrier),
-                                              ("tracking", tracking), ("delivered", delivered), ("note", note))
-              if value is not None}
+        raise click.BadParameter(
+            f"{order_id!r} is not an Amazon order ID (like 111-2233445-5566778)", param_hint="ORDER_ID"
+        )
+    values = {
+        name: value
+        for name, value in (
+            ("complaint", complaint),
+            ("carrier", carrier),
+            ("tracking", tracking),
+            ("delivered", delivered),
+            ("note", note),
+        )
+        if value is not None
+    }
     if delivered is not None:
         try:
             date.fromisoformat(delivered)
@@ -291,19 +335,24 @@ def claims_set(obj: Context, order_id: str, complaint: str | None, carrier: str 
         if name in values and not values[name].strip():
             raise click.BadParameter("must not be empty", param_hint=f"--{name}")
     if not values and not clear:
-        raise click.UsageError("state at least one of --complaint, --carrier, --tracking, --delivered, --note, "
-                               "or --clear")
+        raise click.UsageError(
+            "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"
+        )
     claim = state_facts(obj.settings(), order_id, values, clear=clear)
     said = ", ".join(f"{name} {value}" for name, value in values.items())
-    done = ("cleared the facts stated before" if clear else "") + ("; " if clear and said else "") + \
-        (f"stated {said}" if said else "")
+    done = (
+        ("cleared the facts stated before" if clear else "")
+        + ("; " if clear and said else "")
+        + (f"stated {said}" if said else "")
+    )
     if claim.get("state") is None:
         click.echo(f"{order_id}: {done}; no claim yet: kept for when one comes")
     else:
-        click.echo(f"{order_id}: {done}; now {claim['state']} ({claim['strategy'] or 'no strategy'})"
-                   + (f", flagged: {claim['flag_reason']}" if claim["flagged"] else "")
-                   + ("; its draft is written at the next poll" if claim["strategy"] not in (None, "manual_review")
-                      else ""))
+        click.echo(
+            f"{order_id}: {done}; now {claim['state']} ({claim['strategy'] or 'no strategy'})"
+            + (f", flagged: {claim['flag_reason']}" if claim["flagged"] else "")
+            + ("; its draft is written at the next poll" if claim["strategy"] not in (None, "manual_review") else "")
+        )
 
 
 @cli.group()
@@ -331,8 +380,9 @@ def orders_import(obj: Context, file: Path) -> None:
     report = import_orders(obj.settings(), file)
     for line, reason in report.skipped:
         click.echo(f"{file}:{line}: skipped: {reason}", err=True)
-    click.echo(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-               f"{len(report.skipped)} skipped")
+    click.echo(
+        f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, {len(report.skipped)} skipped"
+    )
 
 
 @cli.command()
@@ -344,8 +394,15 @@ def orders_import(obj: Context, file: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @pass_context
 @reports_errors
-def reprocess(obj: Context, since: str | None, until: str | None, order_id: str | None, failed_only: bool,
-              from_imap: bool, dry_run: bool) -> None:
+def reprocess(
+    obj: Context,
+    since: str | None,
+    until: str | None,
+    order_id: str | None,
+    failed_only: bool,
+    from_imap: bool,
+    dry_run: bool,
+) -> None:
     """Re-run understanding and the playbook over stored mail (backfill, or after rules improve).
 
     Idempotent: running it twice, or again after Ctrl-C, gives the same claims. Exits 1
@@ -361,17 +418,30 @@ def reprocess(obj: Context, since: str | None, until: str | None, order_id: str 
     from pipeline.reprocess import Selection
     from pipeline.reprocess import reprocess as run_reprocess
 
-    selection = Selection(since=_parse_date(since, "--since"), until=_parse_date(until, "--until"),
-                          order_id=order_id, failed_only=failed_only)
+    selection = Selection(
+        since=_parse_date(since, "--since"),
+        until=_parse_date(until, "--until"),
+        order_id=order_id,
+        failed_only=failed_only,
+    )
     progress = _Progress("reprocessing", "reprocessed", logging.getLogger("pipeline.reprocess"))
     try:
-        result = run_reprocess(obj.settings(), selection, from_imap=from_imap, dry_run=dry_run,
-                               progress=progress.step, start=progress.start)
+        result = run_reprocess(
+            obj.settings(),
+            selection,
+            from_imap=from_imap,
+            dry_run=dry_run,
+            progress=progress.step,
+            start=progress.start,
+        )
     except KeyboardInterrupt:
         progress.close()
         kept = "nothing was written" if dry_run else "the messages done so far are kept"
-        click.echo(f"interrupted after {progress.done} of {progress.total} messages; {kept}. "
-                   "Run the same command again to finish.", err=True)
+        click.echo(
+            f"interrupted after {progress.done} of {progress.total} messages; {kept}. "
+            "Run the same command again to finish.",
+            err=True,
+        )
         raise click.exceptions.Exit(130) from None
     finally:
         progress.close()
@@ -393,8 +463,14 @@ class _Progress:
         self.total, self.done = total, 0
         self.started = self.logged = time.monotonic()
         if sys.stderr.isatty() and total:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_eta=True,
-                                         show_pos=True, item_show_func=lambda rate: rate).__enter__()
+            self.bar = click.progressbar(
+                length=total,
+                label=self.label,
+                file=sys.stderr,
+                show_eta=True,
+                show_pos=True,
+                item_show_func=lambda rate: rate,
+            ).__enter__()
 
     def step(self, count: int) -> None:
         self.done += count
@@ -405,8 +481,9 @@ class _Progress:
         elif self.done % 100 == 0 or self.done == self.total or now - self.logged >= 10:
             self.logged = now
             left = (self.total - self.done) / rate if rate else 0
-            self.log.info("%s %d/%d messages (%.0f/s, about %.0f s left)", self.done_verb, self.done, self.total,
-                          rate, left)
+            self.log.info(
+                "%s %d/%d messages (%.0f/s, about %.0f s left)", self.done_verb, self.done, self.total, rate, left
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -442,8 +519,14 @@ def check(obj: Context) -> None:
 
 
 @cli.command()
-@click.option("--hours", type=click.IntRange(1, 24 * 31), default=48, metavar="N", show_default=True,
-              help="List claims whose deadline is within this many hours.")
+@click.option(
+    "--hours",
+    type=click.IntRange(1, 24 * 31),
+    default=48,
+    metavar="N",
+    show_default=True,
+    help="List claims whose deadline is within this many hours.",
+)
 @click.option("--print", "print_only", is_flag=True, help="Print the message instead of putting it in the INBOX.")
 @click.option("--always", is_flag=True, help="Write a digest even when no claim needs action.")
 @pass_context

@@ -206,7 +206,8 @@ def _expected(name: str, choices: Iterable[str]) -> str:
 def _describe(type_name: Any) -> str:
     kind = str(type_name)
     return {"str": "a string", "bool": "true or false", "int": "an integer", "float": "a number"}.get(
-        kind, "a list of strings" if kind.startswith("tuple[str") else kind)
+        kind, "a list of strings" if kind.startswith("tuple[str") else kind
+    )
 
 
 def _is_required(spec: Any) -> bool:
@@ -272,11 +273,12 @@ def _check_semantics(path: Path, settings: Settings) -> None:
         )
     if imap.security == "plain" and not is_loopback(imap.host):
         raise ConfigError(
-            f"{path}: [imap] security: \"plain\" sends the password unencrypted and is only allowed "
-            f"to a loopback host, not {imap.host!r}; use \"ssl\" or \"starttls\""
+            f'{path}: [imap] security: "plain" sends the password unencrypted and is only allowed '
+            f'to a loopback host, not {imap.host!r}; use "ssl" or "starttls"'
         )
-    sources = [k for k in ("password_env", "password_file", "password_command", "oauth2_token_command")
-               if getattr(imap, k)]
+    sources = [
+        k for k in ("password_env", "password_file", "password_command", "oauth2_token_command") if getattr(imap, k)
+    ]
     if not sources:
         raise ConfigError(
             f"{path}: [imap] needs one of password_env, password_file, password_command or oauth2_token_command"
@@ -286,16 +288,17 @@ def _check_semantics(path: Path, settings: Settings) -> None:
     if imap.port > 65535:
         raise ConfigError(f"{path}: [imap] port: expected 1-65535, got {imap.port}")
     if settings.log.format not in LOG_FORMATS:
-        raise ConfigError(f"{path}: [log] format: expected one of {', '.join(LOG_FORMATS)}, "
-                          f"got {settings.log.format!r}")
+        raise ConfigError(
+            f"{path}: [log] format: expected one of {', '.join(LOG_FORMATS)}, got {settings.log.format!r}"
+        )
     if settings.log.level.upper() not in LOG_LEVELS:
-        raise ConfigError(f"{path}: [log] level: expected one of {', '.join(LOG_LEVELS)}, "
-                          f"got {settings.log.level!r}")
+        raise ConfigError(f"{path}: [log] level: expected one of {', '.join(LOG_LEVELS)}, got {settings.log.level!r}")
     if settings.seller.response_days < 1:
         raise ConfigError(f"{path}: [seller] response_days: expected at least 1, got {settings.seller.response_days}")
     if "@" not in settings.seller.from_address:
-        raise ConfigError(f"{path}: [seller] from_address: expected an email address, "
-                          f"got {settings.seller.from_address!r}")
+        raise ConfigError(
+            f"{path}: [seller] from_address: expected an email address, got {settings.seller.from_address!r}"
+        )
 
 
 def _resolve_relative_paths(settings: Settings, path: Path) -> Settings:
@@ -314,8 +317,7 @@ def _resolve_relative_paths(settings: Settings, path: Path) -> Settings:
     return replace(
         settings,
         database=replace(settings.database, url=url),
-        imap=replace(settings.imap, password_file=rel(settings.imap.password_file),
-                     ca_file=rel(settings.imap.ca_file)),
+        imap=replace(settings.imap, password_file=rel(settings.imap.password_file), ca_file=rel(settings.imap.ca_file)),
         drafts=replace(settings.drafts, templates_dir=rel(settings.drafts.templates_dir)),
         models=replace(settings.models, models_dir=rel(settings.models.models_dir)),
     )
@@ -345,7 +347,7 @@ def _run_secret_command(command: str, key: str) -> str:
     return value
 
 
-SAMPLE_CONFIG = '''\
+SAMPLE_CONFIG = """\
 # pipeline configuration. Relative paths are relative to this file.
 
 [imap]
@@ -384,7 +386,7 @@ recognized_carriers = ["UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal
 [log]
 level = "INFO"
 format = "text"                    # text | json
-'''
+"""
 
 
 def write_sample(path: Path) -> None:

@@ -56,7 +56,8 @@ def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
             f'[imap]\nhost = "{server.host}"\nport = {server.port}\nsecurity = "plain"\n'
             f'username = "{user.username}"\npassword_file = "password"\n\n'
             f'[database]\nurl = "sqlite:///pipeline.db"\n\n'
-            f'[seller]\nstore_name = "Acme Store"\nfrom_address = "{SELLER}"\n\n[log]\nlevel = "WARNING"\n')
+            f'[seller]\nstore_name = "Acme Store"\nfrom_address = "{SELLER}"\n\n[log]\nlevel = "WARNING"\n'
+        )
         settings = load_settings(config)
         (workdir / "shipments.csv").write_text(shipments)
         report = import_orders(settings, workdir / "shipments.csv")
@@ -81,8 +82,10 @@ def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
                 echo(f"Subject: {draft['Subject']}")
                 echo(text.strip())
         if keep:
-            echo(f"\nkept: {workdir} (config {config}); stop Dovecot with: "
-                 f"python scripts/dovecot.py stop --dir {workdir / 'dovecot'}")
+            echo(
+                f"\nkept: {workdir} (config {config}); stop Dovecot with: "
+                f"python scripts/dovecot.py stop --dir {workdir / 'dovecot'}"
+            )
     finally:
         if not keep:
             server.stop()

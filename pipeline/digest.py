@@ -45,10 +45,12 @@ def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAUL
     """Open claims whose deadline is within `hours` (or past), that need a refund, or that are flagged."""
     horizon = now + timedelta(hours=hours)
     with opened(settings) as store, store.session() as session:
-        claims = session.scalars(select(Claim).where(
-            Claim.state.not_in(CLOSED_STATES),
-            or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed", Claim.flagged.is_(True)),
-        ))
+        claims = session.scalars(
+            select(Claim).where(
+                Claim.state.not_in(CLOSED_STATES),
+                or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed", Claim.flagged.is_(True)),
+            )
+        )
         rows = [claim_dict(claim) for claim in claims]
     for row in rows:
         row["why"] = _why(row, horizon)

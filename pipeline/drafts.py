@@ -79,8 +79,9 @@ class DraftRenderer:
     def __init__(self, templates_dir: str | Path | None = None) -> None:
         loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(p)) for p in search_path("templates", templates_dir)])
         # sandboxed and strict: values from mail are data only, and a missing value is an error, never a blank
-        self.env = SandboxedEnvironment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
-                                        keep_trailing_newline=True)
+        self.env = SandboxedEnvironment(
+            loader=loader, undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+        )
 
     def language_for(self, strategy: str, language: str | None) -> str:
         """The draft language: the claim's when a template exists in it (a folder templates/<lang>/), else English."""
@@ -101,8 +102,9 @@ class DraftRenderer:
         try:
             return template.render(**values)
         except jinja2.UndefinedError as exc:
-            raise DraftError(f"template {language}/{strategy}.txt.j2 needs a value we do not have: {exc.message}") \
-                from None
+            raise DraftError(
+                f"template {language}/{strategy}.txt.j2 needs a value we do not have: {exc.message}"
+            ) from None
         except jinja2.TemplateError as exc:
             raise DraftError(f"template {language}/{strategy}.txt.j2 failed: {exc}") from None
 
@@ -127,8 +129,9 @@ def tracking_link(carrier: str | None, number: str | None) -> str | None:
     """The carrier's public tracking page for a number, when we know the carrier's page."""
     if not carrier or not number:
         return None
-    template = next((url for name, url in TRACKING_LINKS.items() if carrier.casefold().startswith(name.casefold())),
-                    None)
+    template = next(
+        (url for name, url in TRACKING_LINKS.items() if carrier.casefold().startswith(name.casefold())), None
+    )
     return template.format(number=number) if template else None
 
 
@@ -211,12 +214,31 @@ def fingerprint(raw: bytes) -> str:
 
 
 DRAFT_POLICY = email.policy.SMTP.clone(max_line_length=998)
-OUR_HEADERS = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references", "x-pipeline-claim",
-               "x-pipeline-strategy", "content-type", "content-transfer-encoding", "mime-version"}
+OUR_HEADERS = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "x-pipeline-claim",
+    "x-pipeline-strategy",
+    "content-type",
+    "content-transfer-encoding",
+    "mime-version",
+}
 
 
-def build_message(request: DraftRequest, body: str, *, from_address: str, store_name: str,
-                  now: datetime, message_id: str | None = None) -> RenderedDraft:
+def build_message(
+    request: DraftRequest,
+    body: str,
+    *,
+    from_address: str,
+    store_name: str,
+    now: datetime,
+    message_id: str | None = None,
+) -> RenderedDraft:
     """The draft as MIME: threaded under its parent, addressed, UTF-8 plain text, our headers.
 
     Text from mail (subject, addresses, message IDs) can neither add nor change a header: it is cleaned
@@ -252,8 +274,9 @@ def build_message(request: DraftRequest, body: str, *, from_address: str, store_
 def _same_audience(draft: Draft) -> Any:
     """A query condition: drafts for the same audience as `draft` (a newer one replaces only those)."""
     if draft.audience is None:
-        return or_(Draft.audience.is_(None), Draft.audience == ("amazon" if draft.strategy in AMAZON_STRATEGIES
-                                                                 else "buyer"))
+        return or_(
+            Draft.audience.is_(None), Draft.audience == ("amazon" if draft.strategy in AMAZON_STRATEGIES else "buyer")
+        )
     return or_(Draft.audience == draft.audience, Draft.audience.is_(None))
 
 
@@ -263,14 +286,17 @@ def _verify_headers(raw: bytes, request: DraftRequest) -> None:
     unexpected = sorted(set(names) - OUR_HEADERS)
     doubled = sorted({n for n in names if names.count(n) > 1})
     if unexpected or doubled or parsed.get("X-Pipeline-Claim") != request.order_id:
-        raise DraftError(f"draft refused: text from the mail would change its headers "
-                         f"(unexpected {', '.join(unexpected + doubled) or 'values'})")
+        raise DraftError(
+            f"draft refused: text from the mail would change its headers "
+            f"(unexpected {', '.join(unexpected + doubled) or 'values'})"
+        )
 
 
 def _safe_address(value: str) -> str:
     cleaned = one_line(value)
-    if "=?" in cleaned or not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
-                                           cleaned):
+    if "=?" in cleaned or not re.fullmatch(
+        r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", cleaned
+    ):
         raise DraftError(f"recipient address {cleaned!r} is not a plain email address")
     return cleaned
 
@@ -301,9 +327,14 @@ class DraftSync:
                 draft = session.get_one(Draft, draft_id)
                 if draft.status != "wanted":
                     continue
-                newer = session.scalar(select(Draft.id).where(Draft.claim_id == draft.claim_id, Draft.id > draft.id,
-                                                              _same_audience(draft),
-                                                              Draft.status.in_(("wanted", "written"))))
+                newer = session.scalar(
+                    select(Draft.id).where(
+                        Draft.claim_id == draft.claim_id,
+                        Draft.id > draft.id,
+                        _same_audience(draft),
+                        Draft.status.in_(("wanted", "written")),
+                    )
+                )
                 if newer:
                     draft.status = "superseded"
                     continue
@@ -315,8 +346,9 @@ class DraftSync:
     def _retire_unwanted(self, mailbox: Mailbox, folder: str, now: datetime) -> None:
         """Drafts of steps the claim has left (a newer step, a decision): untouched ones are deleted."""
         with self.store.session() as session:
-            retiring = list(session.scalars(select(Draft.id).where(Draft.status.in_(("retiring", "deleting")))
-                                            .order_by(Draft.id)))
+            retiring = list(
+                session.scalars(select(Draft.id).where(Draft.status.in_(("retiring", "deleting"))).order_by(Draft.id))
+            )
         for draft_id in retiring:
             with self.store.session() as session:
                 draft = session.get_one(Draft, draft_id)
@@ -325,9 +357,10 @@ class DraftSync:
 
     def _has_written(self) -> bool:
         with self.store.session() as session:
-            return session.scalar(select(Draft.id).where(Draft.status.in_(("written", "retiring", "deleting")))
-                                  .limit(1)) \
+            return (
+                session.scalar(select(Draft.id).where(Draft.status.in_(("written", "retiring", "deleting"))).limit(1))
                 is not None
+            )
 
     def _write(self, session: Session, mailbox: Mailbox, folder: str, draft: Draft, now: datetime) -> int:
         claim = draft.claim
@@ -337,9 +370,14 @@ class DraftSync:
             if request.seller_central:
                 # answered in Seller Central: say where, above the text to paste
                 body = self.renderer.render("seller_central", request.language, request.context) + body
-            rendered = build_message(request, body, from_address=self.settings.seller.from_address,
-                                     store_name=self.settings.seller.store_name, now=now,
-                                     message_id=draft.header_message_id)
+            rendered = build_message(
+                request,
+                body,
+                from_address=self.settings.seller.from_address,
+                store_name=self.settings.seller.store_name,
+                now=now,
+                message_id=draft.header_message_id,
+            )
         except DraftError as exc:
             again = draft.error == str(exc)  # tried again after the claim changed, and failed the same way
             draft.status, draft.error = "failed", str(exc)
@@ -382,8 +420,9 @@ class DraftSync:
         claim = draft.claim
         parent = session.get(StoredMessage, draft.parent_message_id) if draft.parent_message_id else None
         facts = parent.facts if parent is not None and parent.facts else {}
-        language = self.renderer.language_for(draft.strategy, draft.language or claim.language
-                                              or self.settings.seller.language)
+        language = self.renderer.language_for(
+            draft.strategy, draft.language or claim.language or self.settings.seller.language
+        )
         audience = draft.audience or ("amazon" if draft.strategy in AMAZON_STRATEGIES else "buyer")
         recipient = {"amazon": claim.amazon_reply_to, "amazon_cs": draft.recipient}.get(audience, claim.buyer_address)
         seller_central = audience == "amazon" and not recipient
@@ -410,12 +449,18 @@ class DraftSync:
         elif "#important" in draft.step:
             subject = f"{words.get('important', '[Important]')} {reply_subject(str(facts.get('subject') or ''))}"
         return DraftRequest(
-            order_id=claim.order_id, strategy=draft.strategy, language=language, recipient=recipient,
+            order_id=claim.order_id,
+            strategy=draft.strategy,
+            language=language,
+            recipient=recipient,
             parent_subject=str(facts.get("subject") or f"Order {claim.order_id}"),
-            parent_message_id=facts.get("message_id") or (parent.message_key if parent and
-                                                           parent.message_key.startswith("<") else None),
-            parent_references=tuple(facts.get("references") or ()), context=context, subject=subject,
-            seller_central=seller_central)
+            parent_message_id=facts.get("message_id")
+            or (parent.message_key if parent and parent.message_key.startswith("<") else None),
+            parent_references=tuple(facts.get("references") or ()),
+            context=context,
+            subject=subject,
+            seller_central=seller_central,
+        )
 
     def _locate(self, mailbox: Mailbox, header_message_id: str | None) -> list[int]:
         if not header_message_id:
@@ -434,8 +479,7 @@ class DraftSync:
         if not uids:
             if older.status == "deleting":  # our own delete went through, then the run stopped
                 older.status = "replaced"
-                record_event(session, older.claim, "draft_replaced",
-                             f"untouched {older.strategy} draft removed", now)
+                record_event(session, older.claim, "draft_replaced", f"untouched {older.strategy} draft removed", now)
             else:
                 self._gone(session, mailbox, older, now)
             return
@@ -446,16 +490,22 @@ class DraftSync:
             mailbox.delete(folder, list(raws))
             older.status = "replaced"
             why = "the claim was decided" if decided else "the claim moved to a newer step"
-            record_event(session, older.claim, "draft_replaced", f"untouched {older.strategy} draft removed: {why}",
-                         now)
+            record_event(
+                session, older.claim, "draft_replaced", f"untouched {older.strategy} draft removed: {why}", now
+            )
             return
         older.status = "edited"
         if decided:
             older.claim.flagged = True
             older.claim.flag_reason = f"the claim was decided: do not send the edited {older.strategy} draft"
-        record_event(session, older.claim, "draft_edited",
-                     f"the {older.strategy} draft was changed by hand; left in Drafts"
-                     + (": the claim was decided, do not send it" if decided else ""), now)
+        record_event(
+            session,
+            older.claim,
+            "draft_edited",
+            f"the {older.strategy} draft was changed by hand; left in Drafts"
+            + (": the claim was decided, do not send it" if decided else ""),
+            now,
+        )
 
     def _check_written(self, mailbox: Mailbox, folder: str, now: datetime) -> None:
         """Drafts that left the Drafts folder were sent or edited by the person: record which, once."""
@@ -480,8 +530,13 @@ class DraftSync:
             record_event(session, draft.claim, "reply_sent", f"the {draft.strategy} reply was sent", now)
             return
         draft.status = "edited"
-        record_event(session, draft.claim, "draft_edited",
-                     f"the {draft.strategy} draft was edited or removed by hand; left alone", now)
+        record_event(
+            session,
+            draft.claim,
+            "draft_edited",
+            f"the {draft.strategy} draft was edited or removed by hand; left alone",
+            now,
+        )
 
     def _in_sent(self, session: Session, mailbox: Mailbox, draft: Draft) -> bool:
         """Whether the Sent folder holds our draft, or a reply to the message it answers."""

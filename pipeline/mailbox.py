@@ -26,16 +26,40 @@ log = logging.getLogger(__name__)
 
 # Network and protocol failures after which reconnecting may help.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, socket.timeout, ssl.SSLError, IMAPClientAbortError, EOFError,
+    OSError,
+    socket.timeout,
+    ssl.SSLError,
+    IMAPClientAbortError,
+    EOFError,
 )
 # IDLE waits in slices of this many seconds, so a stop request is noticed quickly.
 IDLE_SLICE = 1.0
 HEADER_FIELDS = b"FROM SENDER MESSAGE-ID X-SPACE-NOTIFICATION-TYPE X-MARKETPLACE-ID"
 # Beyond imapclient's English names: what servers without SPECIAL-USE call them in our languages (and Gmail).
-LOCALIZED_DRAFTS_NAMES = ("[Gmail]/Drafts", "INBOX.Drafts", "INBOX/Drafts", "Entwürfe", "Brouillons", "Bozze",
-                          "Borradores", "Draft", "下書き")
-LOCALIZED_SENT_NAMES = ("[Gmail]/Sent Mail", "INBOX.Sent", "INBOX/Sent", "Gesendet", "Gesendete Elemente",
-                        "Envoyés", "Éléments envoyés", "Inviata", "Posta inviata", "Enviados", "送信済み")
+LOCALIZED_DRAFTS_NAMES = (
+    "[Gmail]/Drafts",
+    "INBOX.Drafts",
+    "INBOX/Drafts",
+    "Entwürfe",
+    "Brouillons",
+    "Bozze",
+    "Borradores",
+    "Draft",
+    "下書き",
+)
+LOCALIZED_SENT_NAMES = (
+    "[Gmail]/Sent Mail",
+    "INBOX.Sent",
+    "INBOX/Sent",
+    "Gesendet",
+    "Gesendete Elemente",
+    "Envoyés",
+    "Éléments envoyés",
+    "Inviata",
+    "Posta inviata",
+    "Enviados",
+    "送信済み",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +86,9 @@ class Mailbox:
     def __init__(self, client: IMAPClient, settings: ImapSettings) -> None:
         self.client = client
         self.settings = settings
-        self.capabilities = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
-                             for c in client.capabilities()}
+        self.capabilities = {
+            c.decode().upper() if isinstance(c, bytes) else str(c).upper() for c in client.capabilities()
+        }
 
     @property
     def account(self) -> str:
@@ -118,13 +143,20 @@ class Mailbox:
             if data is None:  # expunged meanwhile
                 continue
             # servers differ in how they echo the item name (case, quoting), so match on its start only
-            header_bytes = next((value for name, value in data.items()
-                                 if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER")), None)
+            header_bytes = next(
+                (
+                    value
+                    for name, value in data.items()
+                    if isinstance(name, bytes) and name.upper().startswith(b"BODY[HEADER")
+                ),
+                None,
+            )
             if header_bytes is None:
                 raise MailboxError(f"{self.settings.host}: the server sent no headers for UID {uid}")
             header_bytes = header_bytes or b""
-            mid = re.search(rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]+>)", header_bytes,
-                            re.IGNORECASE | re.MULTILINE)
+            mid = re.search(
+                rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^<>\s]+>)", header_bytes, re.IGNORECASE | re.MULTILINE
+            )
             result.append(HeaderSummary(uid, header_bytes, mid.group(1).decode("ascii", "replace") if mid else None))
         return result
 
@@ -221,8 +253,13 @@ class Mailbox:
         # A plain EXPUNGE removes every \\Deleted message of the folder, the user's too: only when ours are all.
         others = set(self.client.search(["DELETED"])) - set(uids)
         if others:
-            log.warning("%s has no UIDPLUS and %s holds other deleted messages: our %d old drafts stay flagged "
-                        "\\Deleted until the folder is expunged", self.settings.host, folder, len(uids))
+            log.warning(
+                "%s has no UIDPLUS and %s holds other deleted messages: our %d old drafts stay flagged "
+                "\\Deleted until the folder is expunged",
+                self.settings.host,
+                folder,
+                len(uids),
+            )
             return
         self.client.expunge()
 
@@ -243,8 +280,9 @@ class Mailbox:
     def __enter__(self) -> Mailbox:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -268,8 +306,10 @@ def connect(settings: ImapSettings) -> Mailbox:
             mechanisms = {c.upper() for c in client.capabilities() if c.upper().startswith(b"AUTH=")}
             if mechanisms and b"AUTH=XOAUTH2" not in mechanisms:
                 offered = ", ".join(m.decode()[5:] for m in sorted(mechanisms))
-                raise LoginError(f"{host}: the server does not offer XOAUTH2 login (it offers {offered}); "
-                                 "use a password instead of oauth2_token_command")
+                raise LoginError(
+                    f"{host}: the server does not offer XOAUTH2 login (it offers {offered}); "
+                    "use a password instead of oauth2_token_command"
+                )
         secret = settings.secret()
         try:
             if settings.uses_oauth2:

@@ -6,8 +6,28 @@ from functools import lru_cache
 
 # Amazon's retail domains; mail from these (or a subdomain) is Amazon's own.
 AMAZON_TLDS = (
-    "com", "co.uk", "de", "fr", "it", "es", "co.jp", "ca", "com.mx", "com.au", "com.br", "in", "nl",
-    "se", "pl", "com.be", "com.tr", "sa", "ae", "sg", "eg", "ie",
+    "com",
+    "co.uk",
+    "de",
+    "fr",
+    "it",
+    "es",
+    "co.jp",
+    "ca",
+    "com.mx",
+    "com.au",
+    "com.br",
+    "in",
+    "nl",
+    "se",
+    "pl",
+    "com.be",
+    "com.tr",
+    "sa",
+    "ae",
+    "sg",
+    "eg",
+    "ie",
 )
 # X-Marketplace-ID values (the same ids Seller Central's links carry as mp= and marketplaceId=)
 MARKETPLACE_IDS = {
@@ -31,10 +51,24 @@ MARKETPLACE_IDS = {
     "A21TJRUUN4KGV": "amazon.in",
 }
 MARKETPLACE_LANGUAGE = {
-    "amazon.com": "en", "amazon.ca": "en", "amazon.co.uk": "en", "amazon.ie": "en", "amazon.com.au": "en",
-    "amazon.in": "en", "amazon.de": "de", "amazon.fr": "fr", "amazon.com.be": "fr", "amazon.it": "it",
-    "amazon.es": "es", "amazon.com.mx": "es", "amazon.co.jp": "ja", "amazon.nl": "nl", "amazon.se": "sv",
-    "amazon.pl": "pl", "amazon.com.tr": "tr", "amazon.com.br": "pt",
+    "amazon.com": "en",
+    "amazon.ca": "en",
+    "amazon.co.uk": "en",
+    "amazon.ie": "en",
+    "amazon.com.au": "en",
+    "amazon.in": "en",
+    "amazon.de": "de",
+    "amazon.fr": "fr",
+    "amazon.com.be": "fr",
+    "amazon.it": "it",
+    "amazon.es": "es",
+    "amazon.com.mx": "es",
+    "amazon.co.jp": "ja",
+    "amazon.nl": "nl",
+    "amazon.se": "sv",
+    "amazon.pl": "pl",
+    "amazon.com.tr": "tr",
+    "amazon.com.br": "pt",
 }
 
 

@@ -28,8 +28,13 @@ from pipeline.resources import bundled_dir
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
 # MIME defects after which the parts cannot be trusted to be what the sender wrote
-BROKEN_STRUCTURE = frozenset({"StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect",
-                              "InvalidMultipartContentTransferEncodingDefect"})
+BROKEN_STRUCTURE = frozenset(
+    {
+        "StartBoundaryNotFoundDefect",
+        "MultipartInvariantViolationDefect",
+        "InvalidMultipartContentTransferEncodingDefect",
+    }
+)
 NOTIFICATION_HEADERS = ("X-Space-Notification-Type", "X-Marketplace-ID")
 # Amazon SES sends mail for anyone: a candidate worth reading, never proof that Amazon sent it.
 RELAY_DOMAINS = ("amazonses.com",)
@@ -64,8 +69,9 @@ class ParsedMessage:
         for result in self.authentication:
             lowered = result.lower()
             if re.search(r"\bdmarc\s*=\s*fail\b", lowered) or (
-                    re.search(r"\bspf\s*=\s*(?:fail|softfail)\b", lowered)
-                    and re.search(r"\bdkim\s*=\s*(?:fail|none|neutral|policy)\b", lowered)):
+                re.search(r"\bspf\s*=\s*(?:fail|softfail)\b", lowered)
+                and re.search(r"\bdkim\s*=\s*(?:fail|none|neutral|policy)\b", lowered)
+            ):
                 return _one_line(result)[:300]
         return None
 
@@ -193,8 +199,9 @@ def is_candidate(sender: str, headers: dict[str, str]) -> bool:
 def candidate_from_header_bytes(header_bytes: bytes) -> bool:
     """is_candidate for a header block as fetched with BODY.PEEK[HEADER.FIELDS (...)]."""
     parsed = email.message_from_bytes(header_bytes, policy=email.policy.compat32)
-    addresses = email.utils.getaddresses([str(v) for v in parsed.get_all("From", [])] +
-                                         [str(v) for v in parsed.get_all("Sender", [])])
+    addresses = email.utils.getaddresses(
+        [str(v) for v in parsed.get_all("From", [])] + [str(v) for v in parsed.get_all("Sender", [])]
+    )
     headers = {name.lower(): str(parsed.get(name, "")) for name in NOTIFICATION_HEADERS}
     return any(is_candidate(addr, headers) for _, addr in addresses if addr)
 
@@ -229,10 +236,14 @@ def _marker_regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
     def alternation(words: list[str]) -> str:
         return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
-    begin = re.compile(rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['begin_markers'])})[ \t]*-{{3,}}[ \t]*$",
-                       re.MULTILINE | re.IGNORECASE)
-    end = re.compile(rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['end_markers'])})[ \t]*-{{3,}}[ \t]*$",
-                     re.MULTILINE | re.IGNORECASE)
+    begin = re.compile(
+        rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['begin_markers'])})[ \t]*-{{3,}}[ \t]*$",
+        re.MULTILINE | re.IGNORECASE,
+    )
+    end = re.compile(
+        rf"^[ \t]*-{{3,}}[ \t]*(?:{alternation(config['end_markers'])})[ \t]*-{{3,}}[ \t]*$",
+        re.MULTILINE | re.IGNORECASE,
+    )
     return begin, end
 
 
@@ -261,7 +272,7 @@ def _between_markers(text: str) -> tuple[str, bool]:
     if not start:
         return text, False
     stop = end.search(text, start.end())
-    return text[start.end(): stop.start() if stop else len(text)], True
+    return text[start.end() : stop.start() if stop else len(text)], True
 
 
 def _normalize(text: str) -> str:

@@ -37,10 +37,12 @@ class Metrics:
             )
         }
         self.claims = Gauge("pipeline_claims", "claims by state", ["state"], registry=self.registry)
-        self.messages = Gauge("pipeline_messages", "stored messages by processing status", ["status"],
-                              registry=self.registry)
-        self.since_poll = Gauge("pipeline_seconds_since_last_poll", "seconds since the last successful poll",
-                                registry=self.registry)
+        self.messages = Gauge(
+            "pipeline_messages", "stored messages by processing status", ["status"], registry=self.registry
+        )
+        self.since_poll = Gauge(
+            "pipeline_seconds_since_last_poll", "seconds since the last successful poll", registry=self.registry
+        )
         self._poller: Any = None
         self.since_poll.set_function(self._seconds_since_poll)
         self.registry.register(_StageCollector())
@@ -73,11 +75,17 @@ class Metrics:
         """Re-read claims by state and messages by status from the database."""
         with self.store.session() as session:
             claims = dict.fromkeys(STATES, 0)
-            claims.update((state, count) for state, count in session.execute(
-                select(Claim.state, func.count()).group_by(Claim.state)))
+            claims.update(
+                (state, count)
+                for state, count in session.execute(select(Claim.state, func.count()).group_by(Claim.state))
+            )
             messages = dict.fromkeys(MESSAGE_STATUSES, 0)
-            messages.update((status, count) for status, count in session.execute(
-                select(StoredMessage.status, func.count()).group_by(StoredMessage.status)))
+            messages.update(
+                (status, count)
+                for status, count in session.execute(
+                    select(StoredMessage.status, func.count()).group_by(StoredMessage.status)
+                )
+            )
         # every known label is set, to 0 when none: a state that empties must not keep its old count
         for state, count in claims.items():
             self.claims.labels(state=state).set(count)

@@ -29,14 +29,35 @@ from pipeline.vocabulary import (
     STRATEGIES,
 )
 
-__all__ = ["STATES", "STRATEGIES", "ClaimView", "DraftPlan", "Rules", "Shipment", "Statement", "Transition",
-           "apply", "apply_statement", "escalate", "replay"]
+__all__ = [
+    "STATES",
+    "STRATEGIES",
+    "ClaimView",
+    "DraftPlan",
+    "Rules",
+    "Shipment",
+    "Statement",
+    "Transition",
+    "apply",
+    "apply_statement",
+    "escalate",
+    "replay",
+]
 
 SETTLING_INTENTS = ("resolved", "will_withdraw", "wants_resend")
-BUYER_STRATEGIES = ("offer_refund_or_resend", "persuade_withdraw_damaged", "request_withdrawal", "answer_delivered",
-                    "answer_size", "answer_damaged", "answer_after_use")
-REASON_UNKNOWN = ("reason not in Amazon's mail: check Seller Central, then state it with "
-                  "`pipeline claims set {order} --complaint TYPE`")
+BUYER_STRATEGIES = (
+    "offer_refund_or_resend",
+    "persuade_withdraw_damaged",
+    "request_withdrawal",
+    "answer_delivered",
+    "answer_size",
+    "answer_damaged",
+    "answer_after_use",
+)
+REASON_UNKNOWN = (
+    "reason not in Amazon's mail: check Seller Central, then state it with "
+    "`pipeline claims set {order} --complaint TYPE`"
+)
 # Where a complaint came from, strongest first: what the seller states, a reason Amazon's claim notice names,
 # the buyer's own words, a return request's reason and comment, Amazon customer service's reason.
 RANK = {"seller": 5, "claim": 4, "buyer_message": 3, "return_request": 2, "amazon_inquiry": 1}
@@ -56,8 +77,11 @@ class Rules:
         if not carrier:
             return False
         words = _carrier_words(carrier)
-        return any(_carrier_key(carrier) == _carrier_key(known) or words[:len(known_words)] == known_words
-                   for known in self.recognized_carriers for known_words in [_carrier_words(known)])
+        return any(
+            _carrier_key(carrier) == _carrier_key(known) or words[: len(known_words)] == known_words
+            for known in self.recognized_carriers
+            for known_words in [_carrier_words(known)]
+        )
 
 
 def _carrier_key(name: str) -> str:
@@ -181,8 +205,14 @@ class Replayed:
     transitions: list[Transition] = field(default_factory=list)
 
 
-def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipment | None, now: datetime,
-           rules: Rules, statements: Iterable[Statement] = ()) -> Replayed:
+def replay(
+    order_id: str,
+    messages: Iterable[tuple[str, Facts]],
+    shipment: Shipment | None,
+    now: datetime,
+    rules: Rules,
+    statements: Iterable[Statement] = (),
+) -> Replayed:
     """Fold an order's messages (key, facts) and the seller's statements in date order, checking the deadline
     before each and at `now`. A message given twice (the same key) counts once."""
     unique: dict[str, Facts | Statement] = dict(messages)
@@ -201,8 +231,11 @@ def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipm
         if escalation:
             transitions.append(escalation)
             claim = escalation.after
-        step = apply_statement(claim, item, rules, at) if isinstance(item, Statement) else \
-            apply(claim, key, item, shipment, rules, at)
+        step = (
+            apply_statement(claim, item, rules, at)
+            if isinstance(item, Statement)
+            else apply(claim, key, item, shipment, rules, at)
+        )
         if step:
             transitions.append(step)
             claim = step.after
@@ -213,8 +246,9 @@ def replay(order_id: str, messages: Iterable[tuple[str, Facts]], shipment: Shipm
     return Replayed(claim, transitions)
 
 
-def apply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-          at: datetime) -> Transition | None:
+def apply(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     """The transition one message causes, or None when it changes nothing."""
     if not facts.trusted:
         return _untrusted(claim, key, facts, at)
@@ -241,10 +275,16 @@ def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None
     if claim.state_since and at < claim.state_since:
         at = claim.state_since
     after = replace(claim, state="refund_needed", strategy=None, drafts=(), state_since=at)
-    return Transition(at, "deadline_near_no_buyer_reply",
-                      f"no buyer reply and less than {rules.refund_margin_hours} h left before the deadline "
-                      f"{_fmt(claim.deadline_at)}: refund the buyer before Amazon does",
-                      claim, after, None, kind="escalation")
+    return Transition(
+        at,
+        "deadline_near_no_buyer_reply",
+        f"no buyer reply and less than {rules.refund_margin_hours} h left before the deadline "
+        f"{_fmt(claim.deadline_at)}: refund the buyer before Amazon does",
+        claim,
+        after,
+        None,
+        kind="escalation",
+    )
 
 
 def apply_statement(claim: ClaimView, statement: Statement, rules: Rules, at: datetime) -> Transition | None:
@@ -274,49 +314,97 @@ def apply_statement(claim: ClaimView, statement: Statement, rules: Rules, at: da
 # --- Amazon's claim notifications -------------------------------------------------------------------------------
 
 
-def _amazon_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                    at: datetime) -> Transition | None:
+def _amazon_message(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     base = _absorb(claim, facts, shipment, "claim")
     reply_to = _amazon_reply_address(facts)
     if facts.kind == "claim_filed":
         if claim.opened:
             if facts.deadline_at and facts.deadline_at != claim.deadline_at:
                 after = replace(base, deadline_at=facts.deadline_at)
-                return Transition(at, "claim_notice_again", "Amazon sent the claim notice again; deadline updated",
-                                  claim, after, key, kind="note")
+                return Transition(
+                    at,
+                    "claim_notice_again",
+                    "Amazon sent the claim notice again; deadline updated",
+                    claim,
+                    after,
+                    key,
+                    kind="note",
+                )
             return None
-        opened = replace(base, opened=True, opened_at=facts.sent_at or at, deadline_at=facts.deadline_at,
-                         amazon_key=key, amazon_reply_to=reply_to)
+        opened = replace(
+            base,
+            opened=True,
+            opened_at=facts.sent_at or at,
+            deadline_at=facts.deadline_at,
+            amazon_key=key,
+            amazon_reply_to=reply_to,
+        )
         if claim.refunded and claim.state != "refunded":
             return _claim_after_refund(claim, opened, key, rules, at)
         why = "claim filed" + (" after the buyer's contact" if claim.case else "")
         return _decide(claim, opened, key, rules, at, why)
     if facts.kind == "claim_info_request":
         rounds = claim.info_rounds + 1
-        after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at or at,
-                        deadline_at=facts.deadline_at or claim.deadline_at, amazon_key=key,
-                        amazon_reply_to=reply_to or claim.amazon_reply_to, info_rounds=rounds, flagged=True,
-                        flag_reason="Amazon asks for more information")
+        after = replace(
+            base,
+            opened=True,
+            opened_at=claim.opened_at or facts.sent_at or at,
+            deadline_at=facts.deadline_at or claim.deadline_at,
+            amazon_key=key,
+            amazon_reply_to=reply_to or claim.amazon_reply_to,
+            info_rounds=rounds,
+            flagged=True,
+            flag_reason="Amazon asks for more information",
+        )
         strategy = claim.strategy if claim.strategy in AMAZON_STRATEGIES else _representation(after, rules)
         if strategy is None:
-            after = replace(after, strategy="manual_review", drafts=_without(after, "amazon"),
-                            flag_reason="Amazon asks for more information; no representation fits this complaint")
-            return Transition(at, "info_request_manual", "Amazon asks for more information; "
-                              "the playbook has no representation for this complaint: answer by hand",
-                              claim, after, key)
+            after = replace(
+                after,
+                strategy="manual_review",
+                drafts=_without(after, "amazon"),
+                flag_reason="Amazon asks for more information; no representation fits this complaint",
+            )
+            return Transition(
+                at,
+                "info_request_manual",
+                "Amazon asks for more information; "
+                "the playbook has no representation for this complaint: answer by hand",
+                claim,
+                after,
+                key,
+            )
         plan = DraftPlan(strategy, "amazon", f"{strategy}#info{rounds}", key)
         after = replace(after, strategy=strategy, drafts=_with(after, plan))
-        return Transition(at, "info_request", f"Amazon asks for more information (round {rounds}); "
-                          f"deadline {_fmt(after.deadline_at)}; drafting {strategy} to Amazon again",
-                          claim, after, key)
-    closing = {"claim_granted": ("granted", "claim_granted", "Amazon granted the claim"),
-               "claim_denied": ("resolved", "claim_denied", "Amazon closed the claim in the seller's favour"),
-               "claim_withdrawn": ("resolved", "claim_withdrawn", "the buyer withdrew the claim")}
+        return Transition(
+            at,
+            "info_request",
+            f"Amazon asks for more information (round {rounds}); "
+            f"deadline {_fmt(after.deadline_at)}; drafting {strategy} to Amazon again",
+            claim,
+            after,
+            key,
+        )
+    closing = {
+        "claim_granted": ("granted", "claim_granted", "Amazon granted the claim"),
+        "claim_denied": ("resolved", "claim_denied", "Amazon closed the claim in the seller's favour"),
+        "claim_withdrawn": ("resolved", "claim_withdrawn", "the buyer withdrew the claim"),
+    }
     new_state, rule, reason = closing[facts.kind]
     if claim.state == new_state:
         return None
-    after = replace(base, opened=True, opened_at=claim.opened_at or facts.sent_at, state=new_state, strategy=None,
-                    drafts=(), flagged=False, flag_reason=None, state_since=at)
+    after = replace(
+        base,
+        opened=True,
+        opened_at=claim.opened_at or facts.sent_at,
+        state=new_state,
+        strategy=None,
+        drafts=(),
+        flagged=False,
+        flag_reason=None,
+        state_since=at,
+    )
     return Transition(at, rule, reason, claim, after, key)
 
 
@@ -326,13 +414,24 @@ def _claim_after_refund(claim: ClaimView, opened: ClaimView, key: str, rules: Ru
     refund, currency = claim.refunded or ("0", None)
     covered = _covers(refund, currency, opened.amount, opened.currency)
     if covered:
-        after = replace(opened, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None,
-                        state_since=at)
-        return Transition(at, "refunded_before_claim", f"claim filed on an order already refunded ({refund} "
-                          f"{currency or ''}): a full refund closes the claim", claim, after, key)
+        after = replace(
+            opened, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
+        )
+        return Transition(
+            at,
+            "refunded_before_claim",
+            f"claim filed on an order already refunded ({refund} {currency or ''}): a full refund closes the claim",
+            claim,
+            after,
+            key,
+        )
     decided = _decide(claim, opened, key, rules, at, "claim filed")
-    flagged = replace(decided.after, flagged=True, flag_reason=f"{refund} {currency or ''} was refunded before the "
-                      f"claim of {opened.amount or '?'} {opened.currency or ''}: check whether it was the full amount")
+    flagged = replace(
+        decided.after,
+        flagged=True,
+        flag_reason=f"{refund} {currency or ''} was refunded before the "
+        f"claim of {opened.amount or '?'} {opened.currency or ''}: check whether it was the full amount",
+    )
     return replace(decided, after=flagged)
 
 
@@ -364,33 +463,70 @@ def _representation(claim: ClaimView, rules: Rules) -> str | None:
     return {"size": "represent_size", "damaged_after_use": "represent_misuse"}.get(claim.complaint_type or "")
 
 
-def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime,
-            why: str) -> Transition:
+def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str) -> Transition:
     """Choose the strategy for an open claim from its complaint and shipment facts (the playbook table)."""
     complaint = claim.complaint_type
     if complaint == "not_received":
         if claim.delivered and rules.recognizes(claim.carrier):
-            return _go(before, claim, key, at, "represent_delivered", "awaiting_amazon", "not_received_delivered",
-                       f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
-                       f"delivered{' on ' + claim.delivered_on.isoformat() if claim.delivered_on else ''}")
-        return _go(before, claim, key, at, "offer_refund_or_resend", "awaiting_buyer", "not_received_untracked",
-                   f"{why}: not received and {_why_undelivered(claim, rules)}")
+            return _go(
+                before,
+                claim,
+                key,
+                at,
+                "represent_delivered",
+                "awaiting_amazon",
+                "not_received_delivered",
+                f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
+                f"delivered{' on ' + claim.delivered_on.isoformat() if claim.delivered_on else ''}",
+            )
+        return _go(
+            before,
+            claim,
+            key,
+            at,
+            "offer_refund_or_resend",
+            "awaiting_buyer",
+            "not_received_untracked",
+            f"{why}: not received and {_why_undelivered(claim, rules)}",
+        )
     table = {
-        "size": ("represent_size", "awaiting_amazon", "size_stated_in_listing",
-                 "size complaint: the listing states the size"),
-        "damaged_on_arrival": ("persuade_withdraw_damaged", "awaiting_buyer", "damaged_on_arrival",
-                               "damaged on arrival: offer a fix and ask the buyer to withdraw"),
-        "damaged_after_use": ("represent_misuse", "awaiting_amazon", "damaged_after_use",
-                              "damaged after a period of use: not the seller's fault"),
+        "size": (
+            "represent_size",
+            "awaiting_amazon",
+            "size_stated_in_listing",
+            "size complaint: the listing states the size",
+        ),
+        "damaged_on_arrival": (
+            "persuade_withdraw_damaged",
+            "awaiting_buyer",
+            "damaged_on_arrival",
+            "damaged on arrival: offer a fix and ask the buyer to withdraw",
+        ),
+        "damaged_after_use": (
+            "represent_misuse",
+            "awaiting_amazon",
+            "damaged_after_use",
+            "damaged after a period of use: not the seller's fault",
+        ),
     }
     if complaint in table:
         strategy, new_state, rule, text = table[complaint]
         return _go(before, claim, key, at, strategy, new_state, rule, f"{why}: {text}")
-    reason = (REASON_UNKNOWN.format(order=claim.order_id) if complaint is None else
-              "the seller's playbook has no rule for 'not as described'" if complaint == "not_as_described" else
-              "the complaint is unclear")
-    after = replace(claim, strategy="manual_review", drafts=(), flagged=True, flag_reason=reason,
-                    state="new" if claim.state in ("buyer_contact", *CLOSED_STATES) else claim.state)
+    reason = (
+        REASON_UNKNOWN.format(order=claim.order_id)
+        if complaint is None
+        else "the seller's playbook has no rule for 'not as described'"
+        if complaint == "not_as_described"
+        else "the complaint is unclear"
+    )
+    after = replace(
+        claim,
+        strategy="manual_review",
+        drafts=(),
+        flagged=True,
+        flag_reason=reason,
+        state="new" if claim.state in ("buyer_contact", *CLOSED_STATES) else claim.state,
+    )
     return Transition(at, "manual_review", f"{why}: {reason}; review by hand", before, after, key)
 
 
@@ -402,57 +538,121 @@ def _why_undelivered(claim: ClaimView, rules: Rules) -> str:
     return "tracking does not show delivered"
 
 
-def _go(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, strategy: str, new_state: str,
-        rule: str, reason: str, audience: str | None = None) -> Transition:
+def _go(
+    before: ClaimView,
+    claim: ClaimView,
+    key: str | None,
+    at: datetime,
+    strategy: str,
+    new_state: str,
+    rule: str,
+    reason: str,
+    audience: str | None = None,
+) -> Transition:
     audience = audience or ("amazon" if strategy in AMAZON_STRATEGIES else "buyer")
     parent = {"amazon": claim.amazon_key, "amazon_cs": claim.inquiry_key}.get(
-        audience, claim.buyer_key or claim.amazon_key)
+        audience, claim.buyer_key or claim.amazon_key
+    )
     plan = DraftPlan(strategy, audience, strategy if audience != "amazon_cs" else f"{strategy}#inquiry", parent)
     # a new step's plan replaces the others, but for a reply still owed to customer service and the answer to
     # the buyer that the representation to Amazon builds on ("delivered: look at the neighbours'")
-    kept = tuple(p for p in claim.drafts if p.audience != plan.audience and (
-        p.audience == "amazon_cs" or _BUILDS_ON.get(strategy) == p.strategy))
-    after = replace(claim, strategy=strategy, state=new_state, drafts=(*kept, plan), flagged=False,
-                    flag_reason=None, state_since=at if new_state != before.state else before.state_since or at)
+    kept = tuple(
+        p
+        for p in claim.drafts
+        if p.audience != plan.audience and (p.audience == "amazon_cs" or _BUILDS_ON.get(strategy) == p.strategy)
+    )
+    after = replace(
+        claim,
+        strategy=strategy,
+        state=new_state,
+        drafts=(*kept, plan),
+        flagged=False,
+        flag_reason=None,
+        state_since=at if new_state != before.state else before.state_since or at,
+    )
     return Transition(at, rule, reason, before, after, key)
 
 
 # the answer to the buyer before the claim that a representation to Amazon builds on
-_BUILDS_ON = {"represent_delivered": "answer_delivered", "represent_size": "answer_size",
-              "represent_misuse": "answer_after_use"}
+_BUILDS_ON = {
+    "represent_delivered": "answer_delivered",
+    "represent_size": "answer_size",
+    "represent_misuse": "answer_after_use",
+}
 
 
 # --- a case before the claim ----------------------------------------------------------------------------------------
 
 
-def _answer(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str, *,
-            audience: str = "buyer") -> Transition:
+def _answer(
+    before: ClaimView,
+    claim: ClaimView,
+    key: str | None,
+    rules: Rules,
+    at: datetime,
+    why: str,
+    *,
+    audience: str = "buyer",
+) -> Transition:
     """Answer a buyer's complaint before any claim exists (state buyer_contact): the same facts as the seller's
     playbook choose the reply, because this reply is what Amazon reads when a claim comes."""
     claim = replace(claim, case=True)
     complaint = claim.complaint_type
     if complaint == "not_received":
         if claim.delivered and rules.recognizes(claim.carrier):
-            return _go(before, claim, key, at, "answer_delivered", "buyer_contact", "answer_delivered",
-                       f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
-                       "delivered: tell the buyer where to look", audience)
-        return _go(before, claim, key, at, "offer_refund_or_resend", "buyer_contact", "answer_not_received",
-                   f"{why}: not received and {_why_undelivered(claim, rules)}: offer a refund or a replacement",
-                   audience)
+            return _go(
+                before,
+                claim,
+                key,
+                at,
+                "answer_delivered",
+                "buyer_contact",
+                "answer_delivered",
+                f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
+                "delivered: tell the buyer where to look",
+                audience,
+            )
+        return _go(
+            before,
+            claim,
+            key,
+            at,
+            "offer_refund_or_resend",
+            "buyer_contact",
+            "answer_not_received",
+            f"{why}: not received and {_why_undelivered(claim, rules)}: offer a refund or a replacement",
+            audience,
+        )
     table = {
         "size": ("answer_size", "answer_size", "size: point to the size chart, offer the return or exchange"),
-        "damaged_on_arrival": ("answer_damaged", "answer_damaged",
-                               "damaged on arrival: apologise, offer a replacement or refund"),
-        "damaged_after_use": ("answer_after_use", "answer_after_use",
-                              "damaged after use: explain the warranty, a goodwill option"),
+        "damaged_on_arrival": (
+            "answer_damaged",
+            "answer_damaged",
+            "damaged on arrival: apologise, offer a replacement or refund",
+        ),
+        "damaged_after_use": (
+            "answer_after_use",
+            "answer_after_use",
+            "damaged after use: explain the warranty, a goodwill option",
+        ),
     }
     if complaint in table:
         strategy, rule, text = table[complaint]
         return _go(before, claim, key, at, strategy, "buyer_contact", rule, f"{why}: {text}", audience)
-    reason = ("the seller's playbook has no answer for 'not as described': answer by hand"
-              if complaint == "not_as_described" else "the buyer's complaint is unclear: answer by hand")
-    after = replace(claim, state="buyer_contact", strategy="manual_review", drafts=(), flagged=True,
-                    flag_reason=reason, state_since=before.state_since if before.state == "buyer_contact" else at)
+    reason = (
+        "the seller's playbook has no answer for 'not as described': answer by hand"
+        if complaint == "not_as_described"
+        else "the buyer's complaint is unclear: answer by hand"
+    )
+    after = replace(
+        claim,
+        state="buyer_contact",
+        strategy="manual_review",
+        drafts=(),
+        flagged=True,
+        flag_reason=reason,
+        state_since=before.state_since if before.state == "buyer_contact" else at,
+    )
     return Transition(at, "answer_by_hand", f"{why}: {reason}", before, after, key)
 
 
@@ -464,8 +664,9 @@ def _case_audience(claim: ClaimView) -> str:
 # --- buyers, and Amazon writing for them ----------------------------------------------------------------------------
 
 
-def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                   at: datetime) -> Transition | None:
+def _buyer_message(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     base = replace(_absorb(claim, facts, shipment, "buyer_message"), buyer_key=key)
     if facts.buyer_intent in SETTLING_INTENTS:
         base = replace(base, last_buyer_at=at)
@@ -473,108 +674,216 @@ def _buyer_message(claim: ClaimView, key: str, facts: Facts, shipment: Shipment 
     if not claim.opened:
         return _before_claim(claim, base, key, facts, rules, at, "buyer")
     if claim.state in CLOSED_STATES:
-        return Transition(at, "buyer_message_after_close", "buyer wrote after the claim was closed",
-                          claim, base, key, kind="note")
+        return Transition(
+            at, "buyer_message_after_close", "buyer wrote after the claim was closed", claim, base, key, kind="note"
+        )
     if intent in ("resolved", "will_withdraw"):
         new_state = "awaiting_buyer" if intent == "resolved" else "awaiting_amazon"
         plan = DraftPlan("request_withdrawal", "buyer", "request_withdrawal", key)
-        after = replace(base, strategy="request_withdrawal", state=new_state, drafts=_with(base, plan),
-                        flagged=False, flag_reason=None, state_since=at)
-        text = ("buyer says the problem is solved: ask them to withdraw the claim" if intent == "resolved" else
-                "buyer says they will withdraw the claim: thank them, send the steps, wait for Amazon")
+        after = replace(
+            base,
+            strategy="request_withdrawal",
+            state=new_state,
+            drafts=_with(base, plan),
+            flagged=False,
+            flag_reason=None,
+            state_since=at,
+        )
+        text = (
+            "buyer says the problem is solved: ask them to withdraw the claim"
+            if intent == "resolved"
+            else "buyer says they will withdraw the claim: thank them, send the steps, wait for Amazon"
+        )
         return Transition(at, f"buyer_{intent}", text, claim, after, key)
     if intent == "wants_refund":
         after = replace(base, state="refund_needed", strategy=None, drafts=(), state_since=at)
-        return Transition(at, "buyer_wants_refund", "buyer asks for a refund: refund before Amazon grants the claim",
-                          claim, after, key)
+        return Transition(
+            at,
+            "buyer_wants_refund",
+            "buyer asks for a refund: refund before Amazon grants the claim",
+            claim,
+            after,
+            key,
+        )
     if intent == "wants_resend":
-        after = replace(base, strategy="manual_review", flagged=True,
-                        flag_reason="buyer asks for a replacement: ship it, then ask them to withdraw")
-        return Transition(at, "buyer_wants_resend", "buyer asks for a replacement; the seller's playbook has no "
-                          "rule for it: ship it and follow up by hand", claim, after, key, kind="flag")
+        after = replace(
+            base,
+            strategy="manual_review",
+            flagged=True,
+            flag_reason="buyer asks for a replacement: ship it, then ask them to withdraw",
+        )
+        return Transition(
+            at,
+            "buyer_wants_resend",
+            "buyer asks for a replacement; the seller's playbook has no rule for it: ship it and follow up by hand",
+            claim,
+            after,
+            key,
+            kind="flag",
+        )
     if _undecided(claim) and base.complaint_type:
         return _decide(claim, base, key, rules, at, "buyer described the complaint")
-    if (claim.strategy == "offer_refund_or_resend" and base.complaint_type == "not_received"
-            and base.delivered and not claim.delivered and rules.recognizes(base.carrier)):
+    if (
+        claim.strategy == "offer_refund_or_resend"
+        and base.complaint_type == "not_received"
+        and base.delivered
+        and not claim.delivered
+        and rules.recognizes(base.carrier)
+    ):
         # the buyer's own words: tracking shows delivered (by a carrier Amazon recognizes)
         return _decide(claim, base, key, rules, at, "buyer says tracking shows delivered")
     return Transition(at, "buyer_message", f"buyer wrote (intent {intent or 'other'})", claim, base, key, kind="note")
 
 
-def _before_claim(claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime,
-                  audience: str) -> Transition | None:
+def _before_claim(
+    claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime, audience: str
+) -> Transition | None:
     """A buyer's message, return request or customer-service inquiry before any claim."""
     intent = facts.buyer_intent
-    what = {"buyer_message": "buyer message", "return_request": "return request",
-            "amazon_inquiry": "Amazon customer service asks for the buyer"}[facts.kind]
+    what = {
+        "buyer_message": "buyer message",
+        "return_request": "return request",
+        "amazon_inquiry": "Amazon customer service asks for the buyer",
+    }[facts.kind]
     if claim.state in CLOSED_STATES and claim.case:
-        return Transition(at, "after_case_closed", f"{what} after the case was closed", claim, base, key,
-                          kind="note")
+        return Transition(at, "after_case_closed", f"{what} after the case was closed", claim, base, key, kind="note")
     if intent in ("resolved", "will_withdraw") and claim.case:
-        after = replace(base, state="resolved", strategy=None, drafts=(), flagged=False, flag_reason=None,
-                        state_since=at)
-        return Transition(at, "buyer_says_solved", "the buyer says it is solved: nothing to answer, the case closes",
-                          claim, after, key)
+        after = replace(
+            base, state="resolved", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
+        )
+        return Transition(
+            at,
+            "buyer_says_solved",
+            "the buyer says it is solved: nothing to answer, the case closes",
+            claim,
+            after,
+            key,
+        )
     if intent == "wants_refund" and (claim.case or base.complaint_type):
         after = replace(base, case=True, state="refund_needed", strategy=None, drafts=(), state_since=at)
-        return Transition(at, "buyer_wants_refund", "the buyer asks for a refund before any claim: refund now, "
-                          "and no claim follows", claim, after, key)
+        return Transition(
+            at,
+            "buyer_wants_refund",
+            "the buyer asks for a refund before any claim: refund now, and no claim follows",
+            claim,
+            after,
+            key,
+        )
     if facts.kind == "return_request" and facts.complaint_type == "other" and not claim.case:
         reason = facts.return_reason or "no reason given"
-        return Transition(at, "return_request_before_claim", f"the buyer returns the item ({reason}): a reason "
-                          "that needs no answer; kept for the claim", claim, base, key, kind="note")
+        return Transition(
+            at,
+            "return_request_before_claim",
+            f"the buyer returns the item ({reason}): a reason that needs no answer; kept for the claim",
+            claim,
+            base,
+            key,
+            kind="note",
+        )
     if facts.complaint_type and (not claim.case or _undecided(claim)):
         return _answer(claim, base, key, rules, at, f"{what} with a complaint before any claim", audience=audience)
     if not claim.case and facts.kind == "amazon_inquiry":
-        after = replace(base, case=True, state="buyer_contact", strategy="manual_review", flagged=True,
-                        flag_reason="Amazon customer service asks about this order: answer them by e-mail",
-                        state_since=at)
-        return Transition(at, "answer_by_hand", "Amazon customer service asks about this order and names no "
-                          "complaint: answer them by e-mail", claim, after, key)
-    return Transition(at, f"{facts.kind}_before_claim", f"{what} before any claim (intent {intent or '-'}, "
-                      f"complaint {facts.complaint_type or 'none'}); kept for the claim", claim, base, key,
-                      kind="note")
+        after = replace(
+            base,
+            case=True,
+            state="buyer_contact",
+            strategy="manual_review",
+            flagged=True,
+            flag_reason="Amazon customer service asks about this order: answer them by e-mail",
+            state_since=at,
+        )
+        return Transition(
+            at,
+            "answer_by_hand",
+            "Amazon customer service asks about this order and names no complaint: answer them by e-mail",
+            claim,
+            after,
+            key,
+        )
+    return Transition(
+        at,
+        f"{facts.kind}_before_claim",
+        f"{what} before any claim (intent {intent or '-'}, "
+        f"complaint {facts.complaint_type or 'none'}); kept for the claim",
+        claim,
+        base,
+        key,
+        kind="note",
+    )
 
 
-def _inquiry(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-             at: datetime) -> Transition | None:
-    base = replace(_absorb(claim, facts, shipment, "amazon_inquiry"), inquiry_key=key,
-                   inquiry_address=facts.reply_address if facts.reply_channel == "email" else None)
+def _inquiry(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
+    base = replace(
+        _absorb(claim, facts, shipment, "amazon_inquiry"),
+        inquiry_key=key,
+        inquiry_address=facts.reply_address if facts.reply_channel == "email" else None,
+    )
     if not claim.opened:
         return _before_claim(claim, base, key, facts, rules, at, "amazon_cs")
     if claim.state in CLOSED_STATES:
-        return Transition(at, "amazon_inquiry", "Amazon customer service asked about the closed claim's order",
-                          claim, base, key, kind="note")
+        return Transition(
+            at,
+            "amazon_inquiry",
+            "Amazon customer service asked about the closed claim's order",
+            claim,
+            base,
+            key,
+            kind="note",
+        )
     if _undecided(claim) and base.complaint_type:
         return _decide(claim, base, key, rules, at, "Amazon customer service named the complaint")
-    after = replace(base, flagged=True,
-                    flag_reason="Amazon customer service asks about this order: answer them by e-mail")
-    if base.inquiry_address and base.complaint_type in ("not_received", "size", "damaged_on_arrival",
-                                                        "damaged_after_use"):
-        answer = _answer(claim, base, key, rules, at, "Amazon customer service asks for the buyer",
-                         audience="amazon_cs")
+    after = replace(
+        base, flagged=True, flag_reason="Amazon customer service asks about this order: answer them by e-mail"
+    )
+    if base.inquiry_address and base.complaint_type in (
+        "not_received",
+        "size",
+        "damaged_on_arrival",
+        "damaged_after_use",
+    ):
+        answer = _answer(
+            claim, base, key, rules, at, "Amazon customer service asks for the buyer", audience="amazon_cs"
+        )
         # the claim keeps its state and strategy; only the reply to customer service is added
         plan = answer.after.draft
         if plan is not None:
             after = replace(after, drafts=_with(after, plan))
-    return Transition(at, "amazon_inquiry", "Amazon customer service asks for the buyer: answer them by e-mail",
-                      claim, after, key, kind="flag")
+    return Transition(
+        at,
+        "amazon_inquiry",
+        "Amazon customer service asks for the buyer: answer them by e-mail",
+        claim,
+        after,
+        key,
+        kind="flag",
+    )
 
 
-def _return_request(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                    at: datetime) -> Transition | None:
+def _return_request(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     base = _absorb(claim, facts, shipment, "return_request")
     if not claim.opened:
         return _before_claim(claim, base, key, facts, rules, at, "buyer")
     if claim.state not in CLOSED_STATES and _undecided(claim) and base.complaint_type:
         return _decide(claim, base, key, rules, at, "the return request names the complaint")
-    return Transition(at, "return_request", f"the buyer asked to return the item ({facts.return_reason or 'no reason'}"
-                      f"{', return parcel ' + facts.return_tracking_number if facts.return_tracking_number else ''})",
-                      claim, base, key, kind="note")
+    return Transition(
+        at,
+        "return_request",
+        f"the buyer asked to return the item ({facts.return_reason or 'no reason'}"
+        f"{', return parcel ' + facts.return_tracking_number if facts.return_tracking_number else ''})",
+        claim,
+        base,
+        key,
+        kind="note",
+    )
 
 
-def _refund(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-            at: datetime) -> Transition | None:
+def _refund(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     base = _absorb(claim, facts, shipment, "refund")
     amount = f"{facts.amount} {facts.currency}" if facts.amount else "a refund"
     if facts.amount:
@@ -582,53 +891,102 @@ def _refund(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None,
         total = facts.amount if before is None else str(_sum(before[0], facts.amount))
         base = replace(base, refunded=(total, facts.currency or (before[1] if before else None)))
     if claim.listed and claim.state not in CLOSED_STATES:
-        after = replace(base, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None,
-                        state_since=at)
+        after = replace(
+            base, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
+        )
         what = "claim" if claim.opened else "case"
-        return Transition(at, "refund_issued", f"{amount} refunded to the buyer: the {what} is done", claim, after,
-                          key)
-    return Transition(at, "refund_issued", f"{amount} refunded on this order"
-                      + (" (the claim was already closed)" if claim.listed else "; no claim"), claim, base, key,
-                      kind="note")
+        return Transition(at, "refund_issued", f"{amount} refunded to the buyer: the {what} is done", claim, after, key)
+    return Transition(
+        at,
+        "refund_issued",
+        f"{amount} refunded on this order" + (" (the claim was already closed)" if claim.listed else "; no claim"),
+        claim,
+        base,
+        key,
+        kind="note",
+    )
 
 
-def _undelivered(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                 at: datetime) -> Transition | None:
+def _undelivered(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     base = _absorb(claim, facts, shipment, "notice")
     if not claim.listed or claim.state in CLOSED_STATES:
-        return Transition(at, "message_undelivered", "a message of the seller did not reach the buyer (they opted "
-                          "out of unsolicited messages)", claim, base, key, kind="note")
+        return Transition(
+            at,
+            "message_undelivered",
+            "a message of the seller did not reach the buyer (they opted out of unsolicited messages)",
+            claim,
+            base,
+            key,
+            kind="note",
+        )
     rounds = claim.undelivered_rounds + 1
-    after = replace(base, undelivered_rounds=rounds, flagged=True,
-                    flag_reason="the buyer did not get our message: resend it marked important")
+    after = replace(
+        base,
+        undelivered_rounds=rounds,
+        flagged=True,
+        flag_reason="the buyer did not get our message: resend it marked important",
+    )
     plan = next((p for p in claim.drafts if p.audience == "buyer"), None)
     if plan is not None and plan.strategy in BUYER_STRATEGIES:
-        again = DraftPlan(plan.strategy, "buyer", f"{plan.strategy}#important{rounds}", claim.buyer_key or
-                          plan.parent_key, important=True)
+        again = DraftPlan(
+            plan.strategy,
+            "buyer",
+            f"{plan.strategy}#important{rounds}",
+            claim.buyer_key or plan.parent_key,
+            important=True,
+        )
         after = replace(after, drafts=_with(after, again))
-    return Transition(at, "message_undelivered", "the buyer did not get our message (opted out of unsolicited "
-                      "messages): the next draft to them is marked important, as Amazon advises", claim, after, key,
-                      kind="flag")
+    return Transition(
+        at,
+        "message_undelivered",
+        "the buyer did not get our message (opted out of unsolicited "
+        "messages): the next draft to them is marked important, as Amazon advises",
+        claim,
+        after,
+        key,
+        kind="flag",
+    )
 
 
-def _seller_reply(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                  at: datetime) -> Transition | None:
+def _seller_reply(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
     after = replace(claim, last_seller_reply_at=at)
-    return Transition(at, "seller_replied", f"Amazon's copy of the seller's reply to {facts.buyer_name or 'the buyer'}",
-                      claim, after, key, kind="note")
+    return Transition(
+        at,
+        "seller_replied",
+        f"Amazon's copy of the seller's reply to {facts.buyer_name or 'the buyer'}",
+        claim,
+        after,
+        key,
+        kind="note",
+    )
 
 
-def _cancellation(claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules,
-                  at: datetime) -> Transition | None:
-    return Transition(at, "cancellation_request", "the buyer asked to cancel the order: cancel it in Seller Central "
-                      "if not shipped, else ask them to refuse the parcel or return it", claim,
-                      _absorb(claim, facts, shipment, "notice"), key, kind="note")
+def _cancellation(
+    claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
+) -> Transition | None:
+    return Transition(
+        at,
+        "cancellation_request",
+        "the buyer asked to cancel the order: cancel it in Seller Central "
+        "if not shipped, else ask them to refuse the parcel or return it",
+        claim,
+        _absorb(claim, facts, shipment, "notice"),
+        key,
+        kind="note",
+    )
 
 
 def _other(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
     if claim.opened and claim.state not in CLOSED_STATES and (facts.notification_type or "").startswith("A_Z_"):
-        after = replace(claim, flagged=True, flag_reason="Amazon wrote about this claim and the pipeline could not "
-                        "tell what: check Seller Central")
+        after = replace(
+            claim,
+            flagged=True,
+            flag_reason="Amazon wrote about this claim and the pipeline could not tell what: check Seller Central",
+        )
         return Transition(at, "amazon_unread", after.flag_reason or "", claim, after, key, kind="flag")
     return None
 
@@ -639,13 +997,26 @@ def _untrusted(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transi
         return None
     what = "a buyer message" if facts.kind == "buyer_message" else f"{facts.kind} from Amazon"
     after = replace(claim, flagged=True, flag_reason=f"mail claiming to be {what} came from {facts.sender}")
-    return Transition(at, "untrusted_sender", f"{facts.kind} from {facts.sender} ignored: not Amazon's own mail",
-                      claim, after, key, kind="flag")
+    return Transition(
+        at,
+        "untrusted_sender",
+        f"{facts.kind} from {facts.sender} ignored: not Amazon's own mail",
+        claim,
+        after,
+        key,
+        kind="flag",
+    )
 
 
-_HANDLERS = {"buyer_message": _buyer_message, "amazon_inquiry": _inquiry, "return_request": _return_request,
-             "refund_issued": _refund, "message_undelivered": _undelivered, "seller_reply_copy": _seller_reply,
-             "cancellation_request": _cancellation}
+_HANDLERS = {
+    "buyer_message": _buyer_message,
+    "amazon_inquiry": _inquiry,
+    "return_request": _return_request,
+    "refund_issued": _refund,
+    "message_undelivered": _undelivered,
+    "seller_reply_copy": _seller_reply,
+    "cancellation_request": _cancellation,
+}
 
 
 # --- merging facts ------------------------------------------------------------------------------------------------
@@ -663,8 +1034,13 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, source: s
     complaint, rank = claim.complaint_type, claim.complaint_rank
     source_rank = RANK.get(source if source != "claim" else "claim", 0)
     specific = facts.complaint_type != "other" or complaint in (None, "other")  # "other" says less than any
-    if facts.complaint_type and source in RANK and claim.stated_value("complaint") is None and specific and (
-            complaint is None or source_rank > rank or (complaint == "other" and facts.complaint_type != "other")):
+    if (
+        facts.complaint_type
+        and source in RANK
+        and claim.stated_value("complaint") is None
+        and specific
+        and (complaint is None or source_rank > rank or (complaint == "other" and facts.complaint_type != "other"))
+    ):
         complaint, rank = facts.complaint_type, max(rank, source_rank)
     tracking = claim.tracking_number or facts.tracking_number
     carrier = claim.carrier or facts.carrier
@@ -689,13 +1065,23 @@ def _absorb(claim: ClaimView, facts: Facts, shipment: Shipment | None, source: s
     if complaint and flag_reason and flag_reason.startswith(REASON_UNKNOWN[:30]):
         flagged, flag_reason = False, None  # the reason is known now
     return replace(
-        claim, flagged=flagged, flag_reason=flag_reason, complaint_type=complaint, complaint_rank=rank,
-        tracking_number=tracking, carrier=carrier,
-        delivered=delivered, delivered_on=delivered_on, marketplace=marketplace, language=language,
-        buyer_address=(facts.buyer_address or claim.buyer_address) if source == "buyer_message" else
-        claim.buyer_address or (facts.buyer_address if source == "notice" else None),
+        claim,
+        flagged=flagged,
+        flag_reason=flag_reason,
+        complaint_type=complaint,
+        complaint_rank=rank,
+        tracking_number=tracking,
+        carrier=carrier,
+        delivered=delivered,
+        delivered_on=delivered_on,
+        marketplace=marketplace,
+        language=language,
+        buyer_address=(facts.buyer_address or claim.buyer_address)
+        if source == "buyer_message"
+        else claim.buyer_address or (facts.buyer_address if source == "notice" else None),
         buyer_name=(facts.buyer_name or claim.buyer_name) if source == "buyer_message" else claim.buyer_name,
-        amount=amount, currency=currency,
+        amount=amount,
+        currency=currency,
     )
 
 

@@ -110,9 +110,17 @@ class Backoff:
 class Poller:
     """Ingests the watched folders into the store and runs the claim stages on what arrived."""
 
-    def __init__(self, settings: Settings, store: Store, stages: Stages | None = None, *,
-                 clock: Clock = utcnow, stop: threading.Event | None = None,
-                 connector: Callable[[], Mailbox] | None = None, metrics: object | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        stages: Stages | None = None,
+        *,
+        clock: Clock = utcnow,
+        stop: threading.Event | None = None,
+        connector: Callable[[], Mailbox] | None = None,
+        metrics: object | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.stages = stages
@@ -209,8 +217,12 @@ class Poller:
                 last_uid = cursor.last_uid
             else:
                 if cursor is not None:
-                    log.warning("folder %s: UIDVALIDITY changed (%s -> %s); re-scanning and matching by Message-ID",
-                                folder, cursor.uidvalidity, state.uidvalidity)
+                    log.warning(
+                        "folder %s: UIDVALIDITY changed (%s -> %s); re-scanning and matching by Message-ID",
+                        folder,
+                        cursor.uidvalidity,
+                        state.uidvalidity,
+                    )
                     self._count("uidvalidity_changes")
                 # record the UIDVALIDITY at once (an empty folder too), so a later change is noticed
                 self.store.set_cursor(session, account, folder, state.uidvalidity, 0)
@@ -222,8 +234,9 @@ class Poller:
             self._ingest_batch(mailbox, account, folder, state.uidvalidity, batch, stats)
         return stats
 
-    def _ingest_batch(self, mailbox: Mailbox, account: str, folder: str, uidvalidity: int,
-                      batch: Sequence[int], stats: PollStats) -> None:
+    def _ingest_batch(
+        self, mailbox: Mailbox, account: str, folder: str, uidvalidity: int, batch: Sequence[int], stats: PollStats
+    ) -> None:
         """Headers of the whole batch, then bodies of the candidates in small chunks, each stored on its own."""
         where = (folder, uidvalidity)
         heads, unreadable = self._fetch_headers(mailbox, where, batch)
@@ -239,7 +252,8 @@ class Poller:
                     wanted.append(summary)
         # in UID order, so the cursor (moved with each stored message) never passes one not yet stored
         todo: list[tuple[int, HeaderSummary | None]] = sorted(
-            [(head.uid, head) for head in wanted] + [(uid, None) for uid in unreadable], key=lambda item: item[0])
+            [(head.uid, head) for head in wanted] + [(uid, None) for uid in unreadable], key=lambda item: item[0]
+        )
         for chunk in _chunks(todo, BODY_CHUNK):
             if self.stop.is_set():
                 return
@@ -250,37 +264,69 @@ class Poller:
                 if head is None:
                     # not even its headers could be read, so not whether it is Amazon's: keep a visible failed
                     # record rather than block the folder
-                    self._store(account, folder, uidvalidity, uid, b"", stats, values={
-                        "message_key": f"unreadable:{account}/{folder}/{uidvalidity}/{uid}",
-                        "sender": "", "subject": "", "sent_at": None},
-                        error=f"the IMAP server could not return this message's headers: {unreadable[uid]}")
+                    self._store(
+                        account,
+                        folder,
+                        uidvalidity,
+                        uid,
+                        b"",
+                        stats,
+                        values={
+                            "message_key": f"unreadable:{account}/{folder}/{uidvalidity}/{uid}",
+                            "sender": "",
+                            "subject": "",
+                            "sent_at": None,
+                        },
+                        error=f"the IMAP server could not return this message's headers: {unreadable[uid]}",
+                    )
                 elif uid in raws:
                     self._store(account, folder, uidvalidity, uid, raws[uid], stats)
                 elif uid in errors:
-                    self._store(account, folder, uidvalidity, uid, b"", stats, values={
-                        "message_key": message_key(head.message_id, b"unreadable:%d:" % uid + head.header_bytes),
-                        "sender": "", "subject": "", "sent_at": None},
-                        error=f"the IMAP server could not return this message: {errors[uid]}")
+                    self._store(
+                        account,
+                        folder,
+                        uidvalidity,
+                        uid,
+                        b"",
+                        stats,
+                        values={
+                            "message_key": message_key(head.message_id, b"unreadable:%d:" % uid + head.header_bytes),
+                            "sender": "",
+                            "subject": "",
+                            "sent_at": None,
+                        },
+                        error=f"the IMAP server could not return this message: {errors[uid]}",
+                    )
                 # else: expunged meanwhile; nothing to store
         # every UID of the batch is stored, ignored, already known or gone
         with self.store.session() as session:
             self.store.set_cursor(session, account, folder, uidvalidity, batch[-1])
         log.debug("folder %s: batch done up to uid %s", folder, batch[-1])
 
-    def _fetch_headers(self, mailbox: Mailbox, where: Where, uids: Sequence[int]
-                       ) -> tuple[list[HeaderSummary], dict[int, str]]:
+    def _fetch_headers(
+        self, mailbox: Mailbox, where: Where, uids: Sequence[int]
+    ) -> tuple[list[HeaderSummary], dict[int, str]]:
         """Headers of the UIDs, isolating a message the server cannot read; see _fetch_each."""
-        return self._fetch_each(mailbox, where, uids, mailbox.fetch_headers,
-                                lambda found: {head.uid: head for head in found}, "headers")
+        return self._fetch_each(
+            mailbox, where, uids, mailbox.fetch_headers, lambda found: {head.uid: head for head in found}, "headers"
+        )
 
-    def _fetch_bodies(self, mailbox: Mailbox, where: Where, uids: Sequence[int]
-                      ) -> tuple[dict[int, bytes], dict[int, str]]:
+    def _fetch_bodies(
+        self, mailbox: Mailbox, where: Where, uids: Sequence[int]
+    ) -> tuple[dict[int, bytes], dict[int, str]]:
         """Whole messages (BODY.PEEK[]), isolating a message the server cannot read; see _fetch_each."""
         found, errors = self._fetch_each(mailbox, where, uids, mailbox.fetch_raw, lambda found: found, "messages")
         return dict(found), errors
 
-    def _fetch_each(self, mailbox: Mailbox, where: Where, uids: Sequence[int], fetch: Callable[[Sequence[int]], Any],
-                    by_uid: Callable[[Any], dict[int, Any]], what: str) -> tuple[Any, dict[int, str]]:
+    def _fetch_each(
+        self,
+        mailbox: Mailbox,
+        where: Where,
+        uids: Sequence[int],
+        fetch: Callable[[Sequence[int]], Any],
+        by_uid: Callable[[Any], dict[int, Any]],
+        what: str,
+    ) -> tuple[Any, dict[int, str]]:
         """Fetch a batch at once; when the server refuses it, one by one, so one bad message is isolated.
 
         A server refuses a message it cannot read with NO (then it is retried UNREADABLE_ATTEMPTS times), or,
@@ -311,8 +357,9 @@ class Poller:
                 errors[uid] = error
         return _unwrap(found, what), errors
 
-    def _fetch_one(self, mailbox: Mailbox, where: Where, uid: int,
-                   fetch: Callable[[int], Any]) -> tuple[Any, str | None]:
+    def _fetch_one(
+        self, mailbox: Mailbox, where: Where, uid: int, fetch: Callable[[int], Any]
+    ) -> tuple[Any, str | None]:
         """(result, None); (None, error) for a message that exists but cannot be read; (None, None) when gone."""
         strikes = self._hangups.get((*where, uid), 0)
         if strikes >= HANGUP_STRIKES:
@@ -328,8 +375,14 @@ class Poller:
             except IMAPClientAbortError as exc:
                 if _server_hung_up(exc):
                     self._hangups[(*where, uid)] = strikes + 1
-                    log.warning("the server hung up when asked for uid %s of %s (%d of %d): %s", uid, where[0],
-                                strikes + 1, HANGUP_STRIKES, _describe(exc))
+                    log.warning(
+                        "the server hung up when asked for uid %s of %s (%d of %d): %s",
+                        uid,
+                        where[0],
+                        strikes + 1,
+                        HANGUP_STRIKES,
+                        _describe(exc),
+                    )
                 raise
             except IMAPClientError as exc:
                 error = _describe(exc)
@@ -338,8 +391,18 @@ class Poller:
         log.error("uid %s of %s cannot be read from the server (%s); recording it as failed", uid, where[0], error)
         return None, error
 
-    def _store(self, account: str, folder: str, uidvalidity: int, uid: int, raw: bytes, stats: PollStats, *,
-               values: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def _store(
+        self,
+        account: str,
+        folder: str,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        stats: PollStats,
+        *,
+        values: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
         """Store one message and move the cursor to it, in one transaction.
 
         A message the database refuses as it is (a value it cannot hold) is stored as failed, with its raw bytes
@@ -356,11 +419,24 @@ class Poller:
             if _database_unavailable(exc):
                 raise
             problem = _describe(getattr(exc, "orig", None) or exc)
-            log.error("uid %s in %s cannot be stored as parsed (%s); keeping its raw bytes as failed",
-                      uid, folder, problem)
-            created = self._add(account, folder, uidvalidity, uid, raw, {
-                "message_key": values["message_key"], "sender": "", "subject": "", "sent_at": None,
-                "status": "failed", "error": f"could not be stored: {problem}"[:4000]})
+            log.error(
+                "uid %s in %s cannot be stored as parsed (%s); keeping its raw bytes as failed", uid, folder, problem
+            )
+            created = self._add(
+                account,
+                folder,
+                uidvalidity,
+                uid,
+                raw,
+                {
+                    "message_key": values["message_key"],
+                    "sender": "",
+                    "subject": "",
+                    "sent_at": None,
+                    "status": "failed",
+                    "error": f"could not be stored: {problem}"[:4000],
+                },
+            )
         if created:
             stats.stored += 1
             self._count("messages_stored")
@@ -368,11 +444,11 @@ class Poller:
         else:
             stats.known += 1
 
-    def _add(self, account: str, folder: str, uidvalidity: int, uid: int, raw: bytes,
-             values: dict[str, Any]) -> bool:
+    def _add(self, account: str, folder: str, uidvalidity: int, uid: int, raw: bytes, values: dict[str, Any]) -> bool:
         with self.store.session() as session:
-            _row, created = self.store.add_message(session, account=account, folder=folder, uidvalidity=uidvalidity,
-                                                   uid=uid, raw=raw, **values)
+            _row, created = self.store.add_message(
+                session, account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw, **values
+            )
             self.store.set_cursor(session, account, folder, uidvalidity, uid)
         return created
 
@@ -505,13 +581,17 @@ def envelope(raw: bytes) -> dict[str, object]:
             when = email.utils.parsedate_to_datetime(str(parsed.get("Date"))) if parsed.get("Date") else None
             if when is not None:
                 sent_at = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-    return {"message_key": message_key(message_id, raw), "sender": sender, "subject": subject[:2000],
-            "sent_at": sent_at}
+    return {
+        "message_key": message_key(message_id, raw),
+        "sender": sender,
+        "subject": subject[:2000],
+        "sent_at": sent_at,
+    }
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), max(1, size)):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _describe(exc: BaseException) -> str:

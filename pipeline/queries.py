@@ -15,9 +15,22 @@ from pipeline.understanding.facts import iso
 from pipeline.vocabulary import CLOSED_STATES
 
 # the facts of each message that `claims show` lists
-TIMELINE_FACTS = ("marketplace", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
-                  "deadline_hours", "amount", "currency", "return_reason", "return_carrier", "return_tracking_number",
-                  "buyer_name", "reply_channel")
+TIMELINE_FACTS = (
+    "marketplace",
+    "complaint_type",
+    "buyer_intent",
+    "tracking_number",
+    "carrier",
+    "delivered",
+    "deadline_hours",
+    "amount",
+    "currency",
+    "return_reason",
+    "return_carrier",
+    "return_tracking_number",
+    "buyer_name",
+    "reply_channel",
+)
 
 
 def claim_rows(settings: Settings, state: str | None = None) -> list[dict[str, Any]]:
@@ -65,31 +78,76 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
     """One claim with its messages (and their facts), transitions with reasons, and drafts."""
     with opened_store(settings.database.url) as store, store.session() as session:
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
-        messages = list(session.scalars(select(StoredMessage).where(StoredMessage.order_id == order_id)
-                                        .order_by(StoredMessage.sent_at, StoredMessage.id)))
-        statements = list(session.scalars(select(SellerStatement).where(
-            SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None)).order_by(
-            SellerStatement.stated_at, SellerStatement.id)))
+        messages = list(
+            session.scalars(
+                select(StoredMessage)
+                .where(StoredMessage.order_id == order_id)
+                .order_by(StoredMessage.sent_at, StoredMessage.id)
+            )
+        )
+        statements = list(
+            session.scalars(
+                select(SellerStatement)
+                .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
+                .order_by(SellerStatement.stated_at, SellerStatement.id)
+            )
+        )
         if claim is None and not messages and not statements:
             raise PipelineError(f"no claim and no message for order {order_id}")
-        events = [] if claim is None else list(session.scalars(
-            select(ClaimEvent).where(ClaimEvent.claim_id == claim.id).order_by(ClaimEvent.at, ClaimEvent.seq)))
-        drafts = [] if claim is None else list(session.scalars(select(Draft).where(Draft.claim_id == claim.id)
-                                                               .order_by(Draft.id)))
+        events = (
+            []
+            if claim is None
+            else list(
+                session.scalars(
+                    select(ClaimEvent).where(ClaimEvent.claim_id == claim.id).order_by(ClaimEvent.at, ClaimEvent.seq)
+                )
+            )
+        )
+        drafts = (
+            []
+            if claim is None
+            else list(session.scalars(select(Draft).where(Draft.claim_id == claim.id).order_by(Draft.id)))
+        )
         return {
             "claim": claim_dict(claim) if claim else None,
-            "messages": [{
-                "at": iso(m.sent_at), "kind": m.kind, "sender": m.sender, "subject": m.subject,
-                "status": m.status, "error": m.error,
-                "facts": {k: (m.facts or {}).get(k) for k in TIMELINE_FACTS},
-            } for m in messages],
+            "messages": [
+                {
+                    "at": iso(m.sent_at),
+                    "kind": m.kind,
+                    "sender": m.sender,
+                    "subject": m.subject,
+                    "status": m.status,
+                    "error": m.error,
+                    "facts": {k: (m.facts or {}).get(k) for k in TIMELINE_FACTS},
+                }
+                for m in messages
+            ],
             "stated": [{"at": iso(st.stated_at), "field": st.field, "value": st.value} for st in statements],
-            "events": [{"at": iso(e.at), "kind": e.kind, "from": e.from_state, "to": e.to_state,
-                        "strategy": e.strategy, "rule": e.rule, "reason": e.reason} for e in events],
-            "drafts": [{"strategy": d.strategy, "step": d.step, "status": d.status, "to": d.recipient,
-                        "audience": d.audience,
-                        "language": d.language, "written_at": iso(d.written_at), "error": d.error}
-                       for d in drafts],
+            "events": [
+                {
+                    "at": iso(e.at),
+                    "kind": e.kind,
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "strategy": e.strategy,
+                    "rule": e.rule,
+                    "reason": e.reason,
+                }
+                for e in events
+            ],
+            "drafts": [
+                {
+                    "strategy": d.strategy,
+                    "step": d.step,
+                    "status": d.status,
+                    "to": d.recipient,
+                    "audience": d.audience,
+                    "language": d.language,
+                    "written_at": iso(d.written_at),
+                    "error": d.error,
+                }
+                for d in drafts
+            ],
         }
 
 

@@ -82,9 +82,16 @@ class _Run:
             self.progress(1)
 
 
-def reprocess(settings: Settings, selection: Selection = Selection(), *, from_imap: bool = False,
-              dry_run: bool = False, progress: Progress | None = None, start: Progress | None = None,
-              clock: Clock = now) -> ReprocessResult:
+def reprocess(
+    settings: Settings,
+    selection: Selection = Selection(),
+    *,
+    from_imap: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    start: Progress | None = None,
+    clock: Clock = now,
+) -> ReprocessResult:
     """Re-run understanding and the playbook over the selected stored messages (optionally re-read from IMAP).
 
     Each message is processed in its own transaction, so an interrupted run keeps what it did and a second
@@ -122,9 +129,14 @@ def _run_for_real(run: _Run, store: Store) -> ReprocessResult:
             run.step()
     with store.session() as session:
         if result.failed:
-            result.failures = [(row.id, row.error or "") for row in session.execute(
-                select(StoredMessage.id, StoredMessage.error).where(
-                    StoredMessage.id.in_(ids), StoredMessage.status == "failed").order_by(StoredMessage.id))]
+            result.failures = [
+                (row.id, row.error or "")
+                for row in session.execute(
+                    select(StoredMessage.id, StoredMessage.error)
+                    .where(StoredMessage.id.in_(ids), StoredMessage.status == "failed")
+                    .order_by(StoredMessage.id)
+                )
+            ]
         result.changes = _diff(before, _snapshot(session))
     return result
 
@@ -164,6 +176,7 @@ def _run_rolled_back(run: _Run, store: Store) -> ReprocessResult:
             session.close()
             outer.rollback()
     return result
+
 
 def _sqlite_file(store: Store) -> str | None:
     """The database file of a file-based SQLite store, else None."""
@@ -210,18 +223,25 @@ def _refetch(settings: Settings, store: Store, selection: Selection, session_sco
             # IMAP compares whole days in each message's own time zone, the database compares UTC instants:
             # a day's margin on each side (storing a few more is harmless) makes sure none in range is missed
             since, until = selection.since, selection.until
-            uids = mailbox.uids_between(since - timedelta(days=1) if since else None,
-                                        until + timedelta(days=1) if until else None)
+            uids = mailbox.uids_between(
+                since - timedelta(days=1) if since else None, until + timedelta(days=1) if until else None
+            )
             for start in range(0, len(uids), settings.imap.batch_size):
-                batch = uids[start:start + settings.imap.batch_size]
+                batch = uids[start : start + settings.imap.batch_size]
                 heads = [h for h in mailbox.fetch_headers(batch) if candidate_from_header_bytes(h.header_bytes)]
                 with session_scope() as session:
                     wanted = [h.uid for h in heads if not (h.message_id and store.has_message(session, h.message_id))]
                 for uid, raw in mailbox.fetch_raw(wanted).items():
                     with session_scope() as session:
-                        _row, created = store.add_message(session, account=mailbox.account, folder=folder,
-                                                          uidvalidity=state.uidvalidity, uid=uid, raw=raw,
-                                                          **envelope(raw))
+                        _row, created = store.add_message(
+                            session,
+                            account=mailbox.account,
+                            folder=folder,
+                            uidvalidity=state.uidvalidity,
+                            uid=uid,
+                            raw=raw,
+                            **envelope(raw),
+                        )
                         added += created
     if added:
         log.info("re-read %d message(s) from IMAP that the database did not have", added)
@@ -250,8 +270,7 @@ def _diff(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]])
         elif new is None:
             lines.append(f"claim {key}: removed")
         elif old is None:
-            lines.append(f"claim {key}: new, {new[0]} ({new[1] or 'no strategy'})"
-                         + (", flagged" if new[2] else ""))
+            lines.append(f"claim {key}: new, {new[0]} ({new[1] or 'no strategy'})" + (", flagged" if new[2] else ""))
         else:
             parts = []
             if old[:2] != new[:2]:

@@ -79,21 +79,28 @@ def import_orders(settings: Settings, path: Path, *, clock: Clock = now) -> Impo
             report = import_shipments(session, path)
         desk = ClaimDesk(settings, store)
         with store.session() as session:
-            desk.replay_all(session, clock(), [o for o in report.order_ids
-                                               if session.scalar(select(Claim.id).where(Claim.order_id == o))])
+            desk.replay_all(
+                session,
+                clock(),
+                [o for o in report.order_ids if session.scalar(select(Claim.id).where(Claim.order_id == o))],
+            )
         return report
 
 
-def state_facts(settings: Settings, order_id: str, values: dict[str, str], *, clear: bool = False,
-                clock: Clock = now) -> dict[str, Any]:
+def state_facts(
+    settings: Settings, order_id: str, values: dict[str, str], *, clear: bool = False, clock: Clock = now
+) -> dict[str, Any]:
     """`pipeline claims set`: record facts the seller states (they win over mail), or clear them; replay the
     order's claim. Returns the claim as `claims --json` shows it (None when the order has no claim yet)."""
     at = clock()
     with opened(settings) as store:
         with store.session() as session:
             if clear:
-                for row in session.scalars(select(SellerStatement).where(SellerStatement.order_id == order_id,
-                                                                         SellerStatement.cleared_at.is_(None))):
+                for row in session.scalars(
+                    select(SellerStatement).where(
+                        SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None)
+                    )
+                ):
                     row.cleared_at = at
             for name, value in values.items():
                 session.add(SellerStatement(order_id=order_id, field=name, value=value, stated_at=at))

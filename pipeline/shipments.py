@@ -72,8 +72,10 @@ def column_map(header: list[str], path: Path) -> dict[str, str]:
         if found:
             mapping[ours] = found
     if "order_id" not in mapping:
-        raise PipelineError(f"{path}: no order_id column (expected order_id, order-id or amazon-order-id); "
-                            f"found: {', '.join(header) or 'nothing'}")
+        raise PipelineError(
+            f"{path}: no order_id column (expected order_id, order-id or amazon-order-id); "
+            f"found: {', '.join(header) or 'nothing'}"
+        )
     return mapping
 
 

@@ -153,9 +153,12 @@ class Store:
             insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
             # another process may store the same message between our look and our write: then nothing is
             # inserted and theirs is returned
-            statement = (insert(StoredMessage).values(**values)
-                         .on_conflict_do_nothing(index_elements=["message_key"])
-                         .returning(StoredMessage.id))
+            statement = (
+                insert(StoredMessage)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["message_key"])
+                .returning(StoredMessage.id)
+            )
             new_id = session.execute(statement).scalar()
             if new_id is None:
                 existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
@@ -170,8 +173,7 @@ class Store:
 
     def has_message(self, session: Session, key: str) -> bool:
         """True when a message with this key (or Message-ID) is stored."""
-        return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == normal_key(key))) \
-            is not None
+        return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == normal_key(key))) is not None
 
     # --- cursors ----------------------------------------------------------------------------------
 
@@ -183,8 +185,11 @@ class Store:
         """Record that every UID up to `last_uid` under `uidvalidity` is done."""
         row = session.get(MailboxCursor, (account, folder))
         if row is None:
-            session.add(MailboxCursor(account=account, folder=folder, uidvalidity=uidvalidity,
-                                      last_uid=last_uid, updated_at=utcnow()))
+            session.add(
+                MailboxCursor(
+                    account=account, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid, updated_at=utcnow()
+                )
+            )
         else:
             row.uidvalidity, row.last_uid, row.updated_at = uidvalidity, last_uid, utcnow()
 
@@ -199,18 +204,31 @@ def opened_store(url: str) -> Iterator[Store]:
         store.dispose()
 
 
-def record_event(session: Session, claim: Claim, kind: str, reason: str, at: datetime,
-                 message_id: int | None = None) -> None:
+def record_event(
+    session: Session, claim: Claim, kind: str, reason: str, at: datetime, message_id: int | None = None
+) -> None:
     """Add an event the replay does not derive (draft written/replaced/edited, reply sent) to a claim's timeline.
 
     Derived events are numbered from 0 and rewritten with each replay; these from 1000 on, and kept.
     """
-    last = session.scalar(select(func.max(ClaimEvent.seq)).where(ClaimEvent.claim_id == claim.id,
-                                                                  ClaimEvent.seq >= 1000))
+    last = session.scalar(
+        select(func.max(ClaimEvent.seq)).where(ClaimEvent.claim_id == claim.id, ClaimEvent.seq >= 1000)
+    )
     seq = 1000 if last is None else last + 1
-    session.add(ClaimEvent(claim_id=claim.id, seq=seq, at=at, kind=kind, from_state=claim.state,
-                           to_state=claim.state, strategy=claim.strategy, rule=kind, reason=reason,
-                           message_id=message_id))
+    session.add(
+        ClaimEvent(
+            claim_id=claim.id,
+            seq=seq,
+            at=at,
+            kind=kind,
+            from_state=claim.state,
+            to_state=claim.state,
+            strategy=claim.strategy,
+            rule=kind,
+            reason=reason,
+            message_id=message_id,
+        )
+    )
 
 
 def _clean_text(value: str) -> str:

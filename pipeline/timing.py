@@ -35,5 +35,7 @@ def stage(name: str, count: int = 1) -> Iterator[None]:
 def totals() -> dict[str, tuple[float, int]]:
     """(seconds, count) of every stage so far, in data-flow order."""
     with _lock:
-        return {name: (_seconds.get(name, 0.0), _counts.get(name, 0)) for name in (*STAGES, *(
-            n for n in _seconds if n not in STAGES))}
+        return {
+            name: (_seconds.get(name, 0.0), _counts.get(name, 0))
+            for name in (*STAGES, *(n for n in _seconds if n not in STAGES))
+        }

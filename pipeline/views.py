@@ -12,8 +12,16 @@ import click
 
 from pipeline.vocabulary import CLOSED_STATES
 
-STATE_COLOURS = {"new": "cyan", "buyer_contact": "cyan", "awaiting_buyer": "yellow", "awaiting_amazon": "blue",
-                 "refund_needed": "red", "refunded": "green", "resolved": "green", "granted": "magenta"}
+STATE_COLOURS = {
+    "new": "cyan",
+    "buyer_contact": "cyan",
+    "awaiting_buyer": "yellow",
+    "awaiting_amazon": "blue",
+    "refund_needed": "red",
+    "refunded": "green",
+    "resolved": "green",
+    "granted": "magenta",
+}
 
 
 def time_left(deadline_at: datetime | str | None, now: datetime) -> str:
@@ -40,8 +48,10 @@ def claims_table(rows: list[dict[str, Any]], *, now: datetime, color: bool | Non
         left = "" if row["state"] in CLOSED_STATES else time_left(row["deadline_at"], now)
         state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
         note = row["flag_reason"] if row["flagged"] else ""
-        line = (f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
-                f"{row['strategy'] or '-':<26} {note}").rstrip()
+        line = (
+            f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
+            f"{row['strategy'] or '-':<26} {note}"
+        ).rstrip()
         lines.append(line if color is not False else click.unstyle(line))
     return "\n".join(lines)
 
@@ -51,19 +61,25 @@ def claim_timeline(data: dict[str, Any], order_id: str) -> str:
     lines = []
     claim = data["claim"]
     if claim:
-        lines.append(f"claim {claim['order_id']}: {claim['state']} ({claim['strategy'] or 'no strategy'}), "
-                     f"complaint {claim['complaint_type'] or '-'}, deadline {claim['deadline_at'] or '-'}")
+        lines.append(
+            f"claim {claim['order_id']}: {claim['state']} ({claim['strategy'] or 'no strategy'}), "
+            f"complaint {claim['complaint_type'] or '-'}, deadline {claim['deadline_at'] or '-'}"
+        )
         if claim["flagged"]:
             lines.append(f"  flagged: {claim['flag_reason']}")
     else:
-        lines.append(f"order {order_id}: no claim: only messages that cannot open one (Amazon's notices, "
-                     "questions without a complaint, or mail that did not really come from Amazon)")
+        lines.append(
+            f"order {order_id}: no claim: only messages that cannot open one (Amazon's notices, "
+            "questions without a complaint, or mail that did not really come from Amazon)"
+        )
     lines.append("messages:")
     for m in data["messages"]:
         facts = ", ".join(f"{k}={v}" for k, v in m["facts"].items() if v not in (None, False))
-        lines.append(f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
-                     + (f"  [{facts}]" if facts else "") + (f"  FAILED: {m['error']}" if m["status"] == "failed"
-                                                            else ""))
+        lines.append(
+            f"  {m['at'] or '?'}  {m['kind'] or m['status']:<18} {m['subject']}"
+            + (f"  [{facts}]" if facts else "")
+            + (f"  FAILED: {m['error']}" if m["status"] == "failed" else "")
+        )
     if data.get("stated"):
         lines.append("stated by the seller (pipeline claims set):")
         lines.extend(f"  {st['at']}  {st['field']}: {st['value']}" for st in data["stated"])
@@ -74,8 +90,10 @@ def claim_timeline(data: dict[str, Any], order_id: str) -> str:
     lines.append("drafts:")
     for d in data["drafts"] or []:
         where = d["to"] or ("Seller Central" if d.get("audience") == "amazon" else "(no address yet)")
-        lines.append(f"  {d['strategy']:<26} {d['status']:<10} to {where} ({d['language']})"
-                     + (f"  error: {d['error']}" if d["error"] else ""))
+        lines.append(
+            f"  {d['strategy']:<26} {d['status']:<10} to {where} ({d['language']})"
+            + (f"  error: {d['error']}" if d["error"] else "")
+        )
     if not data["drafts"]:
         lines.append("  none")
     return "\n".join(lines)
@@ -95,8 +113,9 @@ def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
         lines.append(f"    strategy:  {row['strategy'] or 'none'}")
         lines.append(f"    why:       {row['why']}")
         if row["flagged"] and row["flag_reason"]:
-            lines += textwrap.wrap(f"flag:      {row['flag_reason']}", width=72, initial_indent="    ",
-                                   subsequent_indent=" " * 15)
+            lines += textwrap.wrap(
+                f"flag:      {row['flag_reason']}", width=72, initial_indent="    ", subsequent_indent=" " * 15
+            )
         lines.append("")
     lines += [
         "Reply drafts, where the playbook has one, are waiting in your",
@@ -111,10 +130,29 @@ def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
 # --- pipeline inspect ---------------------------------------------------------------------------
 
 # The facts shown, in this order (the `inspect --json` keys).
-FIELDS = ("kind", "notification_type", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier",
-          "delivered", "delivered_on", "deadline_hours", "deadline_at", "amount", "currency", "return_reason",
-          "return_carrier", "return_tracking_number", "marketplace", "language", "trusted", "reply_channel",
-          "reply_address")
+FIELDS = (
+    "kind",
+    "notification_type",
+    "order_id",
+    "complaint_type",
+    "buyer_intent",
+    "tracking_number",
+    "carrier",
+    "delivered",
+    "delivered_on",
+    "deadline_hours",
+    "deadline_at",
+    "amount",
+    "currency",
+    "return_reason",
+    "return_carrier",
+    "return_tracking_number",
+    "marketplace",
+    "language",
+    "trusted",
+    "reply_channel",
+    "reply_address",
+)
 CONTEXT = ("subject", "sender", "sent_at", "buyer_address", "buyer_name")
 
 
@@ -157,14 +195,18 @@ def _quote(text: str) -> str:
 def reprocess_report(result: Any, *, dry_run: bool, from_imap: bool) -> str:
     """What a reprocess run changed (or would change), its failures, and a count line."""
     lines = [f"{'would change' if dry_run else 'changed'}: {line}" for line in result.changes]
-    lines += [f"{'would fail' if dry_run else 'failed'}: message {message_id}: {error}"
-              for message_id, error in result.failures]
+    lines += [
+        f"{'would fail' if dry_run else 'failed'}: message {message_id}: {error}"
+        for message_id, error in result.failures
+    ]
     fetched = f", {result.fetched} {'to fetch' if dry_run else 'fetched'} from IMAP" if from_imap else ""
-    lines.append(f"{count(result.messages, 'message')}{fetched}, {result.failed} failed, "
-                 f"{count(len(result.changes), 'change')}" + (" (dry run: nothing written)" if dry_run else ""))
+    lines.append(
+        f"{count(result.messages, 'message')}{fetched}, {result.failed} failed, "
+        f"{count(len(result.changes), 'change')}" + (" (dry run: nothing written)" if dry_run else "")
+    )
     return "\n".join(lines)
 
 
 def count(number: int, noun: str) -> str:
-    """"1 message", "3 messages"."""
+    """ "1 message", "3 messages"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -70,15 +70,25 @@ def amazon_story(index: int, when: datetime) -> list[bytes]:
     order = f"113-{4000000 + index:07d}-{index * 7919 % 10_000_000:07d}"
     name, relay = f"Buyer{index}", f"b{index:07d}x{index * 31 % 99991:05d}q"
     hour = timedelta(hours=1)
-    complaint = ["My order never arrived, where is it?", "The bottle arrived with a big dent. Not happy.",
-                 "It is too small, the size is wrong.", "It broke after two months of use.",
-                 "Where is my parcel? Please refund me.", "Received it today, all good, thanks!"][index % 6]
+    complaint = [
+        "My order never arrived, where is it?",
+        "The bottle arrived with a big dent. Not happy.",
+        "It is too small, the size is wrong.",
+        "It broke after two months of use.",
+        "Where is my parcel? Please refund me.",
+        "Received it today, all good, thanks!",
+    ][index % 6]
     mails = [stories.buyer(order, name, relay, complaint, when)]
     variant = index % 8
     if variant == 1:
-        mails[0] = stories.return_request(order, when, reason="Item defective or doesn't work",
-                                          comment="It leaks from the lid.", carrier="UPS",
-                                          tracking="1ZR7W8420312887604")
+        mails[0] = stories.return_request(
+            order,
+            when,
+            reason="Item defective or doesn't work",
+            comment="It leaks from the lid.",
+            carrier="UPS",
+            tracking="1ZR7W8420312887604",
+        )
     mails.append(stories.claim_filed(order, "24.99", when + 20 * hour))
     follow = {
         0: lambda: stories.claim_decision(order, "24.99", when + 60 * hour, outcome="withdrawn"),
@@ -86,11 +96,11 @@ def amazon_story(index: int, when: datetime) -> list[bytes]:
         2: lambda: stories.claim_decision(order, "24.99", when + 70 * hour, outcome="granted"),
         3: lambda: stories.claim_info_request(order, when + 30 * hour),
         4: lambda: stories.message_undelivered(order, name, when + 25 * hour, when_sent=when + 22 * hour),
-        5: lambda: stories.seller_reply_copy(name, "Sorry for the trouble: a new one left today.",
-                                             when + 24 * hour),
+        5: lambda: stories.seller_reply_copy(name, "Sorry for the trouble: a new one left today.", when + 24 * hour),
         6: lambda: stories.cancellation_request(order, name, when + 2 * hour),
-        7: lambda: stories.amazon_inquiry(order, when + 3 * hour, reason="Wrong size",
-                                          details="The customer asks how to exchange it."),
+        7: lambda: stories.amazon_inquiry(
+            order, when + 3 * hour, reason="Wrong size", details="The customer asks how to exchange it."
+        ),
     }[variant]
     mails.append(follow())
     return mails
@@ -101,8 +111,28 @@ def newsletter(index: int, when: datetime, chance: random.Random) -> bytes:
     from email.message import EmailMessage
     from email.utils import format_datetime
 
-    words = ["offer", "sale", "new", "season", "colours", "free", "delivery", "today", "only", "members",
-             "discover", "collection", "garden", "kitchen", "outdoor", "best", "sellers", "gift", "ideas", "week"]
+    words = [
+        "offer",
+        "sale",
+        "new",
+        "season",
+        "colours",
+        "free",
+        "delivery",
+        "today",
+        "only",
+        "members",
+        "discover",
+        "collection",
+        "garden",
+        "kitchen",
+        "outdoor",
+        "best",
+        "sellers",
+        "gift",
+        "ideas",
+        "week",
+    ]
     paragraphs = []
     while sum(len(p) for p in paragraphs) < 15_000:
         sentence = " ".join(chance.choice(words) for _ in range(chance.randint(12, 30)))
@@ -170,7 +200,7 @@ def raw_fetch(server: ThrowawayDovecot, user: MailUser) -> tuple[int, float]:
     uids = client.search(["ALL"])
     fetched = 0
     for first in range(0, len(uids), FETCH_BATCH):
-        fetched += len(client.fetch(uids[first:first + FETCH_BATCH], [b"BODY.PEEK[]"]))
+        fetched += len(client.fetch(uids[first : first + FETCH_BATCH], [b"BODY.PEEK[]"]))
     client.logout()
     return fetched, time.perf_counter() - started
 
@@ -185,10 +215,18 @@ def run_pipeline(tree: Path, server: ThrowawayDovecot, user: MailUser, url: str,
         f'[imap]\nhost = "{server.host}"\nport = {server.port}\nsecurity = "plain"\nusername = "{user.username}"\n'
         f'password_file = "{secret}"\ntimeout = 120\n\n[database]\nurl = "{url}"\n\n'
         '[seller]\nstore_name = "Acme Store"\nfrom_address = "claims@acme-store.example"\n\n'
-        '[log]\nlevel = "WARNING"\n', encoding="utf-8")
+        '[log]\nlevel = "WARNING"\n',
+        encoding="utf-8",
+    )
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", CHILD, str(config)], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(tree)}, cwd=workdir, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=workdir,
+        check=False,
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"the pipeline in {tree} failed:\n{result.stderr[-3000:]}")
@@ -226,8 +264,9 @@ def drop_database(handle: object) -> None:
 def baseline_tree(ref: str, folder: Path) -> Path:
     """A worktree of `ref` to run the older code from."""
     target = folder / f"baseline-{ref}"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(target), ref],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(target), ref], check=True, capture_output=True
+    )
     return target
 
 
@@ -237,9 +276,11 @@ def baseline_tree(ref: str, folder: Path) -> Path:
 def report(label: str, count: int, figures: dict[str, object], raw_rate: float) -> list[str]:
     wall = float(figures["wall"])  # type: ignore[arg-type]
     rate = count / wall
-    lines = [f"{label:<34} {rate:9.0f} msg/s  {rate / raw_rate:6.2f}x  {float(figures['rss_mb']):6.0f} MB  "  # type: ignore[arg-type]
-             f"(poll {figures['poll']:.1f} s + start {figures['startup']:.1f} s; stored {figures['stored']}, "
-             f"processed {figures['processed']}, failed {figures['failed']})"]
+    lines = [
+        f"{label:<34} {rate:9.0f} msg/s  {rate / raw_rate:6.2f}x  {float(figures['rss_mb']):6.0f} MB  "  # type: ignore[arg-type]
+        f"(poll {figures['poll']:.1f} s + start {figures['startup']:.1f} s; stored {figures['stored']}, "
+        f"processed {figures['processed']}, failed {figures['failed']})"
+    ]
     stages = figures.get("stages") or {}
     if stages:
         parts = [f"{name} {seconds:.1f} s" for name, (seconds, _n) in stages.items() if seconds >= 0.05]  # type: ignore[union-attr]
@@ -259,8 +300,10 @@ def main() -> int:
         user = server.add_user()
         started = time.perf_counter()
         count, size = fill(server, user, mailbox_messages(args.messages, args.all_amazon))
-        print(f"mailbox: {count} messages, {size / 1e6:.0f} MB, {'all Amazon' if args.all_amazon else '10 % Amazon'}"
-              f" (built in {time.perf_counter() - started:.0f} s)")
+        print(
+            f"mailbox: {count} messages, {size / 1e6:.0f} MB, {'all Amazon' if args.all_amazon else '10 % Amazon'}"
+            f" (built in {time.perf_counter() - started:.0f} s)"
+        )
         fetched, seconds = raw_fetch(server, user)
         raw_rate = fetched / seconds
         print(f"{'raw fetch (imapclient BODY.PEEK[])':<34} {raw_rate:9.0f} msg/s  {1:6.2f}x")
@@ -278,8 +321,11 @@ def main() -> int:
                     drop_database(handle)
                 print("\n".join(report(f"pipeline {label}, {kind}", count, figures, raw_rate)))
         if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[0][1])],
-                           check=False, capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[0][1])],
+                check=False,
+                capture_output=True,
+            )
     return 0
 
 

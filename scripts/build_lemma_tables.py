@@ -40,8 +40,11 @@ def build_lemma_table(lang: str, needed: set[str], keywords: set[str], listed: s
     (`listed`) is its own lemma ("reclamo" the noun, not the verb "reclamare"); what the table would have made
     of it is kept in table_lemmas so that patterns can be widened (pipeline.understanding.lemmas.widen_lemmas).
     """
-    full = {form: lemma[0] if isinstance(lemma, list) else lemma
-            for form, lemma in lookups_table(lang, "lemma_lookup").items() if lemma}
+    full = {
+        form: lemma[0] if isinstance(lemma, list) else lemma
+        for form, lemma in lookups_table(lang, "lemma_lookup").items()
+        if lemma
+    }
     lemmas = set(needed)
     for word in needed | listed:
         lemma = full.get(word) or full.get(word.capitalize())
@@ -60,7 +63,7 @@ def build_lemma_table(lang: str, needed: set[str], keywords: set[str], listed: s
     deletes: dict[str, str] = {}
     for word in long_keywords:
         for i in range(len(word)):
-            deletes.setdefault(word[:i] + word[i + 1:], word)
+            deletes.setdefault(word[:i] + word[i + 1 :], word)
     protected = set()
     for word in real_words(lang, full):
         if word in all_keywords or not word.isalpha() or len(word) < 3:
@@ -70,12 +73,20 @@ def build_lemma_table(lang: str, needed: set[str], keywords: set[str], listed: s
             continue
         if len(word) < 5:
             continue
-        if word in deletes or any(word[:i] + word[i + 1:] in long_keywords for i in range(len(word))) or any(
-                word[:i] + word[i + 1] + word[i] + word[i + 2:] in long_keywords for i in range(len(word) - 1)):
+        if (
+            word in deletes
+            or any(word[:i] + word[i + 1 :] in long_keywords for i in range(len(word)))
+            or any(word[:i] + word[i + 1] + word[i] + word[i + 2 :] in long_keywords for i in range(len(word) - 1))
+        ):
             protected.add(word)
-    return {"source": f"spacy-lookups-data {lang}_lemma_lookup, cut to the lemmas the rules use",
-            "lemmas": sorted(needed), "listed": sorted(listed), "table_lemmas": dict(sorted(table_lemmas.items())),
-            "forms": dict(sorted(forms.items())), "protected": sorted(protected)}
+    return {
+        "source": f"spacy-lookups-data {lang}_lemma_lookup, cut to the lemmas the rules use",
+        "lemmas": sorted(needed),
+        "listed": sorted(listed),
+        "table_lemmas": dict(sorted(table_lemmas.items())),
+        "forms": dict(sorted(forms.items())),
+        "protected": sorted(protected),
+    }
 
 
 def real_words(lang: str, lemma_lookup: dict[str, str]) -> set[str]:
@@ -121,8 +132,12 @@ def main() -> int:
         if (args.lang and lang not in args.lang) or data.settings["lemmatizer"] != "lookup":
             continue
         (_, needed, keywords), (_, listed, _) = rule_lemmas(folders, lang)
-        scope = {w.lower() for key in ("negation", "negation_after", "contrast", "hypothetical")
-                 for w in data.scope.get(key, []) if " " not in w}
+        scope = {
+            w.lower()
+            for key in ("negation", "negation_after", "contrast", "hypothetical")
+            for w in data.scope.get(key, [])
+            if " " not in w
+        }
         table = build_lemma_table(lang, needed, keywords | scope, listed)
         path = folders[0] / lang / "lemmas.json"
         path.write_text(json.dumps(table, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")

@@ -27,9 +27,25 @@ from pipeline.message import parse_message  # noqa: E402
 from pipeline.understanding.understander import Understander  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
-FIELDS = ("kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier", "delivered",
-          "deadline_hours", "amount", "currency", "marketplace", "trusted", "notification_type", "return_carrier",
-          "return_tracking_number", "return_reason", "reply_channel")
+FIELDS = (
+    "kind",
+    "order_id",
+    "complaint_type",
+    "buyer_intent",
+    "tracking_number",
+    "carrier",
+    "delivered",
+    "deadline_hours",
+    "amount",
+    "currency",
+    "marketplace",
+    "trusted",
+    "notification_type",
+    "return_carrier",
+    "return_tracking_number",
+    "return_reason",
+    "reply_channel",
+)
 HELD_OUT_BUCKETS = 4  # 1 in 4 files is held out
 
 
@@ -46,8 +62,15 @@ def load_corpus() -> list[dict[str, Any]]:
         for manifest in sorted(lang_dir.glob("manifest*.json")):
             for name, expected in json.loads(manifest.read_text(encoding="utf-8")).items():
                 relative = f"{lang_dir.name}/{name}"
-                cases.append({"path": lang_dir / name, "lang": lang_dir.name, "name": relative,
-                              "split": split_of(relative), "expected": expected})
+                cases.append(
+                    {
+                        "path": lang_dir / name,
+                        "lang": lang_dir.name,
+                        "name": relative,
+                        "split": split_of(relative),
+                        "expected": expected,
+                    }
+                )
     return cases
 
 
@@ -79,8 +102,13 @@ def field_scores(cases: list[dict[str, Any]], name: str) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": correct / len(cases) if cases else 1.0, "precision": precision, "recall": recall, "f1": f1,
-            "n": len(cases)}
+    return {
+        "accuracy": correct / len(cases) if cases else 1.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "n": len(cases),
+    }
 
 
 def macro_f1(cases: list[dict[str, Any]], name: str) -> tuple[float, dict[str, dict[str, float]]]:
@@ -129,9 +157,11 @@ def evaluate_corpus(languages: tuple[str, ...] | None = None) -> dict[str, dict[
     """Run the understander over the corpus; figures per split ('tune', 'heldout')."""
     cases = [c for c in load_corpus() if languages is None or c["lang"] in languages]
     run(cases, Understander())
-    return {split: evaluate([c for c in cases if c["split"] == split]) | {"cases": [c for c in cases if
-                                                                                   c["split"] == split]}
-            for split in ("tune", "heldout")}
+    return {
+        split: evaluate([c for c in cases if c["split"] == split])
+        | {"cases": [c for c in cases if c["split"] == split]}
+        for split in ("tune", "heldout")
+    }
 
 
 def _print_report(results: dict[str, dict[str, Any]]) -> None:
@@ -140,10 +170,15 @@ def _print_report(results: dict[str, dict[str, Any]]) -> None:
         print(f"{'field':<16}{'acc':>7}{'P':>7}{'R':>7}{'F1':>7}")
         for name, s in figures["fields"].items():
             print(f"{name:<16}{s['accuracy']:>7.3f}{s['precision']:>7.3f}{s['recall']:>7.3f}{s['f1']:>7.3f}")
-        print(f"complaint_type macro-F1 {figures['complaint_macro_f1']:.3f}   "
-              f"buyer_intent macro-F1 {figures['intent_macro_f1']:.3f}")
-        for title, key in (("kind", "kind_confusion"), ("complaint_type", "complaint_confusion"),
-                           ("buyer_intent", "intent_confusion")):
+        print(
+            f"complaint_type macro-F1 {figures['complaint_macro_f1']:.3f}   "
+            f"buyer_intent macro-F1 {figures['intent_macro_f1']:.3f}"
+        )
+        for title, key in (
+            ("kind", "kind_confusion"),
+            ("complaint_type", "complaint_confusion"),
+            ("buyer_intent", "intent_confusion"),
+        ):
             matrix = figures[key]
             labels = sorted(set(matrix) | {p for row in matrix.values() for p in row})
             print(f"\nconfusion {title} (rows expected, columns predicted)")
@@ -158,21 +193,31 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--errors", action="store_true", help="list the tuning split's wrong facts")
     parser.add_argument("--lang", action="append", help="only these corpus languages (repeatable)")
-    parser.add_argument("--split", choices=("tune", "heldout"), default="tune",
-                        help="whose errors --errors lists (look at held-out errors only to report them)")
+    parser.add_argument(
+        "--split",
+        choices=("tune", "heldout"),
+        default="tune",
+        help="whose errors --errors lists (look at held-out errors only to report them)",
+    )
     args = parser.parse_args()
     results = evaluate_corpus(tuple(args.lang) if args.lang else None)
     if args.json:
-        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cases"} for k, v in results.items()},
-                         indent=2))
+        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "cases"} for k, v in results.items()}, indent=2))
     else:
         _print_report(results)
     if args.errors:
         print(f"\n== {args.split}-split errors")
         for case in results[args.split]["cases"]:
-            wrong = {f: (case["expected"].get(f), case["predicted"][f]) for f in FIELDS
-                     if (str(case["expected"].get(f)) if f == "amount" and case["expected"].get(f) is not None
-                         else case["expected"].get(f)) != case["predicted"][f]}
+            wrong = {
+                f: (case["expected"].get(f), case["predicted"][f])
+                for f in FIELDS
+                if (
+                    str(case["expected"].get(f))
+                    if f == "amount" and case["expected"].get(f) is not None
+                    else case["expected"].get(f)
+                )
+                != case["predicted"][f]
+            }
             if wrong:
                 print(f"{case['name']}: " + "; ".join(f"{f} expected {e!r} got {g!r}" for f, (e, g) in wrong.items()))
     return 0

@@ -46,8 +46,11 @@ def _option_usage(option: click.Option) -> str:
         text = "/".join([name, *option.secondary_opts])
     else:
         # an explicit metavar, FILE for paths; else the option's own name (click's TEXT or INTEGER says too little)
-        metavar = option.metavar or (option.type.name.upper() if isinstance(option.type, click.Path)
-                                     else (option.name or name.lstrip("-")).upper())
+        metavar = option.metavar or (
+            option.type.name.upper()
+            if isinstance(option.type, click.Path)
+            else (option.name or name.lstrip("-")).upper()
+        )
         text = f"{name} {metavar}" + (" ..." if option.multiple else "")
     return text if option.required else f"[{text}]"
 
@@ -55,10 +58,15 @@ def _option_usage(option: click.Option) -> str:
 def usage(ctx: click.Context) -> str:
     """`pipeline claims set ORDER_ID [--complaint COMPLAINT] …`: arguments, then the visible options but --help."""
     pieces = [ctx.command_path]
-    pieces += [piece for param in ctx.command.params if isinstance(param, click.Argument)
-               for piece in param.get_usage_pieces(ctx)]
-    pieces += [_option_usage(param) for param in ctx.command.params
-               if isinstance(param, click.Option) and not param.hidden]
+    pieces += [
+        piece
+        for param in ctx.command.params
+        if isinstance(param, click.Argument)
+        for piece in param.get_usage_pieces(ctx)
+    ]
+    pieces += [
+        _option_usage(param) for param in ctx.command.params if isinstance(param, click.Option) and not param.hidden
+    ]
     return " ".join(pieces)
 
 
@@ -70,8 +78,10 @@ def render(command: click.Command = cli) -> str:
     """The Markdown table `| command | what it does |`, one row per runnable command."""
     root = click.Context(command, info_name="pipeline")
     rows = ["| command | what it does |", "|---|---|"]
-    rows += [f"| `{_cell(usage(ctx))}` | {_cell(ctx.command.get_short_help_str(limit=1000))} |"
-             for ctx in runnable_commands(command, root)]
+    rows += [
+        f"| `{_cell(usage(ctx))}` | {_cell(ctx.command.get_short_help_str(limit=1000))} |"
+        for ctx in runnable_commands(command, root)
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -80,7 +90,7 @@ def readme_block(text: str) -> str:
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         raise SystemExit(f"README.md lacks the markers {START} … {END}")
-    return text[start + len(START):end].strip("\n") + "\n"
+    return text[start + len(START) : end].strip("\n") + "\n"
 
 
 def with_table(text: str, table: str) -> str:

@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v dovecot >/dev/null 2>&1 || ! command -v doveadm >/dev/null 2>&1; then
+found() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]; }
+if ! found dovecot || ! found doveadm; then
   echo "== installing dovecot-imapd (throwaway IMAP server for the demo and the tests)"
   as_root apt-get update -qq
   # the package's own service is not wanted: our scripts start private servers on free ports

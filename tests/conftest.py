@@ -52,10 +52,10 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-
 def examples(count: int) -> int:
     """How many examples a hypothesis test tries: all of them in CI (CI=true), a fifth at the desk."""
     return count if os.environ.get("CI") == "true" else max(5, count // 5)
+
 
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[ThrowawayDovecot]:
@@ -197,16 +197,19 @@ def imap_password_env(mail_user: MailUser, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 @pytest.fixture
-def make_settings(
-    dovecot: ThrowawayDovecot, mail_user: MailUser, imap_password_env: str
-) -> Callable[..., Settings]:
+def make_settings(dovecot: ThrowawayDovecot, mail_user: MailUser, imap_password_env: str) -> Callable[..., Settings]:
     """A factory of Settings for mail_user: make_settings(db_url, **imap_overrides)."""
     from pipeline.config import settings_from_dict
 
     def make(db_url: str, **imap: object) -> Settings:
         section: dict[str, object] = {
-            "host": dovecot.host, "port": dovecot.port, "security": "plain", "username": mail_user.username,
-            "password_env": imap_password_env, "timeout": 10, "poll_interval": 60,
+            "host": dovecot.host,
+            "port": dovecot.port,
+            "security": "plain",
+            "username": mail_user.username,
+            "password_env": imap_password_env,
+            "timeout": 10,
+            "poll_interval": 60,
         }
         section.update(imap)
         raw = {
@@ -270,11 +273,24 @@ def ops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
     """A factory writing tmp_path/pipeline.toml; a key given as None is left out."""
     monkeypatch.setenv(OPS_PASSWORD_ENV, os.environ.get(OPS_PASSWORD_ENV) or "not-used-password")
 
-    def make(*, imap: dict[str, object] | None = None, seller: dict[str, object] | None = None,
-             database: dict[str, object] | None = None, text: str = "", name: str = "pipeline.toml") -> Path:
+    def make(
+        *,
+        imap: dict[str, object] | None = None,
+        seller: dict[str, object] | None = None,
+        database: dict[str, object] | None = None,
+        text: str = "",
+        name: str = "pipeline.toml",
+    ) -> Path:
         sections: dict[str, dict[str, object]] = {
-            "imap": {"host": "imap.invalid", "port": 993, "security": "ssl", "username": "claims@example.com",
-                     "password_env": OPS_PASSWORD_ENV, "timeout": 10, **(imap or {})},
+            "imap": {
+                "host": "imap.invalid",
+                "port": 993,
+                "security": "ssl",
+                "username": "claims@example.com",
+                "password_env": OPS_PASSWORD_ENV,
+                "timeout": 10,
+                **(imap or {}),
+            },
             "database": {"url": f"sqlite:///{tmp_path / 'pipeline.db'}", **(database or {})},
             "seller": {**OPS_SELLER, **(seller or {})},
         }
@@ -286,14 +302,22 @@ def ops_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
 
 
 @pytest.fixture
-def ops_dovecot_config(ops_config: Callable[..., Path], dovecot: ThrowawayDovecot, mail_user: MailUser,
-                       monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+def ops_dovecot_config(
+    ops_config: Callable[..., Path], dovecot: ThrowawayDovecot, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
     """A factory of configs for mail_user on the session Dovecot: ops_dovecot_config(**imap_overrides)."""
     monkeypatch.setenv(OPS_PASSWORD_ENV, mail_user.password)
 
     def make(**imap: object) -> Path:
-        return ops_config(imap={"host": dovecot.host, "port": dovecot.port, "security": "plain",
-                                "username": mail_user.username, **imap})
+        return ops_config(
+            imap={
+                "host": dovecot.host,
+                "port": dovecot.port,
+                "security": "plain",
+                "username": mail_user.username,
+                **imap,
+            }
+        )
 
     return make
 
@@ -314,10 +338,15 @@ def ops_cli() -> Iterator[Callable[..., Any]]:
     def run(config: Path | None, *args: str, color: bool = False, **kwargs: Any) -> Any:
         argv = (["--config", str(config)] if config is not None else []) + list(args)
         # the caller's own log settings must not change what the tests see
-        env = {"PIPELINE_LOG_LEVEL": None, "PIPELINE_LOG_FORMAT": None, "PIPELINE_METRICS_PORT": None,
-               **kwargs.pop("env", {})}
-        return CliRunner().invoke(cli, argv, color=color, catch_exceptions=False, prog_name="pipeline", env=env,
-                                  **kwargs)
+        env = {
+            "PIPELINE_LOG_LEVEL": None,
+            "PIPELINE_LOG_FORMAT": None,
+            "PIPELINE_METRICS_PORT": None,
+            **kwargs.pop("env", {}),
+        }
+        return CliRunner().invoke(
+            cli, argv, color=color, catch_exceptions=False, prog_name="pipeline", env=env, **kwargs
+        )
 
     try:
         yield run
@@ -339,8 +368,15 @@ def ops_store_raw() -> Callable[..., None]:
         try:
             with store.session() as session:
                 for uid, raw in enumerate(raws, start=1):
-                    store.add_message(session, account="test@localhost", folder=folder, uidvalidity=1, uid=uid,
-                                      raw=raw, **envelope(raw))
+                    store.add_message(
+                        session,
+                        account="test@localhost",
+                        folder=folder,
+                        uidvalidity=1,
+                        uid=uid,
+                        raw=raw,
+                        **envelope(raw),
+                    )
         finally:
             store.dispose()
 
@@ -455,9 +491,16 @@ class DeskMail:
 class DeskEnv:
     """A mailbox on the session Dovecot with its own pipeline config and SQLite database."""
 
-    def __init__(self, dovecot: ThrowawayDovecot, user: MailUser, workdir: Path, *,
-                 seller: dict[str, object] | None = None, drafts: dict[str, object] | None = None,
-                 imap: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        dovecot: ThrowawayDovecot,
+        user: MailUser,
+        workdir: Path,
+        *,
+        seller: dict[str, object] | None = None,
+        drafts: dict[str, object] | None = None,
+        imap: dict[str, object] | None = None,
+    ) -> None:
         from pipeline.config import load_settings
 
         self.dovecot, self.user, self.workdir = dovecot, user, workdir
@@ -468,8 +511,15 @@ class DeskEnv:
         secret.write_text(user.password, encoding="utf-8")
         secret.chmod(0o600)
         sections: dict[str, dict[str, object]] = {
-            "imap": {"host": dovecot.host, "port": dovecot.port, "security": "plain", "username": user.username,
-                     "password_file": str(secret), "timeout": 10, **(imap or {})},
+            "imap": {
+                "host": dovecot.host,
+                "port": dovecot.port,
+                "security": "plain",
+                "username": user.username,
+                "password_file": str(secret),
+                "timeout": 10,
+                **(imap or {}),
+            },
             "database": {"url": f"sqlite:///{workdir / 'pipeline.db'}"},
             "seller": {**PLAYBOOK_SELLER, **(seller or {})},
             "log": {"level": "WARNING"},
@@ -487,8 +537,9 @@ class DeskEnv:
         """The bytes of tests/data/playbook/<name>."""
         return (PLAYBOOK_DATA / name).read_bytes()
 
-    def append(self, message: str | bytes, *, folder: str = "INBOX", shift: Any = None,
-               flags: tuple[bytes, ...] = ()) -> bytes:
+    def append(
+        self, message: str | bytes, *, folder: str = "INBOX", shift: Any = None, flags: tuple[bytes, ...] = ()
+    ) -> bytes:
         """APPEND a message (a file name in tests/data/playbook, or raw bytes); return the bytes appended."""
         raw = self.eml(message) if isinstance(message, str) else message
         if shift is not None:
@@ -520,8 +571,10 @@ class DeskEnv:
                     root.removeHandler(handler)
             root.setLevel(level)
         if expect is not None and result.exit_code != expect:
-            raise AssertionError(f"pipeline {' '.join(args)} exited {result.exit_code}, not {expect}:\n"
-                                 f"{result.output}\n{result.exception!r}")
+            raise AssertionError(
+                f"pipeline {' '.join(args)} exited {result.exit_code}, not {expect}:\n"
+                f"{result.output}\n{result.exception!r}"
+            )
         return result
 
     def poll(self, clock: Any = None) -> Any:
@@ -623,9 +676,17 @@ def playbook_world(dovecot: ThrowawayDovecot, tmp_path_factory: pytest.TempPathF
 # =====================================================================================================
 
 
-def make_mail(body: str, *, sender: str, subject: str, subtype: str = "plain", charset: str = "utf-8",
-              headers: dict[str, str] | None = None, date: str = "Tue, 03 Mar 2026 10:00:00 +0000",
-              message_id: str = "<t1@example.com>") -> bytes:
+def make_mail(
+    body: str,
+    *,
+    sender: str,
+    subject: str,
+    subtype: str = "plain",
+    charset: str = "utf-8",
+    headers: dict[str, str] | None = None,
+    date: str = "Tue, 03 Mar 2026 10:00:00 +0000",
+    message_id: str = "<t1@example.com>",
+) -> bytes:
     """A one-part message to the seller, as raw bytes."""
     from email.header import Header
     from email.mime.text import MIMEText

@@ -24,13 +24,23 @@ def rules(env: DeskEnv, order_id: str) -> list[str]:
 
 
 def test_notices_are_kept_on_their_order_and_open_no_claim(desk_env: DeskEnv) -> None:
-    desk_env.append(stories.return_request("113-3000001-0000001", T0, reason="No longer needed",
-                                           comment="Ordered two by mistake.", carrier="USPS",
-                                           tracking="9405511899561234567890"))
+    desk_env.append(
+        stories.return_request(
+            "113-3000001-0000001",
+            T0,
+            reason="No longer needed",
+            comment="Ordered two by mistake.",
+            carrier="USPS",
+            tracking="9405511899561234567890",
+        )
+    )
     desk_env.append(stories.refund_issued("113-3000002-0000002", "24.99", "Chris", T0))
     desk_env.append(stories.cancellation_request("113-3000003-0000003", "Robin", T0))
-    desk_env.append(stories.message_undelivered("113-3000004-0000004", "Kai", T0, when_sent=T0 - 2 * HOUR,
-                                                quoted="It was damaged, please refund me."))
+    desk_env.append(
+        stories.message_undelivered(
+            "113-3000004-0000004", "Kai", T0, when_sent=T0 - 2 * HOUR, quoted="It was damaged, please refund me."
+        )
+    )
     desk_env.poll(clock=T0 + HOUR)
     assert desk_env.claims() == []
     expected = {
@@ -52,8 +62,16 @@ def test_notices_are_kept_on_their_order_and_open_no_claim(desk_env: DeskEnv) ->
 
 
 def test_a_return_tracking_number_is_never_our_shipment(desk_env: DeskEnv) -> None:
-    desk_env.append(stories.return_request("113-3000005-0000005", T0 - 24 * HOUR, reason="Item arrived damaged",
-                                           comment="Cracked lid.", carrier="UPS", tracking="1ZR7W8420312887604"))
+    desk_env.append(
+        stories.return_request(
+            "113-3000005-0000005",
+            T0 - 24 * HOUR,
+            reason="Item arrived damaged",
+            comment="Cracked lid.",
+            carrier="UPS",
+            tracking="1ZR7W8420312887604",
+        )
+    )
     desk_env.append(stories.claim_filed("113-3000005-0000005", "24.99", T0))
     desk_env.poll(clock=T0 + HOUR)
     claim = desk_env.claim("113-3000005-0000005")
@@ -68,8 +86,15 @@ def test_a_return_tracking_number_is_never_our_shipment(desk_env: DeskEnv) -> No
 
 def test_a_refund_closes_the_claim_and_stops_the_alarm(desk_env: DeskEnv) -> None:
     order = "113-3000006-0000006"
-    desk_env.append(stories.buyer(order, "Dana", "d3v8q1z6y2k9m4b7c5n0", "It has been four weeks and my order has "
-                                  "still not arrived.", T0 - 30 * HOUR))
+    desk_env.append(
+        stories.buyer(
+            order,
+            "Dana",
+            "d3v8q1z6y2k9m4b7c5n0",
+            "It has been four weeks and my order has still not arrived.",
+            T0 - 30 * HOUR,
+        )
+    )
     desk_env.append(stories.claim_filed(order, "24.99", T0))
     desk_env.poll(clock=T0 + HOUR)
     claim = desk_env.claim(order)
@@ -93,8 +118,9 @@ def test_a_refund_closes_the_claim_and_stops_the_alarm(desk_env: DeskEnv) -> Non
 
 def test_an_undelivered_message_marks_the_next_buyer_draft_important(desk_env: DeskEnv) -> None:
     order = "113-3000007-0000007"
-    desk_env.append(stories.buyer(order, "Kai", "k4a1i8q2w5e7r3t9y6u0", "The bottle arrived with a big dent in it.",
-                                  T0 - 30 * HOUR))
+    desk_env.append(
+        stories.buyer(order, "Kai", "k4a1i8q2w5e7r3t9y6u0", "The bottle arrived with a big dent in it.", T0 - 30 * HOUR)
+    )
     desk_env.append(stories.claim_filed(order, "24.99", T0))
     desk_env.poll(clock=T0 + HOUR)
     [first] = desk_env.drafts(order)
@@ -118,12 +144,12 @@ def test_an_undelivered_message_marks_the_next_buyer_draft_important(desk_env: D
 @pytest.mark.parametrize("copy_first", [False, True], ids=["buyer-first", "copy-first"])
 def test_a_copy_of_the_sellers_reply_is_linked_by_buyer_name(desk_env: DeskEnv, copy_first: bool) -> None:
     order = "113-3000008-0000008"
-    buyer = stories.buyer(order, "Dana Whitfield", "w2h8i1t4f7i0e3l6d9x5", "Where is my order? It has not "
-                          "arrived.", T0)
-    copy = stories.seller_reply_copy("Dana Whitfield", "Sorry for the wait: a new bottle left today, UPS "
-                                     "1Z999AA10123456784.", T0 + 2 * HOUR)
+    buyer = stories.buyer(order, "Dana Whitfield", "w2h8i1t4f7i0e3l6d9x5", "Where is my order? It has not arrived.", T0)
+    copy = stories.seller_reply_copy(
+        "Dana Whitfield", "Sorry for the wait: a new bottle left today, UPS 1Z999AA10123456784.", T0 + 2 * HOUR
+    )
     other = stories.buyer("113-3000009-0000009", "Sam Ortiz", "s9o8r7t6i5z4q3w2e1r0", "Still nothing here.", T0)
-    for raw in ([copy, buyer, other] if copy_first else [buyer, other, copy]):
+    for raw in [copy, buyer, other] if copy_first else [buyer, other, copy]:
         desk_env.append(raw)
         if copy_first:
             desk_env.poll(clock=T0 + 3 * HOUR)
@@ -141,9 +167,14 @@ def test_a_copy_of_the_sellers_reply_is_linked_by_buyer_name(desk_env: DeskEnv, 
 
 def test_amazon_customer_service_gets_a_reply_draft_by_email(desk_env: DeskEnv) -> None:
     order = "113-3000010-0000010"
-    desk_env.append(stories.amazon_inquiry(order, T0, reason="Wrong size",
-                                           details="The customer says the jacket is too small and asks how to "
-                                                   "exchange it."))
+    desk_env.append(
+        stories.amazon_inquiry(
+            order,
+            T0,
+            reason="Wrong size",
+            details="The customer says the jacket is too small and asks how to exchange it.",
+        )
+    )
     desk_env.poll(clock=T0 + HOUR)
     case = desk_env.claim(order)
     assert (case["state"], case["strategy"], case["opened_at"]) == ("buyer_contact", "answer_size", None)
@@ -162,20 +193,41 @@ def test_the_seller_states_what_amazons_mail_does_not_say(desk_env: DeskEnv) -> 
     desk_env.poll(clock=T0 + HOUR)
     claim = desk_env.claim(order)
     assert (claim["state"], claim["strategy"], claim["complaint_type"]) == ("new", "manual_review", None)
-    assert claim["flag_reason"] == ("reason not in Amazon's mail: check Seller Central, then state it with "
-                                    f"`pipeline claims set {order} --complaint TYPE`")
+    assert claim["flag_reason"] == (
+        "reason not in Amazon's mail: check Seller Central, then state it with "
+        f"`pipeline claims set {order} --complaint TYPE`"
+    )
     assert desk_env.drafts(order) == []
 
-    result = desk_env.cli("claims", "set", order, "--complaint", "not_received", "--carrier", "UPS",
-                          "--tracking", "1Z999AA10123456784", "--delivered", "2026-11-05")
-    assert result.output.startswith(f"{order}: stated complaint not_received, carrier UPS, tracking "
-                                    "1Z999AA10123456784, delivered 2026-11-05")
+    result = desk_env.cli(
+        "claims",
+        "set",
+        order,
+        "--complaint",
+        "not_received",
+        "--carrier",
+        "UPS",
+        "--tracking",
+        "1Z999AA10123456784",
+        "--delivered",
+        "2026-11-05",
+    )
+    assert result.output.startswith(
+        f"{order}: stated complaint not_received, carrier UPS, tracking 1Z999AA10123456784, delivered 2026-11-05"
+    )
     desk_env.poll(clock=T0 + 2 * HOUR)
     claim = desk_env.claim(order)
     assert (claim["state"], claim["strategy"], claim["complaint_type"], claim["flagged"]) == (
-        "awaiting_amazon", "represent_delivered", "not_received", False)
+        "awaiting_amazon",
+        "represent_delivered",
+        "not_received",
+        False,
+    )
     assert (claim["carrier"], claim["tracking_number"], claim["delivered_on"]) == (
-        "UPS", "1Z999AA10123456784", "2026-11-05")
+        "UPS",
+        "1Z999AA10123456784",
+        "2026-11-05",
+    )
     assert "stated by the seller" in desk_env.show(order)
 
     # the answer goes to Seller Central: no recipient, the marketplace's words, where to paste it
@@ -209,13 +261,19 @@ def test_the_sellers_word_wins_over_the_buyers(desk_env: DeskEnv) -> None:
     assert "buyer phoned: it came, too small" in desk_env.show(order)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--complaint", "broken"), "'broken' is not one of 'not_received', 'size', 'damaged_on_arrival', "
-                                "'damaged_after_use', 'not_as_described', 'other'"),
-    (("--delivered", "2026-13-01"), "'2026-13-01' is not a date (YYYY-MM-DD)"),
-    (("--carrier", " "), "must not be empty"),
-    ((), "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--complaint", "broken"),
+            "'broken' is not one of 'not_received', 'size', 'damaged_on_arrival', "
+            "'damaged_after_use', 'not_as_described', 'other'",
+        ),
+        (("--delivered", "2026-13-01"), "'2026-13-01' is not a date (YYYY-MM-DD)"),
+        (("--carrier", " "), "must not be empty"),
+        ((), "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"),
+    ],
+)
 def test_claims_set_bad_values_are_one_line_errors(desk_env: DeskEnv, args: tuple[str, ...], message: str) -> None:
     result = desk_env.cli("claims", "set", "113-3000013-0000013", *args, expect=2)
     assert message in result.output
@@ -245,9 +303,17 @@ def test_a_statement_before_any_mail_waits_for_the_claim(desk_env: DeskEnv) -> N
 def test_the_marketplace_header_wins_over_the_sender_domain(desk_env: DeskEnv) -> None:
     """Seller Central notices of every marketplace come from donotreply@amazon.com: the header tells which."""
     order = "302-3000015-0000015"
-    desk_env.append(stories.return_request(order, T0 - 24 * HOUR, reason="Zu klein", comment="Passt nicht.",
-                                           carrier="DHL", tracking="JJD000390007827123456",
-                                           marketplace="amazon.de"))
+    desk_env.append(
+        stories.return_request(
+            order,
+            T0 - 24 * HOUR,
+            reason="Zu klein",
+            comment="Passt nicht.",
+            carrier="DHL",
+            tracking="JJD000390007827123456",
+            marketplace="amazon.de",
+        )
+    )
     desk_env.poll(clock=T0)
     [message] = desk_env.timeline(order)["messages"]
     assert message["sender"] == "donotreply@amazon.com"

@@ -15,8 +15,9 @@ def test_check_passes(ops_dovecot_config, ops_cli, dovecot, mail_user) -> None:
     assert result.exit_code == 0, result.output
     lines = lines_of(result)
     assert lines[0] == f"ok   config: {config}"
-    assert re.fullmatch(rf"ok   database: sqlite:///{re.escape(str(config.parent))}/pipeline\.db at revision \w+",
-                        lines[1])
+    assert re.fullmatch(
+        rf"ok   database: sqlite:///{re.escape(str(config.parent))}/pipeline\.db at revision \w+", lines[1]
+    )
     assert lines[2] == f"ok   imap login: {mail_user.username} on {dovecot.host}:{dovecot.port} (plain)"
     assert lines[3] == "ok   capabilities: IDLE UIDPLUS SPECIAL-USE"
     assert re.fullmatch(r"ok   folder INBOX: UIDVALIDITY \d+", lines[4])
@@ -35,8 +36,9 @@ def test_check_passes_over_tls(ops_dovecot_config, ops_cli, dovecot, mail_user) 
 def test_check_fails_on_an_untrusted_certificate(ops_dovecot_config, ops_cli, dovecot) -> None:
     result = ops_cli(ops_dovecot_config(security="ssl", port=dovecot.ssl_port), "check")
     assert result.exit_code == 1
-    assert lines_of(result)[-1].startswith(f"FAIL imap login: TLS certificate of {dovecot.host}:{dovecot.ssl_port} "
-                                           "not trusted: ")
+    assert lines_of(result)[-1].startswith(
+        f"FAIL imap login: TLS certificate of {dovecot.host}:{dovecot.ssl_port} not trusted: "
+    )
 
 
 def test_check_fails_on_a_wrong_password(ops_dovecot_config, ops_cli, monkeypatch, mail_user, dovecot) -> None:
@@ -44,8 +46,9 @@ def test_check_fails_on_a_wrong_password(ops_dovecot_config, ops_cli, monkeypatc
     monkeypatch.setenv("PIPELINE_IMAP_PASSWORD", "not-" + mail_user.password)
     result = ops_cli(config, "check")
     assert result.exit_code == 1
-    assert lines_of(result)[-1] == (f"FAIL imap login: {dovecot.host}: login refused for {mail_user.username} "
-                                    "(check the password or token)")
+    assert lines_of(result)[-1] == (
+        f"FAIL imap login: {dovecot.host}: login refused for {mail_user.username} (check the password or token)"
+    )
     assert lines_of(result)[:2][0].startswith("ok   config")
     assert mail_user.password not in result.output
     assert "Traceback" not in result.output
@@ -56,8 +59,9 @@ def test_check_fails_on_a_missing_password(ops_dovecot_config, ops_cli, monkeypa
     monkeypatch.delenv("PIPELINE_IMAP_PASSWORD")
     result = ops_cli(config, "check")
     assert result.exit_code == 1
-    assert lines_of(result)[-1] == ("FAIL imap login: environment variable PIPELINE_IMAP_PASSWORD "
-                                    "(imap.password_env) is not set")
+    assert lines_of(result)[-1] == (
+        "FAIL imap login: environment variable PIPELINE_IMAP_PASSWORD (imap.password_env) is not set"
+    )
 
 
 def test_check_fails_on_a_missing_drafts_folder(ops_dovecot_config, ops_cli, dovecot) -> None:
@@ -85,8 +89,9 @@ def test_check_fails_on_an_unusable_database(ops_dovecot_config, ops_cli, tmp_pa
     config = ops_dovecot_config()
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the database folder should be")
-    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path / 'pipeline.db'}",
-                                                 f"sqlite:///{blocker}/pipeline.db"))
+    config.write_text(
+        config.read_text().replace(f"sqlite:///{tmp_path / 'pipeline.db'}", f"sqlite:///{blocker}/pipeline.db")
+    )
     result = ops_cli(config, "check")
     assert result.exit_code == 1
     database = [line for line in lines_of(result) if "database" in line]
@@ -97,11 +102,15 @@ def test_check_fails_on_an_unusable_database(ops_dovecot_config, ops_cli, tmp_pa
 
 def test_check_fails_on_an_unreachable_database_server(ops_dovecot_config, ops_cli, tmp_path) -> None:
     config = ops_dovecot_config()
-    config.write_text(config.read_text().replace(f"sqlite:///{tmp_path / 'pipeline.db'}",
-                                                 "postgresql+psycopg://pipeline:hunter2@127.0.0.1:1/claims"))
+    config.write_text(
+        config.read_text().replace(
+            f"sqlite:///{tmp_path / 'pipeline.db'}", "postgresql+psycopg://pipeline:hunter2@127.0.0.1:1/claims"
+        )
+    )
     result = ops_cli(config, "check")
     assert result.exit_code == 1
     database = [line for line in lines_of(result) if "database" in line]
-    assert database[0].startswith("FAIL database: cannot open database postgresql+psycopg://pipeline:***@127.0.0.1:1/"
-                                  "claims: ")
+    assert database[0].startswith(
+        "FAIL database: cannot open database postgresql+psycopg://pipeline:***@127.0.0.1:1/claims: "
+    )
     assert "hunter2" not in result.output

@@ -26,8 +26,18 @@ from pipeline.config import load_settings
 from pipeline.testing.stories import demo_stories as stories
 from pipeline.vocabulary import STATES, STRATEGIES
 
-DESIGN_CLAIM_KEYS = {"order_id", "state", "complaint_type", "strategy", "marketplace", "opened_at", "deadline_at",
-                     "buyer_address", "tracking_number", "carrier"}
+DESIGN_CLAIM_KEYS = {
+    "order_id",
+    "state",
+    "complaint_type",
+    "strategy",
+    "marketplace",
+    "opened_at",
+    "deadline_at",
+    "buyer_address",
+    "tracking_number",
+    "carrier",
+}
 ORDER = "113-2000001-0000001"
 
 
@@ -46,8 +56,21 @@ COMMANDS = all_commands(cli)
 
 def test_the_walk_finds_the_documented_commands() -> None:
     names = {" ".join(path) for path, _command in COMMANDS}
-    assert {"init", "db", "db upgrade", "poll", "inspect", "claims", "claims show", "orders", "orders import",
-            "reprocess", "check", "demo", "digest"} <= names
+    assert {
+        "init",
+        "db",
+        "db upgrade",
+        "poll",
+        "inspect",
+        "claims",
+        "claims show",
+        "orders",
+        "orders import",
+        "reprocess",
+        "check",
+        "demo",
+        "digest",
+    } <= names
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _c in COMMANDS])
@@ -89,17 +112,19 @@ def story_database(tmp_path_factory) -> Path:
     from pipeline.store import Store
 
     folder = tmp_path_factory.mktemp("stories")
-    settings = settings_from_dict({
-        "imap": {"host": "imap.invalid", "username": "u", "password_env": "UNUSED"},
-        "seller": {"store_name": "Kestrel Outdoor", "from_address": "claims@kestrel-outdoor.example"},
-        "database": {"url": f"sqlite:///{folder / 'stories.db'}"},
-    }, folder / "pipeline.toml")
+    settings = settings_from_dict(
+        {
+            "imap": {"host": "imap.invalid", "username": "u", "password_env": "UNUSED"},
+            "seller": {"store_name": "Kestrel Outdoor", "from_address": "claims@kestrel-outdoor.example"},
+            "database": {"url": f"sqlite:///{folder / 'stories.db'}"},
+        },
+        folder / "pipeline.toml",
+    )
     mails, shipments = stories(datetime.now(UTC))
     store = Store(settings.database.url)
     with store.session() as session:
         for uid, (_title, raw) in enumerate(mails, start=1):
-            store.add_message(session, account="a", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
-                              **envelope(raw))
+            store.add_message(session, account="a", folder="INBOX", uidvalidity=1, uid=uid, raw=raw, **envelope(raw))
     store.dispose()
     (folder / "shipments.csv").write_text(shipments)
     import_orders(settings, folder / "shipments.csv")
@@ -124,8 +149,7 @@ def test_claims_on_an_empty_database(ops_config, ops_cli) -> None:
 def test_a_bad_pipeline_now_is_a_one_line_error(ops_config, ops_cli) -> None:
     result = ops_cli(ops_config(), "claims", env={"PIPELINE_NOW": "next friday"})
     assert result.exit_code == 2
-    assert result.output == ("Error: PIPELINE_NOW: 'next friday' is not an ISO 8601 time "
-                             "(2026-11-26T09:00:00Z)\n")
+    assert result.output == ("Error: PIPELINE_NOW: 'next friday' is not an ISO 8601 time (2026-11-26T09:00:00Z)\n")
 
 
 def test_claims_json_has_the_design_keys(story_config, ops_cli) -> None:
@@ -145,8 +169,12 @@ def test_claims_json_has_the_design_keys(story_config, ops_cli) -> None:
             assert datetime.fromisoformat(row[key].replace("Z", "+00:00")).tzinfo is not None
     delivered = next(r for r in rows if r["order_id"] == ORDER)
     assert {
-        "state": "awaiting_amazon", "strategy": "represent_delivered", "complaint_type": "not_received",
-        "marketplace": "amazon.com", "tracking_number": "1Z999AA10123456784", "carrier": "UPS",
+        "state": "awaiting_amazon",
+        "strategy": "represent_delivered",
+        "complaint_type": "not_received",
+        "marketplace": "amazon.com",
+        "tracking_number": "1Z999AA10123456784",
+        "carrier": "UPS",
         "buyer_address": "k7p2m9x4d1w8n3q6r5t0@marketplace.amazon.com",
     }.items() <= delivered.items()
     no_reason = next(r for r in rows if r["order_id"] == "113-2000012-0000012")
@@ -163,7 +191,7 @@ def test_claims_table_sorted_by_urgency(story_config, ops_cli) -> None:
     open_rows = [r for r in rows if r["state"] not in ("resolved", "granted", "refunded")]
     open_deadlines = [r["deadline_at"] for r in open_rows if r["deadline_at"]]
     assert open_deadlines == sorted(open_deadlines)
-    assert [r["deadline_at"] for r in open_rows[len(open_deadlines):]] == [None, None]  # cases before claims
+    assert [r["deadline_at"] for r in open_rows[len(open_deadlines) :]] == [None, None]  # cases before claims
     assert {r["state"] for r in rows[-3:]} == {"granted", "resolved", "refunded"}  # closed claims last
     assert lines[1].split()[:3] == ["113-2000013-0000013", "refund_needed", lines[1].split()[2]]
     assert lines[1].split()[2].endswith("m")  # less than a day left: hours and minutes
@@ -196,8 +224,9 @@ def test_claims_show(story_config, ops_cli) -> None:
     result = ops_cli(story_config, "claims", "show", "113-2000006-0000006")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].startswith("claim 113-2000006-0000006: awaiting_buyer (request_withdrawal), complaint "
-                               "not_received, deadline ")
+    assert lines[0].startswith(
+        "claim 113-2000006-0000006: awaiting_buyer (request_withdrawal), complaint not_received, deadline "
+    )
     assert lines[1] == "messages:"
     assert "buyer_message" in lines[2] and "complaint_type=not_received" in lines[2]
     assert "claim_filed" in lines[3]
@@ -206,7 +235,7 @@ def test_claims_show(story_config, ops_cli) -> None:
     assert any("- -> buyer_contact" in line and "answer_not_received" in line for line in lines)
     assert any("buyer_contact -> awaiting_buyer" in line and "not_received_untracked" in line for line in lines)
     assert any("awaiting_buyer" in line and "buyer_resolved" in line for line in lines)
-    drafts = lines[lines.index("drafts:") + 1:]
+    drafts = lines[lines.index("drafts:") + 1 :]
     assert any(line.split()[:2] == ["request_withdrawal", "wanted"] for line in drafts)
     data = json.loads(ops_cli(story_config, "claims", "show", "113-2000006-0000006", "--json").output)
     assert set(data) == {"claim", "messages", "stated", "events", "drafts"}
@@ -226,9 +255,11 @@ def test_claims_show_unknown_order(ops_config, ops_cli) -> None:
 def test_orders_import(ops_config, ops_cli, tmp_path) -> None:
     path = ops_config()
     csv = tmp_path / "shipments.csv"
-    csv.write_text("order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                   "111-1111111-1111111,UPS,1Z999AA10123456784,2026-01-02,2026-01-05\n"
-                   "not-an-order,UPS,1Z999AA10123456784,2026-01-02,\n")
+    csv.write_text(
+        "order_id,carrier,tracking_number,ship_date,delivered_date\n"
+        "111-1111111-1111111,UPS,1Z999AA10123456784,2026-01-02,2026-01-05\n"
+        "not-an-order,UPS,1Z999AA10123456784,2026-01-02,\n"
+    )
     result = ops_cli(path, "orders", "import", str(csv))
     assert result.exit_code == 0
     assert result.stdout == "1 added, 0 updated, 0 unchanged, 1 skipped\n"
@@ -239,8 +270,10 @@ def test_orders_import(ops_config, ops_cli, tmp_path) -> None:
 
 def test_orders_import_amazon_columns_tsv(ops_config, ops_cli, tmp_path) -> None:
     tsv = tmp_path / "confirm.txt"
-    tsv.write_text("order-id\tcarrier-code\ttracking-number\tship-date\n"
-                   "111-1111111-1111111\tUSPS\t9400111899223344556677\t2026-01-02\n")
+    tsv.write_text(
+        "order-id\tcarrier-code\ttracking-number\tship-date\n"
+        "111-1111111-1111111\tUSPS\t9400111899223344556677\t2026-01-02\n"
+    )
     result = ops_cli(ops_config(), "orders", "import", str(tsv))
     assert result.exit_code == 0
     assert result.output == "1 added, 0 updated, 0 unchanged, 0 skipped\n"
@@ -265,9 +298,11 @@ def amazon_claim(order_id: str = "114-3000001-0000001", comment: str = "It never
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = f"<claim-{order_id}@amazon.com>"
     message["X-Marketplace-ID"] = "ATVPDKIKX0DER"
-    message.set_content(f"A buyer has filed an A-to-z Guarantee claim on order {order_id}.\n"
-                        f"Claim reason: Item not received\nBuyer's comment: \"{comment}\"\n"
-                        "Please respond within 7 days.\n")
+    message.set_content(
+        f"A buyer has filed an A-to-z Guarantee claim on order {order_id}.\n"
+        f'Claim reason: Item not received\nBuyer\'s comment: "{comment}"\n'
+        "Please respond within 7 days.\n"
+    )
     return message.as_bytes()
 
 
@@ -318,8 +353,9 @@ def test_log_format_text(ops_dovecot_config, ops_cli, imap) -> None:
     imap.append("INBOX", amazon_claim())
     result = ops_cli(ops_dovecot_config(), "--log-format", "text", "poll", "--once")
     assert result.exit_code == 0
-    assert any(" INFO    pipeline.poller: stored message uid=1 folder=INBOX" in line
-               for line in result.stderr.splitlines())
+    assert any(
+        " INFO    pipeline.poller: stored message uid=1 folder=INBOX" in line for line in result.stderr.splitlines()
+    )
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
@@ -327,11 +363,14 @@ def test_logs_hold_no_secret_and_no_body(ops_dovecot_config, ops_cli, imap, mail
     imap.append("INBOX", amazon_claim(comment=f"{SECRET_BODY_MARKER} please call me"))
     imap.append("INBOX", amazon_claim("114-3000002-0000002", comment="short"))
     path = ops_dovecot_config()
-    outputs = [ops_cli(path, "--log-level", level, *args).output for args in (
-        ("--log-format", "text", "poll", "--once"),
-        ("--log-format", "json", "reprocess"),
-        ("--log-format", "text", "check"),
-    )]
+    outputs = [
+        ops_cli(path, "--log-level", level, *args).output
+        for args in (
+            ("--log-format", "text", "poll", "--once"),
+            ("--log-format", "json", "reprocess"),
+            ("--log-format", "text", "check"),
+        )
+    ]
     assert "stored message uid=1" in outputs[0]  # the logs were captured
     assert "reprocessed 2/2 messages" in outputs[1]
     for output in outputs:
@@ -412,7 +451,8 @@ def test_metrics_of_a_poller(ops_dovecot_config, imap) -> None:
         # time per stage: the poll fetched, stored, parsed, understood and replayed this message
         for name in ("fetch", "store", "parse", "understand", "replay"):
             assert after[f'pipeline_stage_seconds_total{{stage="{name}"}}'] > before.get(
-                f'pipeline_stage_seconds_total{{stage="{name}"}}', 0), name
+                f'pipeline_stage_seconds_total{{stage="{name}"}}', 0
+            ), name
         assert after['pipeline_stage_items_total{stage="understand"}'] >= 1
     finally:
         metrics.close()
@@ -425,12 +465,28 @@ def test_poll_metrics_port(ops_dovecot_config, dovecot, mail_user, imap) -> None
     port = free_port()
     config = ops_dovecot_config()
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_CONFIG"}
-    process = subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", "--config",
-                                str(config), "--log-format", "json", "poll", "--metrics-port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pipeline.cli import main; main()",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+            "poll",
+            "--metrics-port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     try:
-        first = wait_for(lambda: (lambda s: s if s.get('pipeline_messages{status="done"}') == 1 else None)(
-            scrape(port)))
+        first = wait_for(
+            lambda: (lambda s: s if s.get('pipeline_messages{status="done"}') == 1 else None)(scrape(port))
+        )
         assert first['pipeline_claims{state="awaiting_buyer"}'] == 1
         assert first["pipeline_seconds_since_last_poll"] < 30
         assert first["pipeline_reconnects_total"] == 0
@@ -464,8 +520,19 @@ def test_metrics_port_in_use(ops_dovecot_config, ops_cli) -> None:
 
 # --- inspect ------------------------------------------------------------------------------------------
 
-DESIGN_INSPECT_KEYS = {"kind", "order_id", "complaint_type", "buyer_intent", "tracking_number", "carrier",
-                       "deadline_at", "marketplace", "language", "trusted", "evidence"}
+DESIGN_INSPECT_KEYS = {
+    "kind",
+    "order_id",
+    "complaint_type",
+    "buyer_intent",
+    "tracking_number",
+    "carrier",
+    "deadline_at",
+    "marketplace",
+    "language",
+    "trusted",
+    "evidence",
+}
 
 
 def test_inspect_json(ops_cli, tmp_path, monkeypatch) -> None:

@@ -63,14 +63,17 @@ def test_wrong_type(tmp_path, ops_cli) -> None:
     assert config_error(ops_cli, path) == f"Error: {path}: [imap] port: expected an integer, got string '993'"
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("response_days = 7.5", "[seller] response_days: expected an integer, got number 7.5"),
-    ("response_days = true", "[seller] response_days: expected an integer, got boolean true"),
-    ('recognized_carriers = "UPS"', "[seller] recognized_carriers: expected a list of strings, got string 'UPS'"),
-    ("recognized_carriers = [1, 2]", "[seller] recognized_carriers: expected a list of strings, got a list"),
-    ("response_days = 0", "[seller] response_days: expected at least 1, got 0"),
-    ('from_address = "nobody"', "[seller] from_address: expected an email address, got 'nobody'"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("response_days = 7.5", "[seller] response_days: expected an integer, got number 7.5"),
+        ("response_days = true", "[seller] response_days: expected an integer, got boolean true"),
+        ('recognized_carriers = "UPS"', "[seller] recognized_carriers: expected a list of strings, got string 'UPS'"),
+        ("recognized_carriers = [1, 2]", "[seller] recognized_carriers: expected a list of strings, got a list"),
+        ("response_days = 0", "[seller] response_days: expected at least 1, got 0"),
+        ('from_address = "nobody"', "[seller] from_address: expected an email address, got 'nobody'"),
+    ],
+)
 def test_wrong_values_in_seller(tmp_path, ops_cli, line: str, message: str) -> None:
     text = VALID.replace('from_address = "claims@example.com"', "") + line + "\n"
     if "from_address" not in line:
@@ -122,10 +125,10 @@ def test_not_utf8(tmp_path, ops_cli) -> None:
 
 
 def test_plain_imap_refused_to_a_remote_host(tmp_path, ops_cli) -> None:
-    path = write(tmp_path, VALID.replace('username =', 'security = "plain"\nusername ='))
+    path = write(tmp_path, VALID.replace("username =", 'security = "plain"\nusername ='))
     assert config_error(ops_cli, path) == (
-        f"Error: {path}: [imap] security: \"plain\" sends the password unencrypted and is only allowed to a "
-        "loopback host, not 'imap.example.com'; use \"ssl\" or \"starttls\""
+        f'Error: {path}: [imap] security: "plain" sends the password unencrypted and is only allowed to a '
+        'loopback host, not \'imap.example.com\'; use "ssl" or "starttls"'
     )
 
 
@@ -138,7 +141,7 @@ def test_plain_imap_allowed_to_loopback(tmp_path, host: str) -> None:
 
 
 def test_unknown_security_mode(tmp_path, ops_cli) -> None:
-    path = write(tmp_path, VALID.replace('username =', 'security = "tls"\nusername ='))
+    path = write(tmp_path, VALID.replace("username =", 'security = "tls"\nusername ='))
     assert config_error(ops_cli, path) == (
         f"Error: {path}: [imap] security: expected one of ssl, starttls, plain, got 'tls'"
     )
@@ -218,8 +221,11 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch,
     folder = tmp_path / "etc"
     folder.mkdir()
     (folder / "secret").write_text("s3cret\n")
-    path = write(folder, VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"', 'password_file = "secret"')
-                 + '\n[database]\nurl = "sqlite:///data/claims.db"\n[drafts]\ntemplates_dir = "tpl"\n')
+    path = write(
+        folder,
+        VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"', 'password_file = "secret"')
+        + '\n[database]\nurl = "sqlite:///data/claims.db"\n[drafts]\ntemplates_dir = "tpl"\n',
+    )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -236,8 +242,11 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch,
 
 def test_absolute_and_server_urls_are_kept(tmp_path) -> None:
     for url in (f"sqlite:///{tmp_path}/x.db", "postgresql+psycopg://pipeline@db.example/claims", "sqlite://"):
-        raw = {"imap": {"host": "h", "username": "u", "password_env": "X"},
-               "seller": {"store_name": "S", "from_address": "a@b.example"}, "database": {"url": url}}
+        raw = {
+            "imap": {"host": "h", "username": "u", "password_env": "X"},
+            "seller": {"store_name": "S", "from_address": "a@b.example"},
+            "database": {"url": url},
+        }
         assert settings_from_dict(raw, tmp_path / "p.toml").database.url == url
 
 
@@ -256,14 +265,18 @@ def test_secret_is_never_in_repr(tmp_path, monkeypatch) -> None:
 def test_password_env_not_set(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("PIPELINE_IMAP_PASSWORD", raising=False)
     settings = load_settings(write(tmp_path, VALID))
-    with pytest.raises(SecretError, match=r"^environment variable PIPELINE_IMAP_PASSWORD \(imap.password_env\) "
-                                          r"is not set$"):
+    with pytest.raises(
+        SecretError,
+        match=r"^environment variable PIPELINE_IMAP_PASSWORD \(imap.password_env\) "
+        r"is not set$",
+    ):
         settings.imap.secret()
 
 
 def test_password_file_missing_or_empty(tmp_path) -> None:
-    settings = load_settings(write(tmp_path, VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"',
-                                                            'password_file = "pw"')))
+    settings = load_settings(
+        write(tmp_path, VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"', 'password_file = "pw"'))
+    )
     pw = tmp_path / "pw"
     with pytest.raises(SecretError) as caught:
         settings.imap.secret()
@@ -277,8 +290,7 @@ def test_password_file_missing_or_empty(tmp_path) -> None:
 def command_config(tmp_path: Path, script: str) -> Path:
     (tmp_path / "helper.py").write_text(script)
     command = f"{sys.executable} {tmp_path / 'helper.py'}"
-    return write(tmp_path, VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"',
-                                         f'password_command = "{command}"'))
+    return write(tmp_path, VALID.replace('password_env = "PIPELINE_IMAP_PASSWORD"', f'password_command = "{command}"'))
 
 
 def test_password_command(tmp_path) -> None:
@@ -287,7 +299,7 @@ def test_password_command(tmp_path) -> None:
 
 
 def test_failing_password_command_output_is_not_echoed(tmp_path, caplog) -> None:
-    script = ("import sys\nprint('hunter2-stdout')\nprint('hunter2-stderr', file=sys.stderr)\nsys.exit(3)\n")
+    script = "import sys\nprint('hunter2-stdout')\nprint('hunter2-stderr', file=sys.stderr)\nsys.exit(3)\n"
     settings = load_settings(command_config(tmp_path, script))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(SecretError) as caught:
@@ -299,8 +311,9 @@ def test_failing_password_command_output_is_not_echoed(tmp_path, caplog) -> None
 def test_failing_password_command_through_the_cli(tmp_path, ops_cli, dovecot, mail_user) -> None:
     script = "import sys\nprint('hunter2-stdout')\nprint('hunter2-stderr', file=sys.stderr)\nsys.exit(3)\n"
     path = command_config(tmp_path, script)
-    text = path.read_text().replace('host = "imap.example.com"',
-                                    f'host = "{dovecot.host}"\nport = {dovecot.port}\nsecurity = "plain"')
+    text = path.read_text().replace(
+        'host = "imap.example.com"', f'host = "{dovecot.host}"\nport = {dovecot.port}\nsecurity = "plain"'
+    )
     path.write_text(text)
     result = ops_cli(path, "--log-level", "DEBUG", "poll", "--once")
     assert result.exit_code == 2
@@ -324,5 +337,5 @@ def test_config_error_is_exit_code_2() -> None:
 
 @pytest.mark.parametrize("value", [0, 20000])
 def test_batch_size_out_of_range(tmp_path, ops_cli, value: int) -> None:
-    path = write(tmp_path, VALID.replace('username =', f'batch_size = {value}\nusername ='))
+    path = write(tmp_path, VALID.replace("username =", f"batch_size = {value}\nusername ="))
     assert config_error(ops_cli, path) == f"Error: {path}: [imap] batch_size: expected 1 to 10000, got {value}"

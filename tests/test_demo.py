@@ -33,7 +33,7 @@ def table_rows(output: str) -> list[list[str]]:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["ORDER", "STATE"])
     rows = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.strip():
             break
         rows.append(line.split())
@@ -96,8 +96,11 @@ def test_demo_keep_leaves_a_usable_setup(dovecot_available, ops_cli) -> None:
 
     result = ops_cli(None, "demo", "--keep")
     assert result.exit_code == 0, result.output
-    kept = re.search(r"^kept: (\S+) \(config (\S+)\); stop Dovecot with: python scripts/dovecot.py stop --dir (\S+)$",
-                     result.output, re.M)
+    kept = re.search(
+        r"^kept: (\S+) \(config (\S+)\); stop Dovecot with: python scripts/dovecot.py stop --dir (\S+)$",
+        result.output,
+        re.M,
+    )
     workdir, config, dovecot_dir = (Path(g) for g in kept.groups())
     try:
         claims = ops_cli(config, "claims", "--state", "granted")

@@ -15,8 +15,13 @@ from pipeline.testing.stories import demo_stories as stories
 
 SELLER = "claims@kestrel-outdoor.example"
 # the demo stories that need action within 48 hours, most urgent first
-SOON = ["113-2000013-0000013", "113-2000011-0000011", "113-2000007-0000007", "113-2000010-0000010",
-        "113-2000012-0000012"]
+SOON = [
+    "113-2000013-0000013",
+    "113-2000011-0000011",
+    "113-2000007-0000007",
+    "113-2000010-0000010",
+    "113-2000012-0000012",
+]
 
 
 @pytest.fixture
@@ -34,8 +39,10 @@ def story_config(ops_dovecot_config, ops_store_raw, ops_cli) -> Path:
 def inbox(imap) -> list[tuple[tuple[bytes, ...], email.message.EmailMessage]]:
     imap.select_folder("INBOX", readonly=True)
     fetched = imap.fetch(imap.search(["ALL"]), [b"FLAGS", b"BODY.PEEK[]"])
-    return [(data[b"FLAGS"], email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default))
-            for _uid, data in sorted(fetched.items())]
+    return [
+        (data[b"FLAGS"], email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default))
+        for _uid, data in sorted(fetched.items())
+    ]
 
 
 def test_digest_in_the_inbox(story_config, ops_cli, imap) -> None:
@@ -69,8 +76,10 @@ def test_digest_in_the_inbox(story_config, ops_cli, imap) -> None:
     assert "    time left: 1d15h" in info or "    time left: 1d16h" in info  # 48 h after the request
     assert "    flag:      the seller's playbook has no rule for 'not as described'" in blocks["113-2000010-0000010"]
     assert "    flag:      reason not in Amazon's mail: check Seller Central" in blocks["113-2000012-0000012"]
-    assert "    time left: 2d03h" in blocks["113-2000007-0000007"] or "    time left: 2d04h" in \
-        blocks["113-2000007-0000007"]
+    assert (
+        "    time left: 2d03h" in blocks["113-2000007-0000007"]
+        or "    time left: 2d04h" in blocks["113-2000007-0000007"]
+    )
     assert "113-2000001-0000001" not in body  # nothing to do there for days
     assert "113-2000009-0000009" not in body  # closed
 
@@ -90,9 +99,10 @@ def test_no_digest_when_nothing_needs_action(ops_dovecot_config, ops_cli, imap) 
     assert result.output == "no claims need action in the next 48 hours; no digest written\n"
     assert inbox(imap) == []
     result = ops_cli(config, "digest", "--always")
-    assert result.output == ("digest of 0 claim(s) put in INBOX: "
-                             "pipeline: no claims need action in the next 48 hours\n")
-    (_flags, message), = inbox(imap)
+    assert result.output == (
+        "digest of 0 claim(s) put in INBOX: pipeline: no claims need action in the next 48 hours\n"
+    )
+    ((_flags, message),) = inbox(imap)
     assert message.get_body(("plain",)).get_content().startswith("No A-to-z claim needs action in the next 48 hours")
 
 

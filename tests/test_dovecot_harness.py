@@ -260,8 +260,9 @@ def test_missing_dovecot_is_one_line_naming_setup_sh(no_dovecot: None, tmp_path:
     assert not (tmp_path / "work").exists()
 
 
-def test_missing_dovecot_in_scripts_dovecot_py(no_dovecot: None, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_dovecot_in_scripts_dovecot_py(
+    no_dovecot: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = Path(__file__).resolve().parent.parent / "scripts" / "dovecot.py"
     spec = importlib.util.spec_from_file_location("scripts_dovecot", path)
     assert spec is not None and spec.loader is not None

@@ -33,9 +33,15 @@ NOW = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
 
 DRAFTING = [s for s in STRATEGIES if s != "manual_review"]
 FULL_CONTEXT: dict[str, object] = {
-    "store_name": "Harbor Goods", "order_id": "113-4410276-3381902", "marketplace": "amazon.com",
-    "info_request": False, "deadline": "November 16, 2026", "buyer_name": "Maria",
-    "tracking_number": "1Z4V82W80312457006", "carrier": "UPS", "delivery_date": "November 3, 2026",
+    "store_name": "Harbor Goods",
+    "order_id": "113-4410276-3381902",
+    "marketplace": "amazon.com",
+    "info_request": False,
+    "deadline": "November 16, 2026",
+    "buyer_name": "Maria",
+    "tracking_number": "1Z4V82W80312457006",
+    "carrier": "UPS",
+    "delivery_date": "November 3, 2026",
 }
 
 
@@ -85,28 +91,34 @@ def test_draft_language_falls_back_to_english() -> None:
     assert renderer.language_for("represent_size", None) == "en"
 
 
-@pytest.mark.parametrize(("original", "expected"), [
-    ("Claim received on order 111-1111111-1111111", "Re: Claim received on order 111-1111111-1111111"),
-    ("Re: Inquiry from Amazon customer Jane", "Re: Inquiry from Amazon customer Jane"),
-    ("RE: Re: re:Inquiry", "Re: Inquiry"),
-    ("AW: Antwort: Frage", "Re: Antwort: Frage"),
-    ("Aw: WG: Frage", "Re: Frage"),
-    ("Fwd: Re[2]: x", "Re: x"),
-    ("R: Richiesta", "Re: Richiesta"),
-    ("TR: Réf. commande", "Re: Réf. commande"),
-    ("", "Re: "),
-])
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        ("Claim received on order 111-1111111-1111111", "Re: Claim received on order 111-1111111-1111111"),
+        ("Re: Inquiry from Amazon customer Jane", "Re: Inquiry from Amazon customer Jane"),
+        ("RE: Re: re:Inquiry", "Re: Inquiry"),
+        ("AW: Antwort: Frage", "Re: Antwort: Frage"),
+        ("Aw: WG: Frage", "Re: Frage"),
+        ("Fwd: Re[2]: x", "Re: x"),
+        ("R: Richiesta", "Re: Richiesta"),
+        ("TR: Réf. commande", "Re: Réf. commande"),
+        ("", "Re: "),
+    ],
+)
 def test_reply_subject_never_doubles_the_prefix(original: str, expected: str) -> None:
     assert reply_subject(original) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("Inquiry {{ 7*7 }}", "Inquiry {{ 7*7 }}"),
-    ("a\r\nBcc: x@evil.test", "a Bcc: x@evil.test"),
-    ("=?utf-8?q?Hi=0D=0ABcc=3A_x=40evil.test?=", "Hi Bcc: x@evil.test"),
-    ("=?utf-8?b?PT91dGYtOD9xP2E9MEQ9MEFCY2M6X3hAZXZpbC50ZXN0Pz0=?=", "a Bcc: x@evil.test"),  # encoded twice
-    ("plain =?bogus", "plain = ?bogus"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Inquiry {{ 7*7 }}", "Inquiry {{ 7*7 }}"),
+        ("a\r\nBcc: x@evil.test", "a Bcc: x@evil.test"),
+        ("=?utf-8?q?Hi=0D=0ABcc=3A_x=40evil.test?=", "Hi Bcc: x@evil.test"),
+        ("=?utf-8?b?PT91dGYtOD9xP2E9MEQ9MEFCY2M6X3hAZXZpbC50ZXN0Pz0=?=", "a Bcc: x@evil.test"),  # encoded twice
+        ("plain =?bogus", "plain = ?bogus"),
+    ],
+)
 def test_header_text_from_mail_is_one_inert_line(value: str, expected: str) -> None:
     assert header_text(value) == expected
 
@@ -114,8 +126,15 @@ def test_header_text_from_mail_is_one_inert_line(value: str, expected: str) -> N
 def test_greeting_name_only_for_plain_names() -> None:
     assert greeting_name("José R.") == "José R."
     assert greeting_name("Anne-Marie O'Brien") == "Anne-Marie O'Brien"
-    for bad in ("Jane\r\nBcc: x@evil.test", "=?utf-8?q?Mallory=0D=0ABcc=3A_x=40evil=2Etest?=", "{{ 7*7 }}",
-                "x" * 61, "", None, "visit https://evil.test"):
+    for bad in (
+        "Jane\r\nBcc: x@evil.test",
+        "=?utf-8?q?Mallory=0D=0ABcc=3A_x=40evil=2Etest?=",
+        "{{ 7*7 }}",
+        "x" * 61,
+        "",
+        None,
+        "visit https://evil.test",
+    ):
         assert greeting_name(bad) is None
 
 
@@ -127,10 +146,13 @@ def test_safe_message_id() -> None:
 
 def request(**changes: Any) -> DraftRequest:
     values: dict[str, Any] = {
-        "order_id": "113-4410276-3381902", "strategy": "represent_delivered", "language": "en",
+        "order_id": "113-4410276-3381902",
+        "strategy": "represent_delivered",
+        "language": "en",
         "recipient": "atoz-guarantee-reply+Kd83hQpZ2w@amazon.com",
         "parent_subject": "Claim received on order 113-4410276-3381902",
-        "parent_message_id": "<parent@email.amazonses.com>", "parent_references": ("<root@x.example>",),
+        "parent_message_id": "<parent@email.amazonses.com>",
+        "parent_references": ("<root@x.example>",),
         "context": {},
     }
     values.update(changes)
@@ -142,8 +164,9 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 
 def test_build_message_headers() -> None:
-    rendered = build_message(request(), "Grüße aus dem Lager\n", from_address=SELLER, store_name="Harbor Goods",
-                             now=NOW)
+    rendered = build_message(
+        request(), "Grüße aus dem Lager\n", from_address=SELLER, store_name="Harbor Goods", now=NOW
+    )
     message = parse(rendered.raw)
     assert message["From"] == "Harbor Goods <claims@harbor-goods.example>"
     assert message["To"] == "atoz-guarantee-reply+Kd83hQpZ2w@amazon.com"
@@ -162,41 +185,68 @@ def test_build_message_headers() -> None:
 
 
 def test_no_recipient_no_to_header() -> None:
-    message = parse(build_message(request(recipient=None), "x\n", from_address=SELLER, store_name="S",
-                                  now=NOW).raw)
+    message = parse(build_message(request(recipient=None), "x\n", from_address=SELLER, store_name="S", now=NOW).raw)
     assert "To" not in message
 
 
-@pytest.mark.parametrize("changes", [
-    {"parent_subject": "=?utf-8?q?Hi=0D=0ABcc=3A_x=40evil.test?="},
-    {"parent_subject": "x\r\nBcc: x@evil.test"},
-    {"parent_message_id": "<=?utf-8?q?a=0D=0ABcc=3A_x=40e?=@x>"},
-    {"parent_references": ("<=?utf-8?q?b=0D=0ACc=3A_x=40e?=@x>", "<ok@x>")},
-    {"parent_message_id": "<a@x>\r\nBcc: x@evil.test"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"parent_subject": "=?utf-8?q?Hi=0D=0ABcc=3A_x=40evil.test?="},
+        {"parent_subject": "x\r\nBcc: x@evil.test"},
+        {"parent_message_id": "<=?utf-8?q?a=0D=0ABcc=3A_x=40e?=@x>"},
+        {"parent_references": ("<=?utf-8?q?b=0D=0ACc=3A_x=40e?=@x>", "<ok@x>")},
+        {"parent_message_id": "<a@x>\r\nBcc: x@evil.test"},
+    ],
+)
 def test_text_from_mail_never_adds_a_header(changes: dict[str, Any]) -> None:
     rendered = build_message(request(**changes), "x\n", from_address=SELLER, store_name="Harbor Goods", now=NOW)
     message = parse(rendered.raw)
-    assert {k.lower() for k in message} <= {"from", "to", "subject", "date", "message-id", "in-reply-to",
-                                             "references", "x-pipeline-claim", "x-pipeline-strategy",
-                                             "content-type", "content-transfer-encoding", "mime-version"}
+    assert {k.lower() for k in message} <= {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "x-pipeline-claim",
+        "x-pipeline-strategy",
+        "content-type",
+        "content-transfer-encoding",
+        "mime-version",
+    }
     for name in ("Bcc", "Cc"):
         assert name not in message
     assert b"\nBcc" not in rendered.raw and b"\nCc:" not in rendered.raw
     assert len(message.get_all("To")) == 1
 
 
-@pytest.mark.parametrize("recipient", ["=?utf-8?q?a=0D=0ABcc=3A_x?=@evil.test", "a@b.test, c@evil.test",
-                                       "Name <a@b.test>", "a@b.test\r\nBcc: c@evil.test", "not-an-address"])
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "=?utf-8?q?a=0D=0ABcc=3A_x?=@evil.test",
+        "a@b.test, c@evil.test",
+        "Name <a@b.test>",
+        "a@b.test\r\nBcc: c@evil.test",
+        "not-an-address",
+    ],
+)
 def test_a_recipient_that_is_not_one_plain_address_fails_the_draft(recipient: str) -> None:
     with pytest.raises(DraftError, match="not a plain email address"):
         build_message(request(recipient=recipient), "x\n", from_address=SELLER, store_name="S", now=NOW)
 
 
-@pytest.mark.parametrize(("language", "expected"), [
-    ("en", "November 3, 2026"), ("de", "3. November 2026"), ("fr", "3 novembre 2026"),
-    ("it", "3 novembre 2026"), ("es", "3 de noviembre de 2026"),
-])
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("en", "November 3, 2026"),
+        ("de", "3. November 2026"),
+        ("fr", "3 novembre 2026"),
+        ("it", "3 novembre 2026"),
+        ("es", "3 de noviembre de 2026"),
+    ],
+)
 def test_dates_are_written_the_languages_way(language: str, expected: str) -> None:
     assert format_date(date(2026, 11, 3), language) == expected
     assert format_date(None, language) is None
@@ -208,49 +258,145 @@ def test_dates_are_written_the_languages_way(language: str, expected: str) -> No
 # to Amazon are pasted into Seller Central: no To, a "Respond to Amazon" subject, where to paste on top.
 SC = "=== Answer in Seller Central: paste the text below the line ==="
 DRAFT_ROWS = [
-    ("113-4410276-3381902", "answer_delivered", "g7r1a4c9e2x5k8w@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Grace (Order: 113-4410276-3381902)",
-     "represent_delivered__buyer_not_arrived.eml", "en", ["Dear Grace,", "1Z4V82W80312457006", "November 3, 2026", "https://www.ups.com/track?tracknum="]),
-    ("113-4410276-3381902", "represent_delivered", None, "Respond to Amazon: 113-4410276-3381902",
-     "represent_delivered__claim_not_received.eml", "en",
-     [SC, "https://sellercentral.amazon.com > Performance > A-to-z Guarantee Claims", "1Z4V82W80312457006",
-      "November 3, 2026"]),
-    ("114-2093381-5520417", "offer_refund_or_resend", "h2e5n8r1y4q7w0z@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Henry (Order: 114-2093381-5520417)",
-     "offer_refund_or_resend__buyer_not_arrived.eml", "en", ["Dear Henry,"]),
-    ("302-5518820-4471963", "answer_size", "j4o7n0a3s6q9w2e@marketplace.amazon.de",
-     "Re: Anfrage von Amazon-Kunde Jonas (Bestellung: 302-5518820-4471963)",
-     "represent_size__kaeufer_zu_klein_amazon_de.eml", "de", ["Guten Tag Jonas,", "Größentabelle"]),
-    ("302-5518820-4471963", "represent_size", None, "Amazon antworten: 302-5518820-4471963",
-     "represent_size__antrag_groesse_amazon_de.eml", "de",
-     ["=== Antwort in Seller Central", "https://sellercentral.amazon.de", "amazon.de"]),
-    ("111-7730915-2264408", "persuade_withdraw_damaged", "o1l4i7v0i3a6k9m@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Olivia (Order: 111-7730915-2264408)",
-     "persuade_withdraw_damaged__buyer_arrived_broken.eml", "en", ["Dear Olivia,", "withdraw"]),
-    ("112-3381046-9917725", "answer_after_use", "e3t6h9a2n5q8w1r@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Ethan (Order: 112-3381046-9917725)",
-     "represent_misuse__buyer_broke_after_use.eml", "en", ["Dear Ethan,", "[GOODWILL OFFER:"]),
-    ("112-3381046-9917725", "represent_misuse", None, "Respond to Amazon: 112-3381046-9917725",
-     "represent_misuse__claim_damaged_after_use.eml", "en", [SC]),
-    ("113-8820461-1175320", "request_withdrawal", "k3m9x2q7v1w8abc@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Maria (Order: 113-8820461-1175320)",
-     "request_withdrawal__buyer_found_parcel.eml", "en", ["Dear Maria,", "Your Orders", "Withdraw claim"]),
-    ("111-2274019-6605318", "request_withdrawal", "r5t8y2u4i6o9buy@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Priya (Order: 111-2274019-6605318)",
-     "will_withdraw__buyer_will_withdraw.eml", "en", ["Dear Priya,", "Withdraw claim"]),
-    ("111-3346720-5508813", "answer_size", "r7u0b3y6q9w2e5t@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Ruby (Order: 111-3346720-5508813)", "info_request__buyer_too_big.eml", "en",
-     ["Dear Ruby,", "size chart"]),
-    ("111-3346720-5508813", "represent_size", None, "Respond to Amazon: 111-3346720-5508813",
-     "info_request__amazon_more_information_48h.eml", "en", [SC, "As requested"]),
-    ("114-1185530-7762094", "persuade_withdraw_damaged", "l9e2o5q8w1e4r7t@marketplace.amazon.com",
-     "Re: Inquiry from Amazon customer Leo (Order: 114-1185530-7762094)", "untrusted__buyer_arrived_dented.eml", "en",
-     []),
+    (
+        "113-4410276-3381902",
+        "answer_delivered",
+        "g7r1a4c9e2x5k8w@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Grace (Order: 113-4410276-3381902)",
+        "represent_delivered__buyer_not_arrived.eml",
+        "en",
+        ["Dear Grace,", "1Z4V82W80312457006", "November 3, 2026", "https://www.ups.com/track?tracknum="],
+    ),
+    (
+        "113-4410276-3381902",
+        "represent_delivered",
+        None,
+        "Respond to Amazon: 113-4410276-3381902",
+        "represent_delivered__claim_not_received.eml",
+        "en",
+        [
+            SC,
+            "https://sellercentral.amazon.com > Performance > A-to-z Guarantee Claims",
+            "1Z4V82W80312457006",
+            "November 3, 2026",
+        ],
+    ),
+    (
+        "114-2093381-5520417",
+        "offer_refund_or_resend",
+        "h2e5n8r1y4q7w0z@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Henry (Order: 114-2093381-5520417)",
+        "offer_refund_or_resend__buyer_not_arrived.eml",
+        "en",
+        ["Dear Henry,"],
+    ),
+    (
+        "302-5518820-4471963",
+        "answer_size",
+        "j4o7n0a3s6q9w2e@marketplace.amazon.de",
+        "Re: Anfrage von Amazon-Kunde Jonas (Bestellung: 302-5518820-4471963)",
+        "represent_size__kaeufer_zu_klein_amazon_de.eml",
+        "de",
+        ["Guten Tag Jonas,", "Größentabelle"],
+    ),
+    (
+        "302-5518820-4471963",
+        "represent_size",
+        None,
+        "Amazon antworten: 302-5518820-4471963",
+        "represent_size__antrag_groesse_amazon_de.eml",
+        "de",
+        ["=== Antwort in Seller Central", "https://sellercentral.amazon.de", "amazon.de"],
+    ),
+    (
+        "111-7730915-2264408",
+        "persuade_withdraw_damaged",
+        "o1l4i7v0i3a6k9m@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Olivia (Order: 111-7730915-2264408)",
+        "persuade_withdraw_damaged__buyer_arrived_broken.eml",
+        "en",
+        ["Dear Olivia,", "withdraw"],
+    ),
+    (
+        "112-3381046-9917725",
+        "answer_after_use",
+        "e3t6h9a2n5q8w1r@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Ethan (Order: 112-3381046-9917725)",
+        "represent_misuse__buyer_broke_after_use.eml",
+        "en",
+        ["Dear Ethan,", "[GOODWILL OFFER:"],
+    ),
+    (
+        "112-3381046-9917725",
+        "represent_misuse",
+        None,
+        "Respond to Amazon: 112-3381046-9917725",
+        "represent_misuse__claim_damaged_after_use.eml",
+        "en",
+        [SC],
+    ),
+    (
+        "113-8820461-1175320",
+        "request_withdrawal",
+        "k3m9x2q7v1w8abc@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Maria (Order: 113-8820461-1175320)",
+        "request_withdrawal__buyer_found_parcel.eml",
+        "en",
+        ["Dear Maria,", "Your Orders", "Withdraw claim"],
+    ),
+    (
+        "111-2274019-6605318",
+        "request_withdrawal",
+        "r5t8y2u4i6o9buy@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Priya (Order: 111-2274019-6605318)",
+        "will_withdraw__buyer_will_withdraw.eml",
+        "en",
+        ["Dear Priya,", "Withdraw claim"],
+    ),
+    (
+        "111-3346720-5508813",
+        "answer_size",
+        "r7u0b3y6q9w2e5t@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Ruby (Order: 111-3346720-5508813)",
+        "info_request__buyer_too_big.eml",
+        "en",
+        ["Dear Ruby,", "size chart"],
+    ),
+    (
+        "111-3346720-5508813",
+        "represent_size",
+        None,
+        "Respond to Amazon: 111-3346720-5508813",
+        "info_request__amazon_more_information_48h.eml",
+        "en",
+        [SC, "As requested"],
+    ),
+    (
+        "114-1185530-7762094",
+        "persuade_withdraw_damaged",
+        "l9e2o5q8w1e4r7t@marketplace.amazon.com",
+        "Re: Inquiry from Amazon customer Leo (Order: 114-1185530-7762094)",
+        "untrusted__buyer_arrived_dented.eml",
+        "en",
+        [],
+    ),
 ]
-SIGN_OFF = {"en": "Kind regards,", "de": "Mit freundlichen Grüßen", "fr": "Cordialement,",
-            "it": "Cordiali saluti,", "es": "Atentamente,"}
-NO_DRAFT = ["114-6602918-3357140", "111-5502384-7719026", "112-9920475-6630184", "113-0045712-8893326",
-            "114-7720351-0064429", "112-6610394-2287105", "113-9902214-4410583"]
+SIGN_OFF = {
+    "en": "Kind regards,",
+    "de": "Mit freundlichen Grüßen",
+    "fr": "Cordialement,",
+    "it": "Cordiali saluti,",
+    "es": "Atentamente,",
+}
+NO_DRAFT = [
+    "114-6602918-3357140",
+    "111-5502384-7719026",
+    "112-9920475-6630184",
+    "113-0045712-8893326",
+    "114-7720351-0064429",
+    "112-6610394-2287105",
+    "113-9902214-4410583",
+]
 
 
 def parent_of(name: str) -> email.message.EmailMessage:
@@ -262,11 +408,21 @@ def world_drafts(playbook_world: DeskEnv) -> list[DeskMail]:
     return playbook_world.drafts()
 
 
-@pytest.mark.parametrize(("order", "strategy", "recipient", "subject", "parent", "language", "words"), DRAFT_ROWS,
-                         ids=[f"{row[1]}-{row[0]}" for row in DRAFT_ROWS])
-def test_each_drafting_row_has_one_right_draft(world_drafts: list[DeskMail], order: str, strategy: str,
-                                              recipient: str | None, subject: str, parent: str, language: str,
-                                              words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("order", "strategy", "recipient", "subject", "parent", "language", "words"),
+    DRAFT_ROWS,
+    ids=[f"{row[1]}-{row[0]}" for row in DRAFT_ROWS],
+)
+def test_each_drafting_row_has_one_right_draft(
+    world_drafts: list[DeskMail],
+    order: str,
+    strategy: str,
+    recipient: str | None,
+    subject: str,
+    parent: str,
+    language: str,
+    words: list[str],
+) -> None:
     [draft] = [d for d in world_drafts if d["X-Pipeline-Claim"] == order and d["X-Pipeline-Strategy"] == strategy]
     assert draft["To"] == recipient
     assert draft["From"] == "Harbor Goods <claims@harbor-goods.example>"
@@ -305,8 +461,9 @@ def test_german_claim_gets_a_german_draft(world_drafts: list[DeskMail], playbook
     assert "(de)" in playbook_world.show("302-5518820-4471963")
 
 
-def test_thread_references_puts_each_draft_under_its_parent(playbook_world: DeskEnv,
-                                                             world_drafts: list[DeskMail]) -> None:
+def test_thread_references_puts_each_draft_under_its_parent(
+    playbook_world: DeskEnv, world_drafts: list[DeskMail]
+) -> None:
     parents = {(row[0], row[1]): parent_of(row[4])["Message-ID"] for row in DRAFT_ROWS}
     with playbook_world.imap() as client:
         folder = "ThreadCheck"
@@ -317,8 +474,12 @@ def test_thread_references_puts_each_draft_under_its_parent(playbook_world: Desk
             client.select_folder("Drafts")
             client.copy(client.search(["ALL"]), folder)
             client.select_folder(folder, readonly=True)
-            ids = {uid: data[b"BODY[HEADER.FIELDS (MESSAGE-ID X-PIPELINE-CLAIM)]"] for uid, data in client.fetch(
-                client.search(["ALL"]), [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-PIPELINE-CLAIM)]"]).items()}
+            ids = {
+                uid: data[b"BODY[HEADER.FIELDS (MESSAGE-ID X-PIPELINE-CLAIM)]"]
+                for uid, data in client.fetch(
+                    client.search(["ALL"]), [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID X-PIPELINE-CLAIM)]"]
+                ).items()
+            }
             threads = client.thread(algorithm="REFERENCES")
         finally:
             client.close_folder()
@@ -350,8 +511,10 @@ def test_running_again_adds_no_draft(playbook_world: DeskEnv, world_drafts: list
 OFFER_ORDER = "114-2093381-5520417"
 OFFER_BUYER = "offer_refund_or_resend__buyer_not_arrived.eml"
 OFFER_CLAIM = "offer_refund_or_resend__claim_not_received_no_tracking.eml"
-DELIVERED_CSV = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                 f"{OFFER_ORDER},USPS,9400111899223854712068,2026-10-30,2026-11-04\n")
+DELIVERED_CSV = (
+    "order_id,carrier,tracking_number,ship_date,delivered_date\n"
+    f"{OFFER_ORDER},USPS,9400111899223854712068,2026-10-30,2026-11-04\n"
+)
 
 
 def events(env: DeskEnv, order: str, kind: str) -> list[dict[str, Any]]:
@@ -381,8 +544,11 @@ def test_strategy_change_replaces_the_untouched_draft(desk_env: DeskEnv) -> None
     assert "9400111899223854712068" in draft.body and "November 4, 2026" in draft.body
     assert [e["rule"] for e in events(desk_env, OFFER_ORDER, "draft_replaced")] == ["draft_replaced"]
     statuses = [(d["strategy"], d["status"]) for d in desk_env.timeline(OFFER_ORDER)["drafts"]]
-    assert statuses == [("offer_refund_or_resend", "replaced"), ("answer_delivered", "written"),
-                        ("represent_delivered", "written")]
+    assert statuses == [
+        ("offer_refund_or_resend", "replaced"),
+        ("answer_delivered", "written"),
+        ("represent_delivered", "written"),
+    ]
 
 
 def take_draft(client: Any) -> bytes:
@@ -412,8 +578,11 @@ def edit_draft(env: DeskEnv, *, keep_message_id: bool) -> None:
 def test_an_edited_draft_is_kept_and_recorded(desk_env: DeskEnv, keep_message_id: bool) -> None:
     offer_then_delivered(desk_env, lambda: edit_draft(desk_env, keep_message_id=keep_message_id))
     drafts = desk_env.drafts(OFFER_ORDER)
-    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["answer_delivered", "offer_refund_or_resend",
-                                                               "represent_delivered"]
+    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == [
+        "answer_delivered",
+        "offer_refund_or_resend",
+        "represent_delivered",
+    ]
     edited = next(d for d in drafts if d["X-Pipeline-Strategy"] == "offer_refund_or_resend")
     assert "P.S. We have already sent a replacement." in edited.body
     assert len(events(desk_env, OFFER_ORDER, "draft_edited")) == 1
@@ -433,8 +602,11 @@ def attach_to_draft(env: DeskEnv) -> None:
 def test_a_draft_with_an_attachment_added_is_not_untouched(desk_env: DeskEnv) -> None:
     offer_then_delivered(desk_env, lambda: attach_to_draft(desk_env))
     drafts = desk_env.drafts(OFFER_ORDER)
-    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == ["answer_delivered", "offer_refund_or_resend",
-                                                               "represent_delivered"]
+    assert sorted(d["X-Pipeline-Strategy"] for d in drafts) == [
+        "answer_delivered",
+        "offer_refund_or_resend",
+        "represent_delivered",
+    ]
     assert len(events(desk_env, OFFER_ORDER, "draft_edited")) == 1
     assert not events(desk_env, OFFER_ORDER, "draft_replaced")
 
@@ -462,11 +634,16 @@ def test_a_sent_reply_is_recorded(desk_env: DeskEnv) -> None:
     offer_then_delivered(desk_env, lambda: send_draft(desk_env))
     assert [e["rule"] for e in events(desk_env, OFFER_ORDER, "reply_sent")] == ["reply_sent"]
     assert not events(desk_env, OFFER_ORDER, "draft_edited")
-    assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(OFFER_ORDER)] == ["answer_delivered",
-                                                                               "represent_delivered"]
+    assert [d["X-Pipeline-Strategy"] for d in desk_env.drafts(OFFER_ORDER)] == [
+        "answer_delivered",
+        "represent_delivered",
+    ]
     statuses = {d["strategy"]: d["status"] for d in desk_env.timeline(OFFER_ORDER)["drafts"]}
-    assert statuses == {"offer_refund_or_resend": "sent", "answer_delivered": "written",
-                        "represent_delivered": "written"}
+    assert statuses == {
+        "offer_refund_or_resend": "sent",
+        "answer_delivered": "written",
+        "represent_delivered": "written",
+    }
 
 
 def test_a_reply_in_sent_is_found_by_in_reply_to(desk_env: DeskEnv) -> None:
@@ -534,8 +711,11 @@ def test_a_missing_template_value_fails_the_draft_and_flags_the_claim(desk_env: 
 
     # the delivery date arrives with the seller's shipment records: the draft is written, the flag goes
     csv = desk_env.workdir / "shipments.csv"
-    csv.write_text(f"order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                   f"{MISSING_ORDER},UPS,1ZA8E5960348210005,2026-10-30,2026-11-05\n", encoding="utf-8")
+    csv.write_text(
+        f"order_id,carrier,tracking_number,ship_date,delivered_date\n"
+        f"{MISSING_ORDER},UPS,1ZA8E5960348210005,2026-10-30,2026-11-05\n",
+        encoding="utf-8",
+    )
     desk_env.cli("orders", "import", str(csv))
     desk_env.poll(clock=NOW + timedelta(hours=2))
     [draft] = [d for d in desk_env.drafts(MISSING_ORDER) if d["X-Pipeline-Strategy"] == "represent_delivered"]
@@ -547,15 +727,21 @@ def test_users_templates_dir_is_used_for_the_file_it_overrides(make_desk_env, tm
     own = tmp_path / "my-templates" / "en"
     own.mkdir(parents=True)
     (own / "represent_misuse.txt.j2").write_text(
-        "Hello A-to-z team,\n\nOur own words about order {{ order_id }}.\n\n{{ store_name }}\n", encoding="utf-8")
+        "Hello A-to-z team,\n\nOur own words about order {{ order_id }}.\n\n{{ store_name }}\n", encoding="utf-8"
+    )
     env = make_desk_env(drafts={"templates_dir": str(tmp_path / "my-templates")})
-    for name in ("represent_misuse__buyer_broke_after_use.eml", "represent_misuse__claim_damaged_after_use.eml",
-                 OFFER_BUYER, OFFER_CLAIM):
+    for name in (
+        "represent_misuse__buyer_broke_after_use.eml",
+        "represent_misuse__claim_damaged_after_use.eml",
+        OFFER_BUYER,
+        OFFER_CLAIM,
+    ):
         env.append(name)
     env.poll(clock=NOW)
     [misuse] = [d for d in env.drafts("112-3381046-9917725") if d["X-Pipeline-Strategy"] == "represent_misuse"]
-    assert misuse.body.endswith("Hello A-to-z team,\n\nOur own words about order 112-3381046-9917725.\n\n"
-                                "Harbor Goods\n")
+    assert misuse.body.endswith(
+        "Hello A-to-z team,\n\nOur own words about order 112-3381046-9917725.\n\nHarbor Goods\n"
+    )
     [offer] = env.drafts(OFFER_ORDER)
     assert "Kind regards," in offer.body  # not overridden: the bundled template
 
@@ -609,8 +795,10 @@ def set_draft_status(env: DeskEnv, order: str, status: str) -> None:
 
 
 DAMAGED_ORDER = "111-7730915-2264408"
-DAMAGED_STORY = ("persuade_withdraw_damaged__buyer_arrived_broken.eml",
-                 "persuade_withdraw_damaged__claim_damaged_on_arrival.eml")
+DAMAGED_STORY = (
+    "persuade_withdraw_damaged__buyer_arrived_broken.eml",
+    "persuade_withdraw_damaged__claim_damaged_on_arrival.eml",
+)
 
 
 def test_a_crash_after_the_append_does_not_double_the_draft(desk_env: DeskEnv) -> None:
@@ -622,8 +810,11 @@ def test_a_crash_after_the_append_does_not_double_the_draft(desk_env: DeskEnv) -
     set_draft_status(desk_env, DAMAGED_ORDER, "wanted")
     desk_env.poll(clock=NOW + timedelta(minutes=1))
     assert [(d.uid, d["Message-ID"]) for d in desk_env.drafts(DAMAGED_ORDER)] == [(first.uid, first["Message-ID"])]
-    assert [row["status"] for row in desk_env.timeline(DAMAGED_ORDER)["drafts"]
-            if row["strategy"] == "persuade_withdraw_damaged"] == ["written"]
+    assert [
+        row["status"]
+        for row in desk_env.timeline(DAMAGED_ORDER)["drafts"]
+        if row["strategy"] == "persuade_withdraw_damaged"
+    ] == ["written"]
 
 
 def test_a_crash_before_the_append_writes_the_draft_once(desk_env: DeskEnv) -> None:
@@ -672,7 +863,10 @@ def test_drafts_speak_the_marketplaces_language(desk_env: DeskEnv) -> None:
     desk_env.poll(clock=datetime(2026, 3, 6, tzinfo=UTC))
     claim = desk_env.claim("304-5561092-8837410")
     assert (claim["strategy"], claim["language"], claim["marketplace"]) == (
-        "persuade_withdraw_damaged", "de", "amazon.de")
+        "persuade_withdraw_damaged",
+        "de",
+        "amazon.de",
+    )
     [draft] = desk_env.drafts("304-5561092-8837410")
     assert draft["To"] == "l1i2a3m4b5u6buy@marketplace.amazon.de"
     assert draft.body.startswith("Guten Tag Liam,") and "Mit freundlichen Grüßen" in draft.body
@@ -684,8 +878,13 @@ def test_long_message_ids_are_written_as_they_are() -> None:
     words, which no client reads as a reference (the draft would leave its thread)."""
     parent = "<01000197a1c2d3e4-7f3a1b20-8c4d-4e5f-9a6b-1c2d3e4f5a61-000000@email.amazonses.com>"
     earlier = "<0102019a38bd84ff-dc6fbbe7-4105-c6c8-73b5-7b0764575d73-000000@eu-west-1.amazonses.com>"
-    rendered = build_message(request(parent_message_id=parent, parent_references=(earlier,)), "x\n",
-                             from_address=SELLER, store_name="S", now=NOW)
+    rendered = build_message(
+        request(parent_message_id=parent, parent_references=(earlier,)),
+        "x\n",
+        from_address=SELLER,
+        store_name="S",
+        now=NOW,
+    )
     assert f"\r\nIn-Reply-To: {parent}\r\n".encode() in rendered.raw
     assert f"\r\nReferences: {earlier} {parent}\r\n".encode() in rendered.raw
     assert b"=?utf-8?" not in rendered.raw.split(b"\r\n\r\n")[0]

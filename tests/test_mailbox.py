@@ -68,8 +68,9 @@ def test_starttls_on_the_plain_port_with_the_ca(dovecot: ThrowawayDovecot, setti
         connect(_imap(tls, ca_file="").imap)
 
 
-def test_wrong_password_is_a_login_error(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                         imap_password_env: str) -> None:
+def test_wrong_password_is_a_login_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, imap_password_env: str
+) -> None:
     monkeypatch.setenv(imap_password_env, "not-the-password")
     with pytest.raises(LoginError, match="login refused") as caught:
         connect(settings.imap)
@@ -111,8 +112,13 @@ def test_a_failing_token_command_is_a_secret_error(dovecot: ThrowawayDovecot, se
     from pipeline.errors import SecretError
 
     # STARTTLS skips the capability check (the list from before TLS may be stale): straight to the token
-    oauth = _imap(settings, password_env="", oauth2_token_command="sh -c 'echo secret-ish >&2; exit 3'",
-                  security="starttls", ca_file=str(dovecot.ca_file))
+    oauth = _imap(
+        settings,
+        password_env="",
+        oauth2_token_command="sh -c 'echo secret-ish >&2; exit 3'",
+        security="starttls",
+        ca_file=str(dovecot.ca_file),
+    )
     with pytest.raises(SecretError, match="exited with status 3") as caught:
         connect(oauth.imap)
     assert "secret-ish" not in str(caught.value)
@@ -193,8 +199,7 @@ def test_idle_times_out_quietly_and_can_be_stopped(mailbox: Mailbox) -> None:
     mailbox.noop()
 
 
-def test_idle_on_a_dropped_connection_raises(dovecot: ThrowawayDovecot, mail_user: MailUser,
-                                             mailbox: Mailbox) -> None:
+def test_idle_on_a_dropped_connection_raises(dovecot: ThrowawayDovecot, mail_user: MailUser, mailbox: Mailbox) -> None:
     """imapclient's idle_check returns quietly when the server hangs up; the mailbox must notice."""
     mailbox.select("INBOX")
     threading.Timer(0.5, dovecot.kick, args=(mail_user.username,)).start()
@@ -222,8 +227,7 @@ def test_drafts_folder_is_found_by_special_use(mailbox: Mailbox) -> None:
 
 
 def test_configured_drafts_folder_must_exist(settings: Settings) -> None:
-    with connect(_imap(settings, drafts="Entwürfe").imap) as box, \
-            pytest.raises(FolderNotFoundError, match="Entwürfe"):
+    with connect(_imap(settings, drafts="Entwürfe").imap) as box, pytest.raises(FolderNotFoundError, match="Entwürfe"):
         box.drafts_folder()
 
 

@@ -29,8 +29,9 @@ print("\\n".join(failed))
 
 
 def test_every_module_imports_on_its_own() -> None:
-    result = subprocess.run([sys.executable, "-c", EACH_ALONE], capture_output=True, text=True, cwd=ROOT,
-                            timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", EACH_ALONE], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True
+    )
     count, *failed = result.stdout.splitlines()
     assert int(count) > 30
     assert [line for line in failed if line] == []
@@ -38,10 +39,13 @@ def test_every_module_imports_on_its_own() -> None:
 
 def test_the_playbook_and_the_facts_need_no_spacy() -> None:
     """The playbook is pure functions over Facts: importing it must not pull in spaCy, a database or IMAP."""
-    code = ("import sys, pipeline.playbook, pipeline.understanding.facts, pipeline.vocabulary; "
-            "print(sorted(m for m in ('spacy', 'sqlalchemy', 'imapclient', 'jinja2') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                            check=True)
+    code = (
+        "import sys, pipeline.playbook, pipeline.understanding.facts, pipeline.vocabulary; "
+        "print(sorted(m for m in ('spacy', 'sqlalchemy', 'imapclient', 'jinja2') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 

@@ -27,12 +27,31 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("wheel") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(purelib, "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-input", "--quiet",
-         str(CHECKOUT)], capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-input",
+            "--quiet",
+            str(CHECKOUT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return venv / "bin"
 
@@ -89,7 +108,8 @@ def test_installed_package_understands_mail_and_migrates(installed: Path, tmp_pa
     """The rule models load from the wheel, and the migrations ship with it (`db upgrade` on a new database)."""
     (tmp_path / "pipeline.toml").write_text(
         '[imap]\nhost = "imap.invalid"\nusername = "u"\npassword_env = "UNUSED"\n'
-        '[seller]\nstore_name = "S"\nfrom_address = "claims@example.com"\n')
+        '[seller]\nstore_name = "S"\nfrom_address = "claims@example.com"\n'
+    )
     upgrade = run_in(installed, str(installed / "pipeline"), "db", "upgrade", cwd=tmp_path)
     assert upgrade.returncode == 0, upgrade.stderr
     assert upgrade.stdout.startswith(f"database sqlite:///{tmp_path / 'pipeline.db'}: applied ")
@@ -97,7 +117,8 @@ def test_installed_package_understands_mail_and_migrates(installed: Path, tmp_pa
         b"From: atoz-guarantee-no-reply@amazon.com\r\nTo: claims@example.com\r\n"
         b"Subject: Claim received on order 111-2233445-5566778\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
         b"Message-ID: <p1@amazon.com>\r\n\r\nA buyer has filed an A-to-z Guarantee claim on order "
-        b"111-2233445-5566778.\r\nClaim reason: Item not received\r\nPlease respond within 7 days.\r\n")
+        b"111-2233445-5566778.\r\nClaim reason: Item not received\r\nPlease respond within 7 days.\r\n"
+    )
     script = textwrap.dedent("""
         import sys
         from pipeline.message import parse_message
@@ -167,7 +188,6 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert here.exists()
     unit = tmp_path / "pipeline.service"
     unit.write_text(UNIT.read_text().replace("/opt/pipeline/venv/bin/pipeline", str(here)))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.strip() == ""

@@ -31,13 +31,29 @@ def facts(kind: str, *, at: datetime | None = T0, **values: Any) -> Facts:
     """Facts as the Understander gives them, with the values a test cares about."""
     amazon = kind != "buyer_message"
     base: dict[str, Any] = {
-        "kind": kind, "order_id": ORDER, "complaint_type": None, "buyer_intent": None, "tracking_number": None,
-        "carrier": None, "delivered": False, "deadline_hours": None, "deadline_at": None, "amount": None,
-        "currency": None, "marketplace": "amazon.com", "language": "en", "trusted": True, "sent_at": at,
+        "kind": kind,
+        "order_id": ORDER,
+        "complaint_type": None,
+        "buyer_intent": None,
+        "tracking_number": None,
+        "carrier": None,
+        "delivered": False,
+        "deadline_hours": None,
+        "deadline_at": None,
+        "amount": None,
+        "currency": None,
+        "marketplace": "amazon.com",
+        "language": "en",
+        "trusted": True,
+        "sent_at": at,
         "sender": "atoz-guarantee-no-reply@amazon.com" if amazon else RELAY,
-        "reply_to": REPLY_TO if amazon else None, "buyer_address": None if amazon else RELAY,
-        "buyer_name": None if amazon else "Jane", "subject": f"Claim received on order {ORDER}",
-        "message_id": None, "in_reply_to": None, "references": (),
+        "reply_to": REPLY_TO if amazon else None,
+        "buyer_address": None if amazon else RELAY,
+        "buyer_name": None if amazon else "Jane",
+        "subject": f"Claim received on order {ORDER}",
+        "message_id": None,
+        "in_reply_to": None,
+        "references": (),
     }
     if kind == "claim_filed" and at is not None:
         base["deadline_hours"] = 168
@@ -56,8 +72,9 @@ def buyer(intent: str, *, at: datetime = T0 + timedelta(hours=5), **values: Any)
     return facts("buyer_message", buyer_intent=intent, at=at, **values)
 
 
-def run(*messages: Facts, shipment: Shipment | None = None, now: datetime = NOW,
-        rules: Rules = RULES) -> tuple[ClaimView, list[Any]]:
+def run(
+    *messages: Facts, shipment: Shipment | None = None, now: datetime = NOW, rules: Rules = RULES
+) -> tuple[ClaimView, list[Any]]:
     result = replay(ORDER, [(f"<m{i}@x>", m) for i, m in enumerate(messages)], shipment, now, rules)
     return result.claim, result.transitions
 
@@ -83,8 +100,13 @@ def test_not_received_delivered_per_amazons_own_words() -> None:
 
 
 def test_the_delivery_date_amazon_writes_is_kept_and_shipment_records_win() -> None:
-    words = claim("not_received", tracking_number="1ZA8E5960348210005", carrier="UPS", delivered=True,
-                  delivered_on=date(2026, 11, 2))
+    words = claim(
+        "not_received",
+        tracking_number="1ZA8E5960348210005",
+        carrier="UPS",
+        delivered=True,
+        delivered_on=date(2026, 11, 2),
+    )
     view, steps = run(words)
     assert (view.strategy, view.delivered_on) == ("represent_delivered", date(2026, 11, 2))
     assert "shows delivered on 2026-11-02" in steps[-1].reason
@@ -94,23 +116,28 @@ def test_the_delivery_date_amazon_writes_is_kept_and_shipment_records_win() -> N
 
 def test_not_received_delivered_per_the_buyers_words() -> None:
     # "UPS says it was delivered but nothing is here": the claim was drafted to the buyer, now to Amazon
-    view, steps = run(claim("not_received"),
-                      buyer("other", delivered=True, tracking_number="1Z4V82W80312457006", carrier="UPS"))
+    view, steps = run(
+        claim("not_received"), buyer("other", delivered=True, tracking_number="1Z4V82W80312457006", carrier="UPS")
+    )
     assert (view.state, view.strategy, view.carrier) == ("awaiting_amazon", "represent_delivered", "UPS")
     assert view.draft.audience == "amazon" and view.draft.parent_key == "<m0@x>"
     assert steps[-1].message_key == "<m1@x>" and "buyer says tracking shows delivered" in steps[-1].reason
     # a carrier Amazon does not recognize changes nothing; a buyer who wants a refund gets refund_needed
-    assert run(claim("not_received"), buyer("other", delivered=True, carrier="SlowBoat"))[0].strategy == \
-        "offer_refund_or_resend"
-    assert run(claim("not_received"), buyer("wants_refund", delivered=True, carrier="UPS"))[0].state == \
-        "refund_needed"
+    assert (
+        run(claim("not_received"), buyer("other", delivered=True, carrier="SlowBoat"))[0].strategy
+        == "offer_refund_or_resend"
+    )
+    assert run(claim("not_received"), buyer("wants_refund", delivered=True, carrier="UPS"))[0].state == "refund_needed"
 
 
-@pytest.mark.parametrize(("shipment", "why"), [
-    (None, "no tracking"),
-    (Shipment("SlowBoat Parcel", "SB123", None, date(2026, 11, 3)), "carrier SlowBoat Parcel not recognized"),
-    (Shipment("DHL", "JJD0003900078", date(2026, 10, 29), None), "tracking does not show delivered"),
-])
+@pytest.mark.parametrize(
+    ("shipment", "why"),
+    [
+        (None, "no tracking"),
+        (Shipment("SlowBoat Parcel", "SB123", None, date(2026, 11, 3)), "carrier SlowBoat Parcel not recognized"),
+        (Shipment("DHL", "JJD0003900078", date(2026, 10, 29), None), "tracking does not show delivered"),
+    ],
+)
 def test_not_received_without_delivery_by_a_recognized_carrier(shipment: Shipment | None, why: str) -> None:
     view, steps = run(claim("not_received"), shipment=shipment)
     assert (view.state, view.strategy) == ("awaiting_buyer", "offer_refund_or_resend")
@@ -120,19 +147,23 @@ def test_not_received_without_delivery_by_a_recognized_carrier(shipment: Shipmen
 
 def test_recognized_carriers_come_from_the_rules() -> None:
     rules = Rules(recognized_carriers=("SlowBoat Parcel",))
-    view, _ = run(claim("not_received"), shipment=Shipment("slowboat parcel", "SB1", None, date(2026, 11, 3)),
-                  rules=rules)
+    view, _ = run(
+        claim("not_received"), shipment=Shipment("slowboat parcel", "SB1", None, date(2026, 11, 3)), rules=rules
+    )
     assert view.strategy == "represent_delivered"
     assert not Rules().recognizes(None) and Rules().recognizes("ups")
     assert Rules().recognizes("Yun Express") and Rules().recognizes("china-post")
     assert not Rules().recognizes("") and not Rules().recognizes("SlowBoat")
 
 
-@pytest.mark.parametrize(("complaint", "state", "strategy", "audience"), [
-    ("size", "awaiting_amazon", "represent_size", "amazon"),
-    ("damaged_on_arrival", "awaiting_buyer", "persuade_withdraw_damaged", "buyer"),
-    ("damaged_after_use", "awaiting_amazon", "represent_misuse", "amazon"),
-])
+@pytest.mark.parametrize(
+    ("complaint", "state", "strategy", "audience"),
+    [
+        ("size", "awaiting_amazon", "represent_size", "amazon"),
+        ("damaged_on_arrival", "awaiting_buyer", "persuade_withdraw_damaged", "buyer"),
+        ("damaged_after_use", "awaiting_amazon", "represent_misuse", "amazon"),
+    ],
+)
 def test_complaint_rows(complaint: str, state: str, strategy: str, audience: str) -> None:
     view, steps = run(claim(complaint))
     assert (view.state, view.strategy, view.draft.audience, view.flagged) == (state, strategy, audience, False)
@@ -159,23 +190,32 @@ def test_buyer_wants_a_replacement_is_flagged() -> None:
     assert steps[-1].kind == "flag"
 
 
-@pytest.mark.parametrize(("kind", "state", "rule"), [
-    ("claim_withdrawn", "resolved", "claim_withdrawn"),
-    ("claim_denied", "resolved", "claim_denied"),
-    ("claim_granted", "granted", "claim_granted"),
-])
+@pytest.mark.parametrize(
+    ("kind", "state", "rule"),
+    [
+        ("claim_withdrawn", "resolved", "claim_withdrawn"),
+        ("claim_denied", "resolved", "claim_denied"),
+        ("claim_granted", "granted", "claim_granted"),
+    ],
+)
 def test_amazons_decisions_close_the_claim(kind: str, state: str, rule: str) -> None:
     view, steps = run(claim("not_as_described"), facts(kind, at=T0 + timedelta(days=2)))
     assert (view.state, view.strategy, view.draft, view.flagged) == (state, None, None, False)
     assert steps[-1].rule == rule
-    after, _ = run(claim("not_as_described"), facts(kind, at=T0 + timedelta(days=2)), buyer("resolved",
-                                                                                          at=T0 + timedelta(days=3)))
+    after, _ = run(
+        claim("not_as_described"), facts(kind, at=T0 + timedelta(days=2)), buyer("resolved", at=T0 + timedelta(days=3))
+    )
     assert after.state == state  # a buyer writing after the close changes nothing
 
 
-@pytest.mark.parametrize(("complaint", "why"), [
-    ("not_as_described", "no rule for 'not as described'"), (None, "reason not in Amazon's mail"),
-    ("other", "unclear")])
+@pytest.mark.parametrize(
+    ("complaint", "why"),
+    [
+        ("not_as_described", "no rule for 'not as described'"),
+        (None, "reason not in Amazon's mail"),
+        ("other", "unclear"),
+    ],
+)
 def test_no_rule_means_manual_review(complaint: str | None, why: str) -> None:
     view, steps = run(claim(complaint))
     assert (view.state, view.strategy, view.flagged, view.draft) == ("new", "manual_review", True, None)
@@ -184,8 +224,13 @@ def test_no_rule_means_manual_review(complaint: str | None, why: str) -> None:
 
 def test_info_request_moves_the_deadline_and_drafts_to_amazon_again() -> None:
     info_at = T0 + timedelta(days=2)
-    info = facts("claim_info_request", at=info_at, deadline_hours=48, deadline_at=info_at + timedelta(hours=48),
-                 reply_to="atoz-guarantee-reply+Info1@amazon.com")
+    info = facts(
+        "claim_info_request",
+        at=info_at,
+        deadline_hours=48,
+        deadline_at=info_at + timedelta(hours=48),
+        reply_to="atoz-guarantee-reply+Info1@amazon.com",
+    )
     view, steps = run(claim("size"), info)
     assert (view.state, view.strategy, view.flagged) == ("awaiting_amazon", "represent_size", True)
     assert view.deadline_at == info_at + timedelta(hours=48)
@@ -220,11 +265,19 @@ def test_untrusted_mail_cannot_close_a_claim() -> None:
 
 
 def test_untrusted_buyer_message_cannot_steer_a_claim() -> None:
-    spoof = buyer("resolved", trusted=False, sender="q1w2@marketplace.amazon.com.evil.test",
-                  buyer_address="q1w2@marketplace.amazon.com.evil.test")
+    spoof = buyer(
+        "resolved",
+        trusted=False,
+        sender="q1w2@marketplace.amazon.com.evil.test",
+        buyer_address="q1w2@marketplace.amazon.com.evil.test",
+    )
     view, _ = run(claim("not_received"), spoof)
     assert (view.state, view.strategy, view.buyer_address, view.flagged) == (
-        "awaiting_buyer", "offer_refund_or_resend", None, True)
+        "awaiting_buyer",
+        "offer_refund_or_resend",
+        None,
+        True,
+    )
     assert run(spoof)[0] == ClaimView(order_id=ORDER)
 
 
@@ -235,7 +288,10 @@ def test_early_buyer_message_fills_a_notification_without_a_complaint() -> None:
     early = buyer("other", at=T0 - timedelta(days=2), complaint_type="damaged_on_arrival")
     view, steps = run(early, claim(None))
     assert (view.state, view.strategy, view.complaint_type) == (
-        "awaiting_buyer", "persuade_withdraw_damaged", "damaged_on_arrival")
+        "awaiting_buyer",
+        "persuade_withdraw_damaged",
+        "damaged_on_arrival",
+    )
     assert view.buyer_address == RELAY and view.draft.parent_key == "<m0@x>"  # answers the buyer's message
     assert view.opened_at == T0
     # answered at once, before any claim; the claim goes on from what was known
@@ -273,14 +329,25 @@ def test_a_buyer_message_alone_opens_no_claim() -> None:
 
 def notice(kind: str, *, at: datetime, **values: Any) -> Facts:
     """A Seller Central notice (return request, refund, …) from the no-reply sender."""
-    values = {"sender": "donotreply@amazon.com", "reply_to": "donotreply@amazon.com",
-              "reply_channel": "seller_central", **values}
+    values = {
+        "sender": "donotreply@amazon.com",
+        "reply_to": "donotreply@amazon.com",
+        "reply_channel": "seller_central",
+        **values,
+    }
     return facts(kind, at=at, **values)
 
 
 def inquiry(complaint: str | None, *, at: datetime) -> Facts:
-    return facts("amazon_inquiry", at=at, complaint_type=complaint, sender="cs-reply@amazon.com", reply_to=None,
-                 reply_channel="email", reply_address="cs-reply@amazon.com")
+    return facts(
+        "amazon_inquiry",
+        at=at,
+        complaint_type=complaint,
+        sender="cs-reply@amazon.com",
+        reply_to=None,
+        reply_channel="email",
+        reply_address="cs-reply@amazon.com",
+    )
 
 
 def test_a_claim_notice_without_reason_asks_the_seller() -> None:
@@ -291,12 +358,15 @@ def test_a_claim_notice_without_reason_asks_the_seller() -> None:
     assert steps[-1].rule == "manual_review"
 
 
-@pytest.mark.parametrize(("complaint", "strategy", "rule"), [
-    ("not_received", "offer_refund_or_resend", "answer_not_received"),
-    ("size", "answer_size", "answer_size"),
-    ("damaged_on_arrival", "answer_damaged", "answer_damaged"),
-    ("damaged_after_use", "answer_after_use", "answer_after_use"),
-])
+@pytest.mark.parametrize(
+    ("complaint", "strategy", "rule"),
+    [
+        ("not_received", "offer_refund_or_resend", "answer_not_received"),
+        ("size", "answer_size", "answer_size"),
+        ("damaged_on_arrival", "answer_damaged", "answer_damaged"),
+        ("damaged_after_use", "answer_after_use", "answer_after_use"),
+    ],
+)
 def test_a_buyers_complaint_is_answered_before_any_claim(complaint: str, strategy: str, rule: str) -> None:
     view, steps = run(buyer("other", complaint_type=complaint))
     assert (view.opened, view.case, view.state, view.strategy) == (False, True, "buyer_contact", strategy)
@@ -311,8 +381,7 @@ def test_delivered_by_a_recognized_carrier_is_answered_with_the_tracking() -> No
 
 
 def test_a_buyer_who_says_solved_closes_the_case() -> None:
-    view, steps = run(buyer("other", complaint_type="damaged_on_arrival"),
-                      buyer("resolved", at=T0 + timedelta(days=1)))
+    view, steps = run(buyer("other", complaint_type="damaged_on_arrival"), buyer("resolved", at=T0 + timedelta(days=1)))
     assert (view.state, view.strategy, view.drafts) == ("resolved", None, ())
     assert steps[-1].rule == "buyer_says_solved"
 
@@ -327,11 +396,20 @@ def test_the_case_becomes_the_claim() -> None:
 
 
 def test_a_return_request_gives_the_complaint_and_never_our_tracking() -> None:
-    ret = notice("return_request", at=T0 - timedelta(days=1), complaint_type="damaged_on_arrival",
-                 return_tracking_number="1ZA47V290368140279", return_carrier="UPS", return_reason="Item defective")
+    ret = notice(
+        "return_request",
+        at=T0 - timedelta(days=1),
+        complaint_type="damaged_on_arrival",
+        return_tracking_number="1ZA47V290368140279",
+        return_carrier="UPS",
+        return_reason="Item defective",
+    )
     view, steps = run(ret, claim(None))
     assert (view.complaint_type, view.strategy, view.tracking_number) == (
-        "damaged_on_arrival", "persuade_withdraw_damaged", None)
+        "damaged_on_arrival",
+        "persuade_withdraw_damaged",
+        None,
+    )
     assert steps[0].rule == "answer_damaged" and view.drafts[-1].audience == "buyer"
     assert view.buyer_address is None  # no buyer message: the draft goes out without To (Contact buyer form)
 
@@ -343,8 +421,9 @@ def test_complaint_sources_in_order_seller_buyer_return_inquiry() -> None:
     assert run(ask, ret, claim(None))[0].complaint_type == "size"  # the return outranks customer service
     assert run(ask, ret, words, claim(None))[0].complaint_type == "not_received"  # the buyer outranks both
     stated = Statement("seller:1", T0 + timedelta(hours=1), "complaint", "damaged_after_use")
-    view = replay(ORDER, [("<a>", ask), ("<b>", ret), ("<c>", words), ("<d>", claim(None))], None, NOW, RULES,
-                  [stated]).claim
+    view = replay(
+        ORDER, [("<a>", ask), ("<b>", ret), ("<c>", words), ("<d>", claim(None))], None, NOW, RULES, [stated]
+    ).claim
     assert (view.complaint_type, view.strategy) == ("damaged_after_use", "represent_misuse")
 
 
@@ -356,18 +435,26 @@ def test_a_stated_fact_wins_over_mail_and_is_replayed() -> None:
     assert [t.rule for t in result.transitions] == ["manual_review", "size_stated_in_listing", "buyer_message"]
     assert "the seller stated complaint size" in result.transitions[1].reason
     # without the statement (cleared) the mail decides again
-    assert replay(ORDER, [("<c>", claim(None)), ("<b>", later)], None, NOW, RULES).claim.complaint_type == \
-        "not_received"
+    assert (
+        replay(ORDER, [("<c>", claim(None)), ("<b>", later)], None, NOW, RULES).claim.complaint_type == "not_received"
+    )
 
 
 def test_stated_shipment_facts_win_over_the_shipment_records() -> None:
-    statements = [Statement("seller:1", T0 + timedelta(hours=1), "carrier", "DHL"),
-                  Statement("seller:2", T0 + timedelta(hours=1), "tracking", "JJD000390007827123456"),
-                  Statement("seller:3", T0 + timedelta(hours=1), "delivered", "2026-11-05")]
-    view = replay(ORDER, [("<c>", claim("not_received"))], Shipment("SlowBoat", "SB1", None, None), NOW, RULES,
-                  statements).claim
+    statements = [
+        Statement("seller:1", T0 + timedelta(hours=1), "carrier", "DHL"),
+        Statement("seller:2", T0 + timedelta(hours=1), "tracking", "JJD000390007827123456"),
+        Statement("seller:3", T0 + timedelta(hours=1), "delivered", "2026-11-05"),
+    ]
+    view = replay(
+        ORDER, [("<c>", claim("not_received"))], Shipment("SlowBoat", "SB1", None, None), NOW, RULES, statements
+    ).claim
     assert (view.carrier, view.tracking_number, view.delivered_on, view.strategy) == (
-        "DHL", "JJD000390007827123456", date(2026, 11, 5), "represent_delivered")
+        "DHL",
+        "JJD000390007827123456",
+        date(2026, 11, 5),
+        "represent_delivered",
+    )
 
 
 def test_a_refund_closes_the_claim_and_stops_the_alarm() -> None:
@@ -382,16 +469,19 @@ def test_a_refund_without_a_claim_is_kept_on_the_order() -> None:
     assert not view.listed and steps[-1].kind == "note" and "no claim" in steps[-1].reason
 
 
-
-@pytest.mark.parametrize(("refunds", "state", "flagged"), [
-    ((("10.00", "EUR"),), "refunded", False),  # the whole amount: Amazon closes the claim
-    ((("4.00", "EUR"), ("6.00", "EUR")), "refunded", False),  # two partial refunds that add up
-    ((("4.00", "EUR"),), "awaiting_buyer", True),  # part of it: the claim goes on, the seller looks
-    ((("10.00", "USD"),), "awaiting_buyer", True),  # another currency is no proof
-])
+@pytest.mark.parametrize(
+    ("refunds", "state", "flagged"),
+    [
+        ((("10.00", "EUR"),), "refunded", False),  # the whole amount: Amazon closes the claim
+        ((("4.00", "EUR"), ("6.00", "EUR")), "refunded", False),  # two partial refunds that add up
+        ((("4.00", "EUR"),), "awaiting_buyer", True),  # part of it: the claim goes on, the seller looks
+        ((("10.00", "USD"),), "awaiting_buyer", True),  # another currency is no proof
+    ],
+)
 def test_a_claim_after_a_refund(refunds: tuple[tuple[str, str], ...], state: str, flagged: bool) -> None:
-    messages = [notice("refund_issued", at=T0 + timedelta(hours=i), amount=a, currency=c)
-                for i, (a, c) in enumerate(refunds)]
+    messages = [
+        notice("refund_issued", at=T0 + timedelta(hours=i), amount=a, currency=c) for i, (a, c) in enumerate(refunds)
+    ]
     view, steps = run(*messages, claim("not_received", at=T0 + timedelta(days=1), amount="10.00", currency="EUR"))
     assert (view.state, view.flagged) == (state, flagged)
     assert view.opened
@@ -424,8 +514,7 @@ def test_amazons_copy_of_the_sellers_reply_is_noted() -> None:
 
 def test_customer_service_is_answered_by_email() -> None:
     view, _ = run(inquiry("size", at=T0))
-    assert (view.state, view.strategy, view.inquiry_address) == ("buyer_contact", "answer_size",
-                                                                  "cs-reply@amazon.com")
+    assert (view.state, view.strategy, view.inquiry_address) == ("buyer_contact", "answer_size", "cs-reply@amazon.com")
     assert view.draft.audience == "amazon_cs" and view.draft.step == "answer_size#inquiry"
     opened, _ = run(claim("not_received"), inquiry("not_received", at=T0 + timedelta(hours=2)))
     assert opened.strategy == "offer_refund_or_resend" and opened.flagged
@@ -438,8 +527,12 @@ def test_a_cancellation_request_is_noted_and_changes_nothing() -> None:
 
 
 def test_a_decision_removes_every_plan() -> None:
-    view, _ = run(buyer("other", at=T0 - timedelta(days=1), complaint_type="not_received"), claim(None),
-                  inquiry("not_received", at=T0 + timedelta(hours=1)), facts("claim_denied", at=T0 + timedelta(days=1)))
+    view, _ = run(
+        buyer("other", at=T0 - timedelta(days=1), complaint_type="not_received"),
+        claim(None),
+        inquiry("not_received", at=T0 + timedelta(hours=1)),
+        facts("claim_denied", at=T0 + timedelta(days=1)),
+    )
     assert (view.state, view.drafts) == ("resolved", ())
 
 
@@ -469,23 +562,24 @@ def test_escalation_uses_the_configured_margin() -> None:
 
 def test_no_escalation_once_the_buyer_answered_the_offer() -> None:
     """The buyer chose a replacement: the seller ships it; refunding as well would be wrong."""
-    view, _ = run(claim("not_received"), buyer("wants_resend", at=T0 + timedelta(days=1)),
-                  now=T0 + timedelta(days=30))
+    view, _ = run(claim("not_received"), buyer("wants_resend", at=T0 + timedelta(days=1)), now=T0 + timedelta(days=30))
     assert view.state == "awaiting_buyer" and view.strategy == "manual_review"
 
 
 def test_a_mere_question_from_the_buyer_does_not_stop_the_escalation() -> None:
-    """"Any news on my parcel?" answers nothing: with the deadline near, the seller must refund."""
-    view, steps = run(claim("not_received"), buyer("other", at=T0 + timedelta(days=1)),
-                      now=T0 + timedelta(days=6, hours=1))
+    """ "Any news on my parcel?" answers nothing: with the deadline near, the seller must refund."""
+    view, steps = run(
+        claim("not_received"), buyer("other", at=T0 + timedelta(days=1)), now=T0 + timedelta(days=6, hours=1)
+    )
     assert view.state == "refund_needed"
     assert steps[-1].rule == "deadline_near_no_buyer_reply"
 
 
 def test_a_buyer_who_said_solved_is_not_refunded_near_the_deadline() -> None:
     """The buyer has the item and is content: we wait for the withdrawal rather than refund."""
-    view, _ = run(claim("not_received"), buyer("resolved", at=T0 + timedelta(days=1)),
-                  now=T0 + timedelta(days=6, hours=1))
+    view, _ = run(
+        claim("not_received"), buyer("resolved", at=T0 + timedelta(days=1)), now=T0 + timedelta(days=6, hours=1)
+    )
     assert (view.state, view.strategy) == ("awaiting_buyer", "request_withdrawal")
 
 
@@ -508,9 +602,21 @@ def test_apply_ignores_other_mail() -> None:
 
 # --- convergence: the pure replay --------------------------------------------------------------------------------
 
-KINDS = ("claim_filed", "claim_info_request", "claim_granted", "claim_denied", "claim_withdrawn", "buyer_message",
-         "amazon_inquiry", "return_request", "refund_issued", "cancellation_request", "seller_reply_copy",
-         "message_undelivered", "other")
+KINDS = (
+    "claim_filed",
+    "claim_info_request",
+    "claim_granted",
+    "claim_denied",
+    "claim_withdrawn",
+    "buyer_message",
+    "amazon_inquiry",
+    "return_request",
+    "refund_issued",
+    "cancellation_request",
+    "seller_reply_copy",
+    "message_undelivered",
+    "other",
+)
 COMPLAINTS = (None, "not_received", "size", "damaged_on_arrival", "damaged_after_use", "not_as_described", "other")
 INTENTS = ("wants_refund", "wants_resend", "resolved", "will_withdraw", "other")
 HOURS = st.integers(min_value=-72, max_value=24 * 9)
@@ -525,7 +631,10 @@ def a_message(draw: st.DrawFn) -> Facts:
     if kind in ("claim_filed", "claim_info_request") and sent is not None and draw(st.booleans()):
         deadline = sent + timedelta(hours=draw(st.sampled_from([48, 72, 168])))
     return facts(
-        kind, at=sent, complaint_type=draw(st.sampled_from(COMPLAINTS)), deadline_at=deadline,
+        kind,
+        at=sent,
+        complaint_type=draw(st.sampled_from(COMPLAINTS)),
+        deadline_at=deadline,
         reply_channel="email" if kind == "amazon_inquiry" else None,
         reply_address="cs-reply@amazon.com" if kind == "amazon_inquiry" else None,
         buyer_intent=draw(st.sampled_from(INTENTS)) if kind == "buyer_message" else None,
@@ -534,20 +643,32 @@ def a_message(draw: st.DrawFn) -> Facts:
         tracking_number=draw(st.sampled_from([None, "1Z4V82W80312457006"])),
         carrier=draw(st.sampled_from([None, "UPS", "SlowBoat"])),
         buyer_address=draw(st.sampled_from([RELAY, "z9x8c7v6b5n4buy@marketplace.amazon.com"]))
-        if kind == "buyer_message" else None,
+        if kind == "buyer_message"
+        else None,
         language=draw(st.sampled_from(["en", "de"])),
     )
 
 
-SHIPMENTS = st.sampled_from([None, DELIVERED_UPS, Shipment("DHL", "JJD1", date(2026, 10, 29), None),
-                             Shipment("SlowBoat", "SB1", None, date(2026, 11, 3))])
+SHIPMENTS = st.sampled_from(
+    [
+        None,
+        DELIVERED_UPS,
+        Shipment("DHL", "JJD1", date(2026, 10, 29), None),
+        Shipment("SlowBoat", "SB1", None, date(2026, 11, 3)),
+    ]
+)
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(messages=st.lists(a_message(), min_size=1, max_size=8), shipment=SHIPMENTS, data=st.data(),
-       now_hours=st.integers(min_value=0, max_value=24 * 12))
-def test_replay_ignores_processing_order_and_repeats(messages: list[Facts], shipment: Shipment | None,
-                                                     data: st.DataObject, now_hours: int) -> None:
+@given(
+    messages=st.lists(a_message(), min_size=1, max_size=8),
+    shipment=SHIPMENTS,
+    data=st.data(),
+    now_hours=st.integers(min_value=0, max_value=24 * 12),
+)
+def test_replay_ignores_processing_order_and_repeats(
+    messages: list[Facts], shipment: Shipment | None, data: st.DataObject, now_hours: int
+) -> None:
     now = T0 + timedelta(hours=now_hours)
     keyed = [(f"<m{i}@x>", m) for i, m in enumerate(messages)]
     reference = replay(ORDER, keyed, shipment, now, RULES)
@@ -573,8 +694,10 @@ STORIES = {
     "111-3346720-5508813": ["info_request__claim_size.eml", "info_request__amazon_more_information_48h.eml"],
     "113-5529047-6618230": ["early_buyer__buyer_arrived_broken.eml", "early_buyer__claim_no_reason.eml"],
     "114-1185530-7762094": ["untrusted__claim_damaged_on_arrival.eml", "untrusted__spoof_claim_withdrawn.eml"],
-    "205-6620913-4418357": ["escalation_answered__claim_not_received_3_calendar_days.eml",
-                            "escalation_answered__buyer_still_waiting.eml"],
+    "205-6620913-4418357": [
+        "escalation_answered__claim_not_received_3_calendar_days.eml",
+        "escalation_answered__buyer_still_waiting.eml",
+    ],
     "113-0045712-8893326": ["granted__claim_not_received.eml", "granted__amazon_granted.eml"],
 }
 
@@ -587,14 +710,14 @@ def understood() -> dict[str, list[tuple[str, Facts]]]:
     understander = Understander()
     result = {}
     for order, names in STORIES.items():
-        result[order] = [(name, understander.understand(parse_message((PLAYBOOK_DATA / name).read_bytes())))
-                         for name in names]
+        result[order] = [
+            (name, understander.understand(parse_message((PLAYBOOK_DATA / name).read_bytes()))) for name in names
+        ]
     return result
 
 
 @pytest.mark.parametrize("order", sorted(STORIES))
-def test_real_stories_replay_the_same_in_any_order(understood: dict[str, list[tuple[str, Facts]]],
-                                                   order: str) -> None:
+def test_real_stories_replay_the_same_in_any_order(understood: dict[str, list[tuple[str, Facts]]], order: str) -> None:
     messages = understood[order]
     now = datetime(2026, 11, 12, 11, tzinfo=UTC)
     forward = replay(order, messages, None, now, RULES)
@@ -606,14 +729,21 @@ def test_real_stories_replay_the_same_in_any_order(understood: dict[str, list[tu
 # --- convergence: the claim desk on the database -----------------------------------------------------------------
 
 DB_FILES = [
-    "relay_link__claim_not_received.eml", "relay_link__buyer_where_is_it.eml",
+    "relay_link__claim_not_received.eml",
+    "relay_link__buyer_where_is_it.eml",
     "relay_link__buyer_arrived_no_order_id.eml",
-    "info_request__claim_size.eml", "info_request__amazon_more_information_48h.eml",
-    "early_buyer__buyer_arrived_broken.eml", "early_buyer__claim_no_reason.eml",
-    "untrusted__claim_damaged_on_arrival.eml", "untrusted__spoof_claim_withdrawn.eml",
-    "escalation_answered__claim_not_received_3_calendar_days.eml", "escalation_answered__buyer_still_waiting.eml",
-    "refund_needed__claim_not_received.eml", "refund_needed__buyer_wants_refund.eml",
-    "granted__claim_not_received.eml", "granted__amazon_granted.eml",
+    "info_request__claim_size.eml",
+    "info_request__amazon_more_information_48h.eml",
+    "early_buyer__buyer_arrived_broken.eml",
+    "early_buyer__claim_no_reason.eml",
+    "untrusted__claim_damaged_on_arrival.eml",
+    "untrusted__spoof_claim_withdrawn.eml",
+    "escalation_answered__claim_not_received_3_calendar_days.eml",
+    "escalation_answered__buyer_still_waiting.eml",
+    "refund_needed__claim_not_received.eml",
+    "refund_needed__buyer_wants_refund.eml",
+    "granted__claim_not_received.eml",
+    "granted__amazon_granted.eml",
     "untrusted__spoof_claim_filed_lookalike_domain.eml",
 ]
 DB_NOW = datetime(2026, 11, 12, 13, tzinfo=UTC)
@@ -622,10 +752,16 @@ DB_NOW = datetime(2026, 11, 12, 13, tzinfo=UTC)
 def reply_by_reference() -> bytes:
     """A buyer reply naming no order, from a relay address seen nowhere else: only its References link it."""
     raw = (PLAYBOOK_DATA / "relay_link__buyer_arrived_no_order_id.eml").read_bytes()
-    return (raw.replace(b"a7s9d1f3g5h7buy@", b"n0r3f3r3nc3sbuy@")
-            .replace(b"0100019b22a3b4ca-", b"0100019b22a3b4ff-")
-            .replace(b"Message-ID: <", b"In-Reply-To: <01000197a1c2d3f5-2c3d538e-1b2c-4c5d-8e7f-2a3b4c5d6e74-000000"
-                     b"@email.amazonses.com>\nMessage-ID: <", 1))
+    return (
+        raw.replace(b"a7s9d1f3g5h7buy@", b"n0r3f3r3nc3sbuy@")
+        .replace(b"0100019b22a3b4ca-", b"0100019b22a3b4ff-")
+        .replace(
+            b"Message-ID: <",
+            b"In-Reply-To: <01000197a1c2d3f5-2c3d538e-1b2c-4c5d-8e7f-2a3b4c5d6e74-000000"
+            b"@email.amazonses.com>\nMessage-ID: <",
+            1,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -643,8 +779,9 @@ def message_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     raws = [(PLAYBOOK_DATA / name).read_bytes() for name in DB_FILES] + [reply_by_reference()]
     with store.session() as session:
         for uid, raw in enumerate(raws, start=1):
-            store.add_message(session, account="seller@localhost", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
-                              **envelope(raw))
+            store.add_message(
+                session, account="seller@localhost", folder="INBOX", uidvalidity=1, uid=uid, raw=raw, **envelope(raw)
+            )
     store.dispose()
     understander = Understander()
     cache: dict[bytes, Facts] = {}
@@ -662,11 +799,14 @@ def desk_settings(db: Path) -> Any:
     """Settings for a claim desk on a SQLite file (no IMAP is used)."""
     from pipeline.config import settings_from_dict
 
-    return settings_from_dict({
-        "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
-        "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
-        "database": {"url": f"sqlite:///{db}"},
-    }, Path("t.toml"))
+    return settings_from_dict(
+        {
+            "imap": {"host": "127.0.0.1", "security": "plain", "username": "seller", "password_env": "UNUSED"},
+            "seller": {"store_name": "Harbor Goods", "from_address": "claims@harbor-goods.example"},
+            "database": {"url": f"sqlite:///{db}"},
+        },
+        Path("t.toml"),
+    )
 
 
 def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int]) -> dict[str, Any]:
@@ -689,12 +829,22 @@ def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int
         with store.session() as session:
             claims = {}
             for row in session.scalars(select(Claim)):
-                events = session.scalars(select(ClaimEvent).where(ClaimEvent.claim_id == row.id)
-                                         .order_by(ClaimEvent.seq))
+                events = session.scalars(
+                    select(ClaimEvent).where(ClaimEvent.claim_id == row.id).order_by(ClaimEvent.seq)
+                )
                 drafts = session.scalars(select(Draft).where(Draft.claim_id == row.id, Draft.status == "wanted"))
                 claims[row.order_id] = {
-                    "fields": (row.state, row.strategy, row.complaint_type, row.deadline_at, row.opened_at,
-                               row.buyer_address, row.flagged, row.flag_reason, row.language),
+                    "fields": (
+                        row.state,
+                        row.strategy,
+                        row.complaint_type,
+                        row.deadline_at,
+                        row.opened_at,
+                        row.buyer_address,
+                        row.flagged,
+                        row.flag_reason,
+                        row.language,
+                    ),
                     "events": [(e.kind, e.rule, e.at, e.from_state, e.to_state, e.strategy) for e in events],
                     "drafts": sorted((d.step, d.strategy, d.recipient) for d in drafts),
                 }
@@ -707,18 +857,22 @@ def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int
 @pytest.fixture(scope="module")
 def reference_outcome(message_store: tuple[Path, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     template, desk_class = message_store
-    return desk_outcome(template, desk_class, tmp_path_factory.mktemp("reference"),
-                        list(range(1, len(DB_FILES) + 2)))
+    return desk_outcome(template, desk_class, tmp_path_factory.mktemp("reference"), list(range(1, len(DB_FILES) + 2)))
 
 
 def test_reference_outcome_is_what_the_playbook_says(reference_outcome: dict[str, Any]) -> None:
     claims = reference_outcome["claims"]
-    assert set(claims) == {"114-8845120-3390276", "111-3346720-5508813", "113-5529047-6618230",
-                           "114-1185530-7762094", "205-6620913-4418357", "114-6602918-3357140",
-                           "113-0045712-8893326"}  # the spoofed notice opened nothing
+    assert set(claims) == {
+        "114-8845120-3390276",
+        "111-3346720-5508813",
+        "113-5529047-6618230",
+        "114-1185530-7762094",
+        "205-6620913-4418357",
+        "114-6602918-3357140",
+        "113-0045712-8893326",
+    }  # the spoofed notice opened nothing
     assert claims["114-8845120-3390276"]["fields"][:2] == ("awaiting_buyer", "request_withdrawal")
-    assert claims["113-5529047-6618230"]["fields"][:3] == ("awaiting_buyer", "request_withdrawal",
-                                                           "damaged_on_arrival")
+    assert claims["113-5529047-6618230"]["fields"][:3] == ("awaiting_buyer", "request_withdrawal", "damaged_on_arrival")
     assert claims["113-0045712-8893326"]["fields"][:2] == ("granted", None)
     links = reference_outcome["links"]
     assert links[len(DB_FILES) + 1] == "113-5529047-6618230"  # linked by References only
@@ -727,16 +881,20 @@ def test_reference_outcome_is_what_the_playbook_says(reference_outcome: dict[str
 
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_claim_desk_converges_whatever_the_processing_order(message_store: tuple[Path, Any],
-                                                           reference_outcome: dict[str, Any],
-                                                           tmp_path: Path, data: st.DataObject) -> None:
+def test_claim_desk_converges_whatever_the_processing_order(
+    message_store: tuple[Path, Any], reference_outcome: dict[str, Any], tmp_path: Path, data: st.DataObject
+) -> None:
     template, desk_class = message_store
     ids = list(range(1, len(DB_FILES) + 2))
     order = data.draw(st.permutations(ids), label="order")
     repeats = data.draw(st.lists(st.sampled_from(ids), max_size=5), label="processed again")
     for position, message_id in enumerate(repeats):
-        order.insert(data.draw(st.integers(min_value=order.index(message_id) + 1, max_value=len(order)),
-                               label=f"again {position}"), message_id)
+        order.insert(
+            data.draw(
+                st.integers(min_value=order.index(message_id) + 1, max_value=len(order)), label=f"again {position}"
+            ),
+            message_id,
+        )
     workdir = tmp_path / f"run{data.draw(st.integers(0, 10**9), label='dir')}"
     outcome = desk_outcome(template, desk_class, workdir, order)
     assert outcome == reference_outcome
@@ -746,18 +904,25 @@ def test_a_reply_to_outside_amazon_never_becomes_the_drafts_recipient() -> None:
     """Amazon's claim mail is answered in Seller Central; a Reply-To pointing elsewhere changes nothing."""
     view, _ = run(claim("size", reply_to="seller-verification@amaz0n-support.test"))
     assert view.amazon_reply_to is None
-    info = facts("claim_info_request", at=T0 + timedelta(days=1), reply_to="verify@example.test",
-                 deadline_hours=48, deadline_at=T0 + timedelta(days=3))
+    info = facts(
+        "claim_info_request",
+        at=T0 + timedelta(days=1),
+        reply_to="verify@example.test",
+        deadline_hours=48,
+        deadline_at=T0 + timedelta(days=3),
+    )
     view, _ = run(claim("size"), info)
     assert view.amazon_reply_to is None
     # only an Amazon address the understanding says reaches a person is ever a recipient
-    person = facts("claim_info_request", at=T0 + timedelta(days=1), reply_channel="email",
-                   reply_address="claims-team@amazon.com")
+    person = facts(
+        "claim_info_request", at=T0 + timedelta(days=1), reply_channel="email", reply_address="claims-team@amazon.com"
+    )
     assert run(claim("size"), person)[0].amazon_reply_to == "claims-team@amazon.com"
 
 
-@pytest.mark.parametrize("carrier", ["UPS Ground", "FedEx Home Delivery", "DHL eCommerce", "Royal Mail Tracked 48",
-                                     "yun express", "ups"])
+@pytest.mark.parametrize(
+    "carrier", ["UPS Ground", "FedEx Home Delivery", "DHL eCommerce", "Royal Mail Tracked 48", "yun express", "ups"]
+)
 def test_a_service_name_counts_as_its_carrier(carrier: str) -> None:
     assert RULES.recognizes(carrier)
 
@@ -768,7 +933,8 @@ def test_other_carriers_are_not_recognized(carrier: str) -> None:
 
 
 def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
-        message_store: tuple[Path, Any], tmp_path: Path) -> None:
+    message_store: tuple[Path, Any], tmp_path: Path
+) -> None:
     """A dropped database connection is no fault of the message: it must not be marked failed (and so drop out
     of its claim); it stays pending and the next cycle processes it."""
     from sqlalchemy import select
@@ -806,7 +972,8 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
 
 
 def test_a_batch_that_cannot_be_understood_falls_back_to_one_message_at_a_time(
-        message_store: tuple[Path, Any], tmp_path: Path) -> None:
+    message_store: tuple[Path, Any], tmp_path: Path
+) -> None:
     """A poll cycle understands its pending messages as one batch; if that fails unexpectedly, every message
     is still understood on its own and processed, none is lost or marked failed for the batch's fault."""
     from sqlalchemy import select

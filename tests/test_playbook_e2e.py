@@ -18,34 +18,146 @@ from conftest import PLAYBOOK_DATA, DeskEnv
 
 # row, order, state, strategy, complaint, flagged, rule of the last transition, words of its reason
 ROWS = [
-    ("not received, tracking delivered", "113-4410276-3381902", "awaiting_amazon", "represent_delivered",
-     "not_received", False, "not_received_delivered", "UPS tracking 1Z4V82W80312457006 shows delivered on 2026-11-03"),
-    ("not received, no tracking", "114-2093381-5520417", "awaiting_buyer", "offer_refund_or_resend",
-     "not_received", False, "not_received_untracked", "not received and no tracking"),
-    ("size (amazon.de)", "302-5518820-4471963", "awaiting_amazon", "represent_size",
-     "size", False, "size_stated_in_listing", "the listing states the size"),
-    ("damaged on arrival", "111-7730915-2264408", "awaiting_buyer", "persuade_withdraw_damaged",
-     "damaged_on_arrival", False, "damaged_on_arrival", "offer a fix and ask the buyer to withdraw"),
-    ("damaged after use", "112-3381046-9917725", "awaiting_amazon", "represent_misuse",
-     "damaged_after_use", False, "damaged_after_use", "damaged after a period of use"),
-    ("buyer says solved", "113-8820461-1175320", "awaiting_buyer", "request_withdrawal",
-     "not_received", False, "buyer_resolved", "ask them to withdraw the claim"),
-    ("buyer will withdraw", "111-2274019-6605318", "awaiting_amazon", "request_withdrawal",
-     "damaged_on_arrival", False, "buyer_will_withdraw", "they will withdraw the claim"),
-    ("buyer wants refund", "114-6602918-3357140", "refund_needed", None,
-     "not_received", False, "buyer_wants_refund", "buyer asks for a refund"),
-    ("Amazon: withdrawn", "111-5502384-7719026", "resolved", None,
-     "size", False, "claim_withdrawn", "the buyer withdrew the claim"),
-    ("Amazon: decided in the seller's favour", "112-9920475-6630184", "resolved", None,
-     "not_received", False, "claim_denied", "closed the claim in the seller's favour"),
-    ("Amazon: granted", "113-0045712-8893326", "granted", None,
-     "not_received", False, "claim_granted", "Amazon granted the claim"),
-    ("not as described", "114-7720351-0064429", "new", "manual_review",
-     "not_as_described", True, "manual_review", "no rule for 'not as described'"),
-    ("reason not in Amazon's mail", "112-6610394-2287105", "new", "manual_review",
-     None, True, "manual_review", "reason not in Amazon's mail: check Seller Central"),
-    ("Amazon asks for more information", "111-3346720-5508813", "awaiting_amazon", "represent_size",
-     "size", True, "info_request", "Amazon asks for more information (round 1)"),
+    (
+        "not received, tracking delivered",
+        "113-4410276-3381902",
+        "awaiting_amazon",
+        "represent_delivered",
+        "not_received",
+        False,
+        "not_received_delivered",
+        "UPS tracking 1Z4V82W80312457006 shows delivered on 2026-11-03",
+    ),
+    (
+        "not received, no tracking",
+        "114-2093381-5520417",
+        "awaiting_buyer",
+        "offer_refund_or_resend",
+        "not_received",
+        False,
+        "not_received_untracked",
+        "not received and no tracking",
+    ),
+    (
+        "size (amazon.de)",
+        "302-5518820-4471963",
+        "awaiting_amazon",
+        "represent_size",
+        "size",
+        False,
+        "size_stated_in_listing",
+        "the listing states the size",
+    ),
+    (
+        "damaged on arrival",
+        "111-7730915-2264408",
+        "awaiting_buyer",
+        "persuade_withdraw_damaged",
+        "damaged_on_arrival",
+        False,
+        "damaged_on_arrival",
+        "offer a fix and ask the buyer to withdraw",
+    ),
+    (
+        "damaged after use",
+        "112-3381046-9917725",
+        "awaiting_amazon",
+        "represent_misuse",
+        "damaged_after_use",
+        False,
+        "damaged_after_use",
+        "damaged after a period of use",
+    ),
+    (
+        "buyer says solved",
+        "113-8820461-1175320",
+        "awaiting_buyer",
+        "request_withdrawal",
+        "not_received",
+        False,
+        "buyer_resolved",
+        "ask them to withdraw the claim",
+    ),
+    (
+        "buyer will withdraw",
+        "111-2274019-6605318",
+        "awaiting_amazon",
+        "request_withdrawal",
+        "damaged_on_arrival",
+        False,
+        "buyer_will_withdraw",
+        "they will withdraw the claim",
+    ),
+    (
+        "buyer wants refund",
+        "114-6602918-3357140",
+        "refund_needed",
+        None,
+        "not_received",
+        False,
+        "buyer_wants_refund",
+        "buyer asks for a refund",
+    ),
+    (
+        "Amazon: withdrawn",
+        "111-5502384-7719026",
+        "resolved",
+        None,
+        "size",
+        False,
+        "claim_withdrawn",
+        "the buyer withdrew the claim",
+    ),
+    (
+        "Amazon: decided in the seller's favour",
+        "112-9920475-6630184",
+        "resolved",
+        None,
+        "not_received",
+        False,
+        "claim_denied",
+        "closed the claim in the seller's favour",
+    ),
+    (
+        "Amazon: granted",
+        "113-0045712-8893326",
+        "granted",
+        None,
+        "not_received",
+        False,
+        "claim_granted",
+        "Amazon granted the claim",
+    ),
+    (
+        "not as described",
+        "114-7720351-0064429",
+        "new",
+        "manual_review",
+        "not_as_described",
+        True,
+        "manual_review",
+        "no rule for 'not as described'",
+    ),
+    (
+        "reason not in Amazon's mail",
+        "112-6610394-2287105",
+        "new",
+        "manual_review",
+        None,
+        True,
+        "manual_review",
+        "reason not in Amazon's mail: check Seller Central",
+    ),
+    (
+        "Amazon asks for more information",
+        "111-3346720-5508813",
+        "awaiting_amazon",
+        "represent_size",
+        "size",
+        True,
+        "info_request",
+        "Amazon asks for more information (round 1)",
+    ),
 ]
 ROW_IDS = [row[0] for row in ROWS]
 # the claim notice of each row and the deadline it states
@@ -91,22 +203,39 @@ def world_claims(playbook_world: DeskEnv) -> dict[str, dict[str, Any]]:
     return {c["order_id"]: c for c in playbook_world.claims()}
 
 
-@pytest.mark.parametrize(("row", "order", "state", "strategy", "complaint", "flagged", "rule", "reason"), ROWS,
-                         ids=ROW_IDS)
-def test_claims_json_shows_each_rows_state_and_strategy(world_claims: dict[str, dict[str, Any]], row: str,
-                                                        order: str, state: str, strategy: str | None,
-                                                        complaint: str | None, flagged: bool, rule: str,
-                                                        reason: str) -> None:
+@pytest.mark.parametrize(
+    ("row", "order", "state", "strategy", "complaint", "flagged", "rule", "reason"), ROWS, ids=ROW_IDS
+)
+def test_claims_json_shows_each_rows_state_and_strategy(
+    world_claims: dict[str, dict[str, Any]],
+    row: str,
+    order: str,
+    state: str,
+    strategy: str | None,
+    complaint: str | None,
+    flagged: bool,
+    rule: str,
+    reason: str,
+) -> None:
     claim = world_claims[order]
     assert (claim["state"], claim["strategy"], claim["complaint_type"]) == (state, strategy, complaint), row
     assert claim["flagged"] is flagged
 
 
-@pytest.mark.parametrize(("row", "order", "state", "strategy", "complaint", "flagged", "rule", "reason"), ROWS,
-                         ids=ROW_IDS)
-def test_claims_show_gives_the_rule_and_reason(playbook_world: DeskEnv, row: str, order: str, state: str,
-                                               strategy: str | None, complaint: str | None, flagged: bool,
-                                               rule: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("row", "order", "state", "strategy", "complaint", "flagged", "rule", "reason"), ROWS, ids=ROW_IDS
+)
+def test_claims_show_gives_the_rule_and_reason(
+    playbook_world: DeskEnv,
+    row: str,
+    order: str,
+    state: str,
+    strategy: str | None,
+    complaint: str | None,
+    flagged: bool,
+    rule: str,
+    reason: str,
+) -> None:
     transitions = [e for e in events(playbook_world, order) if e["kind"] in ("transition", "escalation", "flag")]
     assert transitions[-1]["rule"] == rule, row
     assert reason in transitions[-1]["reason"]
@@ -117,8 +246,9 @@ def test_claims_show_gives_the_rule_and_reason(playbook_world: DeskEnv, row: str
 
 
 @pytest.mark.parametrize("order", sorted(NOTICES))
-def test_deadline_is_counted_from_the_notifications_date(playbook_world: DeskEnv,
-                                                         world_claims: dict[str, dict[str, Any]], order: str) -> None:
+def test_deadline_is_counted_from_the_notifications_date(
+    playbook_world: DeskEnv, world_claims: dict[str, dict[str, Any]], order: str
+) -> None:
     name, period = NOTICES[order]
     assert world_claims[order]["deadline_at"] == iso(sent(name) + playbook_world.shift + period)
 
@@ -146,16 +276,16 @@ def test_state_filter_of_claims(playbook_world: DeskEnv) -> None:
 # --- who may open and close a claim ------------------------------------------------------------------------
 
 
-def test_untrusted_sender_cannot_open_a_claim(playbook_world: DeskEnv,
-                                              world_claims: dict[str, dict[str, Any]]) -> None:
+def test_untrusted_sender_cannot_open_a_claim(playbook_world: DeskEnv, world_claims: dict[str, dict[str, Any]]) -> None:
     assert "113-9902214-4410583" not in world_claims
     text = playbook_world.show("113-9902214-4410583")
     assert "no claim: only messages that cannot open one" in text
     assert not playbook_world.drafts("113-9902214-4410583")
 
 
-def test_untrusted_sender_cannot_close_a_claim(playbook_world: DeskEnv,
-                                               world_claims: dict[str, dict[str, Any]]) -> None:
+def test_untrusted_sender_cannot_close_a_claim(
+    playbook_world: DeskEnv, world_claims: dict[str, dict[str, Any]]
+) -> None:
     claim = world_claims["114-1185530-7762094"]
     assert (claim["state"], claim["strategy"]) == ("awaiting_buyer", "persuade_withdraw_damaged")
     assert claim["flagged"] is True
@@ -168,10 +298,12 @@ def test_untrusted_sender_cannot_close_a_claim(playbook_world: DeskEnv,
 def test_untrusted_buyer_lookalike_cannot_steer_a_claim(desk_env: DeskEnv) -> None:
     desk_env.append("offer_refund_or_resend__buyer_not_arrived.eml")
     desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
-    raw = desk_env.eml("request_withdrawal__buyer_found_parcel.eml").replace(
-        b"k3m9x2q7v1w8abc@marketplace.amazon.com", b"k3m9x2q7v1w8abc@marketplace.amazon.com.evil.test").replace(
-        b"113-8820461-1175320", b"114-2093381-5520417").replace(
-        b"MIME-Version", b"X-Marketplace-ID: ATVPDKIKX0DER\nMIME-Version", 1)  # forged, so the poller takes it
+    raw = (
+        desk_env.eml("request_withdrawal__buyer_found_parcel.eml")
+        .replace(b"k3m9x2q7v1w8abc@marketplace.amazon.com", b"k3m9x2q7v1w8abc@marketplace.amazon.com.evil.test")
+        .replace(b"113-8820461-1175320", b"114-2093381-5520417")
+        .replace(b"MIME-Version", b"X-Marketplace-ID: ATVPDKIKX0DER\nMIME-Version", 1)
+    )  # forged, so the poller takes it
     desk_env.append(raw)
     desk_env.poll(clock=datetime(2026, 11, 11, 12, tzinfo=UTC))
     claim = desk_env.claim("114-2093381-5520417")
@@ -197,14 +329,18 @@ def test_deadline_escalation_with_a_fixed_clock(desk_env: DeskEnv) -> None:
     desk_env.poll(clock=deadline - margin - timedelta(minutes=1))
     claim = desk_env.claim(UK_ORDER)
     assert (claim["state"], claim["strategy"], claim["deadline_at"]) == (
-        "awaiting_buyer", "offer_refund_or_resend", "2026-11-12T12:00:00Z")
+        "awaiting_buyer",
+        "offer_refund_or_resend",
+        "2026-11-12T12:00:00Z",
+    )
 
     desk_env.poll(clock=deadline - margin + timedelta(minutes=1))  # no new mail: the cycle still checks
     claim = desk_env.claim(UK_ORDER)
     assert (claim["state"], claim["strategy"]) == ("refund_needed", None)
     escalation = events(desk_env, UK_ORDER, "escalation")
     assert [(e["from"], e["to"], e["rule"]) for e in escalation] == [
-        ("awaiting_buyer", "refund_needed", "deadline_near_no_buyer_reply")]
+        ("awaiting_buyer", "refund_needed", "deadline_near_no_buyer_reply")
+    ]
     # dated when the rule became true, so a later replay writes the same history
     assert escalation[0]["at"] == "2026-11-11T12:00:00Z"
     text = desk_env.show(UK_ORDER)
@@ -270,14 +406,18 @@ def test_early_buyer_message_fills_the_claim(desk_env: DeskEnv, separate_polls: 
     claim = desk_env.claim(EARLY_ORDER)
     # the notice gives no reason; the buyer's earlier words do
     assert (claim["state"], claim["strategy"], claim["complaint_type"]) == (
-        "awaiting_buyer", "persuade_withdraw_damaged", "damaged_on_arrival")
+        "awaiting_buyer",
+        "persuade_withdraw_damaged",
+        "damaged_on_arrival",
+    )
     assert claim["buyer_address"] == "d4f6g8h1j3k5buy@marketplace.amazon.com"
     assert claim["opened_at"] == "2026-11-09T10:00:00Z"  # the claim's date, not the buyer's
     steps = [e["rule"] for e in events(desk_env, EARLY_ORDER) if e["kind"] == "transition"]
     assert steps == ["answer_damaged", "damaged_on_arrival"]
     drafts = desk_env.drafts(EARLY_ORDER)  # the claim's draft replaced the untouched answer
     assert [(d["X-Pipeline-Strategy"], d["To"]) for d in drafts] == [
-        ("persuade_withdraw_damaged", "d4f6g8h1j3k5buy@marketplace.amazon.com")]
+        ("persuade_withdraw_damaged", "d4f6g8h1j3k5buy@marketplace.amazon.com")
+    ]
 
 
 RELAY_ORDER = "114-8845120-3390276"
@@ -326,8 +466,10 @@ def test_buyer_reply_linked_by_in_reply_to_our_draft(desk_env: DeskEnv) -> None:
     reply["Message-ID"] = "<0100019b99aa88bb-reply-1@email.amazonses.com>"
     reply["In-Reply-To"] = draft["Message-ID"]
     reply["References"] = draft["Message-ID"]
-    reply.set_content("------------- Begin message -------------\n\nIt arrived today, everything is fine. "
-                      "Thank you!\n\n------------- End message -------------\n")
+    reply.set_content(
+        "------------- Begin message -------------\n\nIt arrived today, everything is fine. "
+        "Thank you!\n\n------------- End message -------------\n"
+    )
     desk_env.append(reply.as_bytes())
     desk_env.poll(clock=datetime(2026, 11, 11, 10, tzinfo=UTC))
     claim = desk_env.claim(IRT_ORDER)
@@ -340,8 +482,10 @@ def test_message_linked_by_references_to_a_stored_message(desk_env: DeskEnv, rep
     notice = desk_env.eml("relay_link__claim_not_received.eml")
     notice_id = email.message_from_bytes(notice)["Message-ID"]
     reply = desk_env.eml("relay_link__buyer_arrived_no_order_id.eml").replace(
-        b"Message-ID: <", b"In-Reply-To: " + notice_id.encode() + b"\nReferences: " + notice_id.encode()
-        + b"\nMessage-ID: <", 1)
+        b"Message-ID: <",
+        b"In-Reply-To: " + notice_id.encode() + b"\nReferences: " + notice_id.encode() + b"\nMessage-ID: <",
+        1,
+    )
     clock = datetime(2026, 11, 10, 16, tzinfo=UTC)
     if reply_first:
         desk_env.append(reply)
@@ -395,7 +539,10 @@ def test_reimported_delivery_date_moves_the_claim_to_represent_delivered(desk_en
     desk_env.poll(clock=datetime(2026, 11, 10, 9, tzinfo=UTC))
     claim = desk_env.claim(REIMPORT_ORDER)
     assert (claim["state"], claim["strategy"], claim["delivered_on"]) == (
-        "awaiting_amazon", "represent_delivered", "2026-11-02")
+        "awaiting_amazon",
+        "represent_delivered",
+        "2026-11-02",
+    )
 
     # the same file again changes nothing and adds no row
     result = desk_env.cli("orders", "import", str(v2))
@@ -423,16 +570,21 @@ def test_reimported_delivery_date_moves_the_claim_to_represent_delivered(desk_en
 
 def test_an_unrecognized_carrier_is_not_represented(desk_env: DeskEnv) -> None:
     csv = desk_env.workdir / "shipments.csv"
-    csv.write_text("order-id\tcarrier-code\tcarrier-name\ttracking-number\tship-date\tdelivered_date\n"
-                   f"{REIMPORT_ORDER}\tOther\tSlowBoat Parcel\tSB123456789\t2026-10-28\t2026-11-02\n",
-                   encoding="utf-8")
+    csv.write_text(
+        "order-id\tcarrier-code\tcarrier-name\ttracking-number\tship-date\tdelivered_date\n"
+        f"{REIMPORT_ORDER}\tOther\tSlowBoat Parcel\tSB123456789\t2026-10-28\t2026-11-02\n",
+        encoding="utf-8",
+    )
     desk_env.cli("orders", "import", str(csv))
     desk_env.append("reimport__buyer_not_arrived.eml")
     desk_env.append("reimport__claim_not_received.eml")
     desk_env.poll(clock=datetime(2026, 11, 9, 17, tzinfo=UTC))
     claim = desk_env.claim(REIMPORT_ORDER)
     assert (claim["state"], claim["strategy"], claim["carrier"]) == (
-        "awaiting_buyer", "offer_refund_or_resend", "SlowBoat Parcel")
+        "awaiting_buyer",
+        "offer_refund_or_resend",
+        "SlowBoat Parcel",
+    )
     assert "carrier SlowBoat Parcel not recognized by Amazon" in desk_env.show(REIMPORT_ORDER)
 
 
@@ -441,8 +593,12 @@ def test_an_unrecognized_carrier_is_not_represented(desk_env: DeskEnv) -> None:
 
 def test_polling_again_changes_nothing(make_desk_env) -> None:
     env = make_desk_env()
-    for name in ("request_withdrawal__claim_not_received.eml", "request_withdrawal__buyer_found_parcel.eml",
-                 "info_request__claim_size.eml", "info_request__amazon_more_information_48h.eml"):
+    for name in (
+        "request_withdrawal__claim_not_received.eml",
+        "request_withdrawal__buyer_found_parcel.eml",
+        "info_request__claim_size.eml",
+        "info_request__amazon_more_information_48h.eml",
+    ):
         env.append(name)
     clock = datetime(2026, 11, 12, tzinfo=UTC)
     env.poll(clock=clock)
@@ -455,10 +611,15 @@ def test_a_forged_amazon_withdrawal_cannot_close_a_claim(desk_env: DeskEnv) -> N
     """From: atoz-guarantee-no-reply@amazon.com, but the seller's server says DMARC failed: the claim stays open."""
     desk_env.append("offer_refund_or_resend__buyer_not_arrived.eml")
     desk_env.append("offer_refund_or_resend__claim_not_received_no_tracking.eml")
-    forged = (PLAYBOOK_DATA / "resolved_withdrawn__amazon_claim_withdrawn.eml").read_bytes().replace(
-        b"111-5502384-7719026", b"114-2093381-5520417")
-    forged = (b"Authentication-Results: mx.harbor-goods.example; spf=fail smtp.mailfrom=amazon.com;"
-              b" dkim=none; dmarc=fail header.from=amazon.com\r\n" + forged)
+    forged = (
+        (PLAYBOOK_DATA / "resolved_withdrawn__amazon_claim_withdrawn.eml")
+        .read_bytes()
+        .replace(b"111-5502384-7719026", b"114-2093381-5520417")
+    )
+    forged = (
+        b"Authentication-Results: mx.harbor-goods.example; spf=fail smtp.mailfrom=amazon.com;"
+        b" dkim=none; dmarc=fail header.from=amazon.com\r\n" + forged
+    )
     desk_env.append(forged)
     desk_env.poll(clock=datetime(2026, 11, 11, 12, tzinfo=UTC))
     claim = desk_env.claim("114-2093381-5520417")

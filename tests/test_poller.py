@@ -62,15 +62,19 @@ def amazon_claim(n: int, *, with_message_id: bool = True, filler: int = 0) -> by
         "X-Marketplace-ID: ATVPDKIKX0DER",
         'Content-Type: text/plain; charset="utf-8"',
     ]
-    body = (f"Hello,\n\nWe have received an A-to-z Guarantee claim from a buyer for order {order}.\n\n"
-            "Reason: Item not received\nPlease respond within 7 days.\n\nAmazon Services\n")
+    body = (
+        f"Hello,\n\nWe have received an A-to-z Guarantee claim from a buyer for order {order}.\n\n"
+        "Reason: Item not received\nPlease respond within 7 days.\n\nAmazon Services\n"
+    )
     body += "".join(f"Reference line {i} of the claim history for order {order}.\n" for i in range(filler))
     return ("\r\n".join(headers) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
 
 
 def newsletter(n: int) -> bytes:
-    return (f"From: news@shipping-weekly.example\r\nMessage-ID: <news-{n}@shipping-weekly.example>\r\n"
-            f"Subject: Weekly tips {n}\r\n\r\nNot from Amazon.\r\n").encode()
+    return (
+        f"From: news@shipping-weekly.example\r\nMessage-ID: <news-{n}@shipping-weekly.example>\r\n"
+        f"Subject: Weekly tips {n}\r\n\r\nNot from Amazon.\r\n"
+    ).encode()
 
 
 def stored(store: Store) -> dict[str, StoredMessage]:
@@ -238,8 +242,9 @@ def test_amazon_mail_is_stored_once_and_the_mailbox_is_left_untouched(
     for name in ("claim_received.eml", "newsletter.eml", "malformed_amazon.eml", "buyer_message.eml"):
         imap.append("INBOX", eml(name))
     before = server_messages(imap)
-    uid_of = {name: uid for name, uid in zip(("claim", "newsletter", "malformed", "buyer"), sorted(before),
-                                             strict=True)}
+    uid_of = {
+        name: uid for name, uid in zip(("claim", "newsletter", "malformed", "buyer"), sorted(before), strict=True)
+    }
     settings = make_settings(db_url)
     store = Store(db_url)
     try:
@@ -377,8 +382,12 @@ def test_a_missing_folder_is_a_clear_error(settings: Settings, store: Store) -> 
 
 
 def test_a_message_the_server_cannot_read_does_not_block_the_folder(
-    settings: Settings, store: Store, dovecot: ThrowawayDovecot, mail_user: MailUser, imap: IMAPClient,
-    monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    store: Store,
+    dovecot: ThrowawayDovecot,
+    mail_user: MailUser,
+    imap: IMAPClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A file Dovecot cannot read: it answers the FETCH with BYE and hangs up, every time."""
     import pipeline.poller
@@ -602,7 +611,7 @@ def test_an_unreachable_server_is_retried_with_growing_delays(settings: Settings
     stop = RecordingStop(limit=12)
     Poller(_with_imap(settings, port=port), store, stop=stop).run(install_signals=False)
     for attempt, delay in enumerate(stop.waits):
-        step = min(300.0, 2.0 ** attempt)
+        step = min(300.0, 2.0**attempt)
         assert step / 2 <= delay <= step, (attempt, delay)
 
 
@@ -616,7 +625,7 @@ def test_backoff_grows_with_jitter_is_capped_and_resets() -> None:
     backoff = Backoff(base=1.0, cap=300.0)
     delays = [backoff.next_delay() for _ in range(12)]
     for attempt, delay in enumerate(delays):
-        step = min(300.0, 2.0 ** attempt)
+        step = min(300.0, 2.0**attempt)
         assert step / 2 <= delay <= step
     assert len({round(d, 6) for d in delays[9:]}) > 1, "no jitter: daemons would reconnect in lockstep"
     for _ in range(5000):  # days of failures must not overflow
@@ -636,7 +645,7 @@ def _write_config(tmp_path: Path, dovecot: ThrowawayDovecot, user: MailUser, env
         f'password_env = "{env_name}"\ntimeout = 10\nbatch_size = 100\n'
         f'[database]\nurl = "sqlite:///{tmp_path}/pipeline.db"\n'
         '[seller]\nstore_name = "Kestrel Outdoor"\nfrom_address = "orders@kestrel-outdoor.example"\n'
-        '[drafts]\nenabled = false\n'
+        "[drafts]\nenabled = false\n"
     )
     return config
 
@@ -644,8 +653,12 @@ def _write_config(tmp_path: Path, dovecot: ThrowawayDovecot, user: MailUser, env
 def _start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
     assert PIPELINE.exists(), f"console script not installed at {PIPELINE}"
     with log.open("wb") as out:
-        return subprocess.Popen([str(PIPELINE), "--config", str(config), "--log-level", "INFO", "poll"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [str(PIPELINE), "--config", str(config), "--log-level", "INFO", "poll"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _consistent(store: Store, imap: IMAPClient, amazon_ids: dict[int, str]) -> int:
@@ -688,8 +701,12 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 def test_sigterm_while_busy_exits_cleanly_and_nothing_is_half_written(
-    dovecot: ThrowawayDovecot, mail_user: MailUser, imap_password_env: str, imap: IMAPClient,
-    busy_mailbox: dict[int, str], tmp_path: Path
+    dovecot: ThrowawayDovecot,
+    mail_user: MailUser,
+    imap_password_env: str,
+    imap: IMAPClient,
+    busy_mailbox: dict[int, str],
+    tmp_path: Path,
 ) -> None:
     config = _write_config(tmp_path, dovecot, mail_user, imap_password_env)
     log = tmp_path / "daemon.log"
@@ -725,8 +742,12 @@ def test_sigterm_while_busy_exits_cleanly_and_nothing_is_half_written(
 
 @pytest.mark.slow
 def test_sigkill_at_any_moment_loses_and_duplicates_nothing(
-    dovecot: ThrowawayDovecot, mail_user: MailUser, imap_password_env: str, imap: IMAPClient,
-    busy_mailbox: dict[int, str], tmp_path: Path
+    dovecot: ThrowawayDovecot,
+    mail_user: MailUser,
+    imap_password_env: str,
+    imap: IMAPClient,
+    busy_mailbox: dict[int, str],
+    tmp_path: Path,
 ) -> None:
     config = _write_config(tmp_path, dovecot, mail_user, imap_password_env)
     store = Store(f"sqlite:///{tmp_path}/pipeline.db")

@@ -42,8 +42,10 @@ def _leaf_paths(command: click.Command, path: tuple[str, ...] = ()) -> set[str]:
 def test_table_has_a_row_for_every_command() -> None:
     rows = _script().render(cli).splitlines()[2:]
     # a row's usage starts with the command path: lower-case words, before the ARGUMENTS and [--options]
-    paths = [" ".join(takewhile(lambda word: re.fullmatch(r"[a-z][a-z0-9_-]*", word), row.split("`")[1].split()))
-             for row in rows]
+    paths = [
+        " ".join(takewhile(lambda word: re.fullmatch(r"[a-z][a-z0-9_-]*", word), row.split("`")[1].split()))
+        for row in rows
+    ]
     leaves = _leaf_paths(cli)
     assert {"pipeline claims", "pipeline claims show", "pipeline db upgrade", "pipeline orders import"} <= leaves
     assert sorted(paths) == sorted(leaves), "every command that runs has exactly one row"

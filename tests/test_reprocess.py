@@ -34,13 +34,22 @@ def database_state(config: Path) -> dict[str, object]:
         with engine.connect() as c:
             return {
                 "counts": {t: c.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES},
-                "claims": c.execute(sa.text("SELECT order_id, state, strategy, flagged, flag_reason, deadline_at, "
-                                            "updated_at FROM claims ORDER BY order_id")).all(),
-                "events": c.execute(sa.text("SELECT claim_id, seq, kind, from_state, to_state, rule, reason "
-                                            "FROM claim_events ORDER BY claim_id, seq")).all(),
+                "claims": c.execute(
+                    sa.text(
+                        "SELECT order_id, state, strategy, flagged, flag_reason, deadline_at, "
+                        "updated_at FROM claims ORDER BY order_id"
+                    )
+                ).all(),
+                "events": c.execute(
+                    sa.text(
+                        "SELECT claim_id, seq, kind, from_state, to_state, rule, reason "
+                        "FROM claim_events ORDER BY claim_id, seq"
+                    )
+                ).all(),
                 "drafts": c.execute(sa.text("SELECT claim_id, step, status FROM drafts ORDER BY id")).all(),
-                "messages": c.execute(sa.text("SELECT id, status, error, kind, order_id, processed_at "
-                                              "FROM messages ORDER BY id")).all(),
+                "messages": c.execute(
+                    sa.text("SELECT id, status, error, kind, order_id, processed_at FROM messages ORDER BY id")
+                ).all(),
             }
     finally:
         engine.dispose()
@@ -108,10 +117,15 @@ def test_dry_run_after_the_rules_change(stored_stories, ops_cli, db_url) -> None
     """The everyday use: the seller changes a rule, asks what a re-run would change, and nothing moves yet."""
     config = stored_stories(database={"url": db_url}, seller={"recognized_carriers": ["USPS", "DHL"]})
     assert ops_cli(config, "reprocess").exit_code == 0
-    assert json.loads(ops_cli(config, "claims", "show", DELIVERED, "--json").output)["claim"]["strategy"] == \
-        "offer_refund_or_resend"  # UPS is not recognized in this config
-    config.write_text(config.read_text().replace('recognized_carriers = ["USPS", "DHL"]',
-                                                 'recognized_carriers = ["UPS", "USPS", "DHL"]'))
+    assert (
+        json.loads(ops_cli(config, "claims", "show", DELIVERED, "--json").output)["claim"]["strategy"]
+        == "offer_refund_or_resend"
+    )  # UPS is not recognized in this config
+    config.write_text(
+        config.read_text().replace(
+            'recognized_carriers = ["USPS", "DHL"]', 'recognized_carriers = ["UPS", "USPS", "DHL"]'
+        )
+    )
     before = database_state(config)
     result = ops_cli(config, "reprocess", "--dry-run")
     assert result.exit_code == 0
@@ -155,8 +169,9 @@ def test_interrupted_and_resumed_equals_one_run(stored_stories, ops_cli, monkeyp
     monkeypatch.setattr(ClaimDesk, "process_message", lambda desk, *a, **k: interrupt(desk, *a, **k))
     result = ops_cli(resumed, "reprocess")
     assert result.exit_code == 130
-    assert result.stderr.splitlines()[-1] == (f"interrupted after 7 of {N} messages; the messages done so far are "
-                                              "kept. Run the same command again to finish.")
+    assert result.stderr.splitlines()[-1] == (
+        f"interrupted after 7 of {N} messages; the messages done so far are kept. Run the same command again to finish."
+    )
     assert "Traceback" not in result.output
     half = database_state(resumed)
     statuses = [m.status for m in half["messages"]]
@@ -193,8 +208,9 @@ def test_sigint_to_a_running_reprocess_then_resume(stored_stories, ops_cli, tmp_
         "sys.argv = ['pipeline', '--config', sys.argv[1], 'reprocess']\n"
         "main()\n"
     )
-    run = subprocess.run([sys.executable, "-c", script, str(resumed)], capture_output=True, text=True, timeout=120,
-                         check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(resumed)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert run.returncode == 130, run.stderr
     assert f"interrupted after 5 of {N} messages" in run.stderr
     assert "Traceback" not in run.stderr
@@ -213,8 +229,9 @@ def test_dry_run_interrupted_says_nothing_was_written(stored_stories, ops_cli, m
     monkeypatch.setattr(ClaimDesk, "process_message", lambda desk, *a, **k: interrupt(desk, *a, **k))
     result = ops_cli(config, "reprocess", "--dry-run")
     assert result.exit_code == 130
-    assert result.stderr.splitlines()[-1] == (f"interrupted after 3 of {N} messages; nothing was written. "
-                                              "Run the same command again to finish.")
+    assert result.stderr.splitlines()[-1] == (
+        f"interrupted after 3 of {N} messages; nothing was written. Run the same command again to finish."
+    )
     assert database_state(config) == before
 
 
@@ -226,23 +243,32 @@ def test_failed_retries_only_failed_messages(stored_stories, ops_cli, ops_store_
     first = ops_cli(config, "reprocess")
     assert first.exit_code == 1  # a failure remains: scripts and timers must see it
     assert first.stdout.splitlines()[-2:-1] == [
-        f"failed: message {bad}: no sender address (From header missing or unreadable)"]
+        f"failed: message {bad}: no sender address (From header missing or unreadable)"
+    ]
     assert first.stdout.splitlines()[-1].startswith(f"{N + 1} messages, 1 failed, ")
     engine = sa.create_engine(settings.database.url)
     with engine.begin() as c:
         # a message that failed earlier (say, a bug since fixed): its claim never saw it
-        c.execute(sa.text("UPDATE messages SET status = 'failed', error = 'RuntimeError: boom', facts = NULL, "
-                          f"kind = NULL, order_id = NULL WHERE id = {RECEIVED}"))
+        c.execute(
+            sa.text(
+                "UPDATE messages SET status = 'failed', error = 'RuntimeError: boom', facts = NULL, "
+                f"kind = NULL, order_id = NULL WHERE id = {RECEIVED}"
+            )
+        )
     assert ops_cli(config, "reprocess", "--order", WITHDRAWAL).exit_code == 0  # replays without that message
-    assert json.loads(ops_cli(config, "claims", "show", WITHDRAWAL, "--json").output)["claim"]["strategy"] == \
-        "offer_refund_or_resend"
+    assert (
+        json.loads(ops_cli(config, "claims", "show", WITHDRAWAL, "--json").output)["claim"]["strategy"]
+        == "offer_refund_or_resend"
+    )
     before = database_state(config)
 
     result = ops_cli(config, "reprocess", "--failed")
     assert result.exit_code == 1  # message N+1 still fails
     lines = result.stdout.splitlines()
-    assert f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
-           "(request_withdrawal)" in lines
+    assert (
+        f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer "
+        "(request_withdrawal)" in lines
+    )
     assert f"failed: message {bad}: no sender address (From header missing or unreadable)" in lines
     assert lines[-1].startswith("2 messages, 1 failed, ")
     after = database_state(config)
@@ -264,8 +290,7 @@ def test_order_filter(stored_stories, ops_cli) -> None:
     after = database_state(config)
     changed = [m.id for m, n in zip(before["messages"], after["messages"], strict=True) if m != n]
     assert changed == [RECEIVED - 2, RECEIVED - 1, RECEIVED]  # only that order's messages were processed again
-    assert ops_cli(config, "reprocess", "--order", "111-0000000-0000000").stdout == \
-        "0 messages, 0 failed, 0 changes\n"
+    assert ops_cli(config, "reprocess", "--order", "111-0000000-0000000").stdout == "0 messages, 0 failed, 0 changes\n"
 
 
 def test_date_filters(stored_stories, ops_cli) -> None:
@@ -291,8 +316,13 @@ def test_progress_bar_on_a_terminal(stored_stories, tmp_path) -> None:
     config = stored_stories()
     controller, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_CONFIG"} | {"COLUMNS": "120"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--config", str(config), "reprocess"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--config", str(config), "reprocess"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=env,
+    )
     os.close(terminal)
     seen = b""
     deadline = time.monotonic() + 120
@@ -335,28 +365,38 @@ def test_from_imap_stores_a_message_the_database_lost(ops_dovecot_config, ops_cl
 
     engine = sa.create_engine(load_settings(config).database.url)
     with engine.begin() as c:  # the buyer's "received it" message is lost from the database
-        lost = c.execute(sa.text("SELECT id FROM messages WHERE kind = 'buyer_message' AND order_id = :o "
-                                 "ORDER BY sent_at DESC LIMIT 1"), {"o": WITHDRAWAL}).scalar_one()
+        lost = c.execute(
+            sa.text(
+                "SELECT id FROM messages WHERE kind = 'buyer_message' AND order_id = :o ORDER BY sent_at DESC LIMIT 1"
+            ),
+            {"o": WITHDRAWAL},
+        ).scalar_one()
         c.execute(sa.text("DELETE FROM messages WHERE id = :id"), {"id": lost})
     engine.dispose()
     assert ops_cli(config, "reprocess", "--order", WITHDRAWAL).exit_code == 0
-    assert json.loads(ops_cli(config, "claims", "show", WITHDRAWAL, "--json").output)["claim"]["strategy"] == \
-        "offer_refund_or_resend"
+    assert (
+        json.loads(ops_cli(config, "claims", "show", WITHDRAWAL, "--json").output)["claim"]["strategy"]
+        == "offer_refund_or_resend"
+    )
 
     before = database_state(config)
     dry = ops_cli(config, "reprocess", "--from-imap", "--dry-run")
     assert dry.exit_code == 0
     assert dry.stdout.splitlines()[-1].startswith(f"{N} messages, 1 to fetch from IMAP, 0 failed")
-    assert f"would change: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
-           "(request_withdrawal)" in dry.stdout.splitlines()
+    assert (
+        f"would change: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer "
+        "(request_withdrawal)" in dry.stdout.splitlines()
+    )
     assert database_state(config) == before
 
     result = ops_cli(config, "reprocess", "--from-imap")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[-1].startswith(f"{N} messages, 1 fetched from IMAP, 0 failed, ")
-    assert f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer " \
-           "(request_withdrawal)" in lines
+    assert (
+        f"changed: claim {WITHDRAWAL}: awaiting_buyer (offer_refund_or_resend) -> awaiting_buyer "
+        "(request_withdrawal)" in lines
+    )
     got = claims_result(config, ops_cli)
     assert got["claims"] == expected["claims"]
     again = ops_cli(config, "reprocess", "--from-imap")

@@ -42,8 +42,10 @@ def write(tmp_path: Path, text: str, name: str = "shipments.csv", encoding: str 
 
 def rows(store: Store) -> dict[str, tuple[object, ...]]:
     with store.session() as session:
-        return {s.order_id: (s.carrier, s.tracking_number, s.ship_date, s.delivered_date)
-                for s in session.scalars(select(Shipment))}
+        return {
+            s.order_id: (s.carrier, s.tracking_number, s.ship_date, s.delivered_date)
+            for s in session.scalars(select(Shipment))
+        }
 
 
 def run_import(store: Store, path: Path) -> ImportReport:
@@ -75,21 +77,29 @@ def test_reimport_updates_and_never_duplicates(store: Store, tmp_path: Path) -> 
 
 def test_an_empty_cell_never_erases_a_known_value(sqlite_store: Store, tmp_path: Path) -> None:
     run_import(sqlite_store, write(tmp_path, OURS))
-    report = run_import(sqlite_store, write(tmp_path, "order_id,carrier,tracking_number,ship_date,delivered_date\n"
-                                                      "111-2233445-5566778,,,,\n"))
+    report = run_import(
+        sqlite_store,
+        write(tmp_path, "order_id,carrier,tracking_number,ship_date,delivered_date\n111-2233445-5566778,,,,\n"),
+    )
     assert report.unchanged == 1
-    assert rows(sqlite_store)["111-2233445-5566778"] == ("UPS", "1Z4V82W80312457006", date(2026, 10, 29),
-                                                         date(2026, 11, 3))
+    assert rows(sqlite_store)["111-2233445-5566778"] == (
+        "UPS",
+        "1Z4V82W80312457006",
+        date(2026, 10, 29),
+        date(2026, 11, 3),
+    )
 
 
 def test_bad_rows_are_reported_with_their_line_and_skipped(sqlite_store: Store, tmp_path: Path) -> None:
-    text = ("order_id,carrier,tracking_number,ship_date,delivered_date\n"
-            "111-2233445-5566778,UPS,1Z4V82W80312457006,2026-10-29,2026-11-03\n"
-            "111-22334-5566778,UPS,1Z,2026-10-29,\n"
-            "\n"
-            "113-1111111-2222222,DHL,JJD01,29.10.2026,\n"
-            "114-1111111-2222222,DHL,JJD02,2026-11-05,2026-11-01\n"
-            '"115-1111111-2222222",DHL,"JJD03",2026-10-29,2026-11-02\n')
+    text = (
+        "order_id,carrier,tracking_number,ship_date,delivered_date\n"
+        "111-2233445-5566778,UPS,1Z4V82W80312457006,2026-10-29,2026-11-03\n"
+        "111-22334-5566778,UPS,1Z,2026-10-29,\n"
+        "\n"
+        "113-1111111-2222222,DHL,JJD01,29.10.2026,\n"
+        "114-1111111-2222222,DHL,JJD02,2026-11-05,2026-11-01\n"
+        '"115-1111111-2222222",DHL,"JJD03",2026-10-29,2026-11-02\n'
+    )
     report = run_import(sqlite_store, write(tmp_path, text))
     assert report.added == 2
     assert report.skipped == [
@@ -101,10 +111,12 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(sqlite_store: Store, 
 
 
 def test_amazons_shipment_confirmation_tsv(sqlite_store: Store, tmp_path: Path) -> None:
-    text = ("order-id\torder-item-id\tquantity\tship-date\tcarrier-code\tcarrier-name\ttracking-number\tship-method\n"
-            "111-2233445-5566778\t12345678901234\t1\t2026-10-29T10:15:00-07:00\tUPS\t\t1z4v82w80312457006\tGround\n"
-            "112-3344556-6677889\t12345678901235\t1\t2026-10-30\tOther\tYunExpress\tYT2530101234567890\tStandard\n"
-            "113-4455667-7788990\t12345678901236\t1\t2026-10-30\tOther\t\tXX1\tStandard\n")
+    text = (
+        "order-id\torder-item-id\tquantity\tship-date\tcarrier-code\tcarrier-name\ttracking-number\tship-method\n"
+        "111-2233445-5566778\t12345678901234\t1\t2026-10-29T10:15:00-07:00\tUPS\t\t1z4v82w80312457006\tGround\n"
+        "112-3344556-6677889\t12345678901235\t1\t2026-10-30\tOther\tYunExpress\tYT2530101234567890\tStandard\n"
+        "113-4455667-7788990\t12345678901236\t1\t2026-10-30\tOther\t\tXX1\tStandard\n"
+    )
     report = run_import(sqlite_store, write(tmp_path, text, "confirm.txt"))
     assert (report.added, report.skipped) == (3, [])
     assert rows(sqlite_store) == {

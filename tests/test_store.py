@@ -28,8 +28,14 @@ def store(db_url: str) -> Iterator[Store]:
 
 def _values(key: str = "<k1@amazonses.com>", uid: int = 1, raw: bytes = RAW, **extra: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "message_key": key, "account": "claims@imap.example", "folder": "INBOX", "uidvalidity": 1700000000,
-        "uid": uid, "raw": raw, "sender": "atoz-guarantee-no-reply@amazon.com", "subject": "Claim received",
+        "message_key": key,
+        "account": "claims@imap.example",
+        "folder": "INBOX",
+        "uidvalidity": 1700000000,
+        "uid": uid,
+        "raw": raw,
+        "sender": "atoz-guarantee-no-reply@amazon.com",
+        "subject": "Claim received",
         "sent_at": datetime(2026, 2, 10, 15, 41, 12, tzinfo=UTC),
     }
     values.update(extra)
@@ -88,8 +94,9 @@ def test_add_message_is_idempotent_and_keeps_the_raw_bytes(store: Store) -> None
 
 def test_a_failed_message_is_kept_with_its_error(store: Store) -> None:
     with store.session() as session:
-        store.add_message(session, **_values(key="sha256:abc", raw=b"\x00garbage", status="failed",
-                                             error="cannot parse MIME"))
+        store.add_message(
+            session, **_values(key="sha256:abc", raw=b"\x00garbage", status="failed", error="cannot parse MIME")
+        )
     with store.session() as session:
         row = session.scalars(select(StoredMessage)).one()
         assert (row.status, row.error, row.raw) == ("failed", "cannot parse MIME", b"\x00garbage")
@@ -110,9 +117,14 @@ def test_message_and_cursor_are_one_transaction(store: Store) -> None:
 def test_text_a_database_would_refuse_is_made_storable(store: Store) -> None:
     """NUL characters and broken Unicode from a malformed message must not make the insert fail (PostgreSQL)."""
     with store.session() as session:
-        row, created = store.add_message(session, **_values(
-            key="<broken\x00id@amazonses.com>", sender="atoz\x00@amazon.com" + "x" * 400,
-            subject="Claim \udcff\udcfe on order 11\x00-BROKEN"))
+        row, created = store.add_message(
+            session,
+            **_values(
+                key="<broken\x00id@amazonses.com>",
+                sender="atoz\x00@amazon.com" + "x" * 400,
+                subject="Claim \udcff\udcfe on order 11\x00-BROKEN",
+            ),
+        )
         assert created
     with store.session() as session:
         row = session.scalars(select(StoredMessage)).one()

@@ -59,97 +59,171 @@ class Marketplace:
 MARKETPLACES = {
     "amazon.com": Marketplace("amazon.com", "ATVPDKIKX0DER", "en", "email.amazonses.com", "0100019", "SPC-USAmazon"),
     "amazon.ca": Marketplace("amazon.ca", "A2EUQ1WTGCTBG2", "en", "email.amazonses.com", "0100019", "SPC-USAmazon"),
-    "amazon.co.uk": Marketplace("amazon.co.uk", "A1F83G8C2ARO7P", "en", "eu-west-1.amazonses.com", "0102019",
-                                "SPC-EUAmazon"),
-    "amazon.de": Marketplace("amazon.de", "A1PA6795UKMFR9", "de", "eu-west-1.amazonses.com", "0102019",
-                             "SPC-EUAmazon"),
-    "amazon.fr": Marketplace("amazon.fr", "A13V1IB3VIYZZH", "fr", "eu-west-1.amazonses.com", "0102019",
-                             "SPC-EUAmazon"),
-    "amazon.it": Marketplace("amazon.it", "APJ6JRA9NG5V4", "it", "eu-west-1.amazonses.com", "0102019",
-                             "SPC-EUAmazon"),
-    "amazon.es": Marketplace("amazon.es", "A1RKKUPIHCS9HS", "es", "eu-west-1.amazonses.com", "0102019",
-                             "SPC-EUAmazon"),
-    "amazon.co.jp": Marketplace("amazon.co.jp", "A1VC38T7YXB528", "ja", "us-west-2.amazonses.com", "0101019",
-                                "SPC-JPAmazon"),
+    "amazon.co.uk": Marketplace(
+        "amazon.co.uk", "A1F83G8C2ARO7P", "en", "eu-west-1.amazonses.com", "0102019", "SPC-EUAmazon"
+    ),
+    "amazon.de": Marketplace("amazon.de", "A1PA6795UKMFR9", "de", "eu-west-1.amazonses.com", "0102019", "SPC-EUAmazon"),
+    "amazon.fr": Marketplace("amazon.fr", "A13V1IB3VIYZZH", "fr", "eu-west-1.amazonses.com", "0102019", "SPC-EUAmazon"),
+    "amazon.it": Marketplace("amazon.it", "APJ6JRA9NG5V4", "it", "eu-west-1.amazonses.com", "0102019", "SPC-EUAmazon"),
+    "amazon.es": Marketplace("amazon.es", "A1RKKUPIHCS9HS", "es", "eu-west-1.amazonses.com", "0102019", "SPC-EUAmazon"),
+    "amazon.co.jp": Marketplace(
+        "amazon.co.jp", "A1VC38T7YXB528", "ja", "us-west-2.amazonses.com", "0101019", "SPC-JPAmazon"
+    ),
 }
 
 # The Seller Central footer, in our words, per language: (report a problem, questions, preferences, copyright).
 _FOOTER = {
-    "en": ("Report a problem with this e-mail", "Questions? Please visit:", "To change your e-mail preferences "
-           "go to:", "Notification Preferences", "Copyright 2026 Amazon.com, Inc. or its affiliates. "
-           "All rights reserved."),
-    "de": ("Problem mit dieser E-Mail melden", "Bei Fragen besuchen Sie bitte:", "Ihre E-Mail-Einstellungen "
-           "ändern Sie hier:", "Benachrichtigungseinstellungen", "Copyright 2026 Amazon.com, Inc. oder "
-           "Tochtergesellschaften. Alle Rechte vorbehalten."),
-    "fr": ("Signaler un problème avec cet e-mail", "Pour toute question, consultez :", "Pour modifier vos "
-           "préférences d'e-mail, rendez-vous sur :", "Préférences de notification", "Copyright 2026 "
-           "Amazon.com, Inc. ou ses filiales. Tous droits réservés."),
-    "it": ("Segnala un problema con questa e-mail", "Se hai domande, visita:", "Per cambiare le preferenze "
-           "e-mail vai a:", "Preferenze di notifica", "Copyright 2026 Amazon.com, Inc. o società affiliate. "
-           "Tutti i diritti riservati."),
-    "es": ("Informar de un problema con este correo electrónico", "Si tienes alguna pregunta, visita:",
-           "Para cambiar tus preferencias de correo electrónico, ve a:", "Preferencias de notificación",
-           "Copyright 2026 Amazon.com, Inc. o sus filiales. Todos los derechos reservados."),
-    "ja": ("このEメールに関する問題を報告", "ご不明な点は次のページをご覧ください:", "Eメールの設定を変更するには:",
-           "通知設定", "Copyright 2026 Amazon.com, Inc. またはその関連会社。All rights reserved."),
+    "en": (
+        "Report a problem with this e-mail",
+        "Questions? Please visit:",
+        "To change your e-mail preferences go to:",
+        "Notification Preferences",
+        "Copyright 2026 Amazon.com, Inc. or its affiliates. All rights reserved.",
+    ),
+    "de": (
+        "Problem mit dieser E-Mail melden",
+        "Bei Fragen besuchen Sie bitte:",
+        "Ihre E-Mail-Einstellungen ändern Sie hier:",
+        "Benachrichtigungseinstellungen",
+        "Copyright 2026 Amazon.com, Inc. oder Tochtergesellschaften. Alle Rechte vorbehalten.",
+    ),
+    "fr": (
+        "Signaler un problème avec cet e-mail",
+        "Pour toute question, consultez :",
+        "Pour modifier vos préférences d'e-mail, rendez-vous sur :",
+        "Préférences de notification",
+        "Copyright 2026 Amazon.com, Inc. ou ses filiales. Tous droits réservés.",
+    ),
+    "it": (
+        "Segnala un problema con questa e-mail",
+        "Se hai domande, visita:",
+        "Per cambiare le preferenze e-mail vai a:",
+        "Preferenze di notifica",
+        "Copyright 2026 Amazon.com, Inc. o società affiliate. Tutti i diritti riservati.",
+    ),
+    "es": (
+        "Informar de un problema con este correo electrónico",
+        "Si tienes alguna pregunta, visita:",
+        "Para cambiar tus preferencias de correo electrónico, ve a:",
+        "Preferencias de notificación",
+        "Copyright 2026 Amazon.com, Inc. o sus filiales. Todos los derechos reservados.",
+    ),
+    "ja": (
+        "このEメールに関する問題を報告",
+        "ご不明な点は次のページをご覧ください:",
+        "Eメールの設定を変更するには:",
+        "通知設定",
+        "Copyright 2026 Amazon.com, Inc. またはその関連会社。All rights reserved.",
+    ),
 }
 # Amazon's legal address block (public company facts; the share capital is an amount that is no claim amount).
 _LEGAL = {
     "amazon.com": ["Amazon.com, 410 Terry Avenue North, Seattle, WA 98109-5210"],
     "amazon.ca": ["Amazon.com.ca ULC, 40 King Street West, Suite 4700, Toronto, Ontario M5H 3Y2"],
-    "amazon.co.uk": ["Amazon EU S.à r.l.", "38 avenue John F. Kennedy,", "L-1855 Luxembourg,",
-                     "Registered in Luxembourg: B-101818,", "Share capital: EUR 165,833,",
-                     "Business licence number: 134248,", "VAT number LU 20260743."],
-    "amazon.de": ["Amazon EU S.à r.l.", "38 avenue John F. Kennedy,", "L-1855 Luxemburg,",
-                  "Handelsregister Luxemburg: B-101818,", "Stammkapital: 165.833 EUR,",
-                  "Gewerbegenehmigung Nr. 134248,", "USt-IdNr. LU 20260743."],
-    "amazon.fr": ["Amazon EU S.à r.l.", "38 avenue John F. Kennedy,", "L-1855 Luxembourg,",
-                  "Immatriculée au Luxembourg sous le numéro B-101818,", "au capital de 165 833 EUR,",
-                  "Autorisation d'établissement n° 134248,", "TVA LU 20260743."],
-    "amazon.it": ["Amazon EU S.à r.l.", "38 avenue John F. Kennedy,", "L-1855 Lussemburgo,",
-                  "Numero di registrazione in Lussemburgo: B-101818,", "Capitale Sociale 165.833 EUR,",
-                  "Licenza commerciale n. 134248,", "Partita IVA LU 20260743."],
-    "amazon.es": ["Amazon EU S.à r.l.", "38 avenue John F. Kennedy,", "L-1855 Luxemburgo,",
-                  "Registro Mercantil de Luxemburgo: B-101818,", "Capital social: 165.833 EUR,",
-                  "Licencia comercial n.º 134248,", "NIF LU 20260743."],
+    "amazon.co.uk": [
+        "Amazon EU S.à r.l.",
+        "38 avenue John F. Kennedy,",
+        "L-1855 Luxembourg,",
+        "Registered in Luxembourg: B-101818,",
+        "Share capital: EUR 165,833,",
+        "Business licence number: 134248,",
+        "VAT number LU 20260743.",
+    ],
+    "amazon.de": [
+        "Amazon EU S.à r.l.",
+        "38 avenue John F. Kennedy,",
+        "L-1855 Luxemburg,",
+        "Handelsregister Luxemburg: B-101818,",
+        "Stammkapital: 165.833 EUR,",
+        "Gewerbegenehmigung Nr. 134248,",
+        "USt-IdNr. LU 20260743.",
+    ],
+    "amazon.fr": [
+        "Amazon EU S.à r.l.",
+        "38 avenue John F. Kennedy,",
+        "L-1855 Luxembourg,",
+        "Immatriculée au Luxembourg sous le numéro B-101818,",
+        "au capital de 165 833 EUR,",
+        "Autorisation d'établissement n° 134248,",
+        "TVA LU 20260743.",
+    ],
+    "amazon.it": [
+        "Amazon EU S.à r.l.",
+        "38 avenue John F. Kennedy,",
+        "L-1855 Lussemburgo,",
+        "Numero di registrazione in Lussemburgo: B-101818,",
+        "Capitale Sociale 165.833 EUR,",
+        "Licenza commerciale n. 134248,",
+        "Partita IVA LU 20260743.",
+    ],
+    "amazon.es": [
+        "Amazon EU S.à r.l.",
+        "38 avenue John F. Kennedy,",
+        "L-1855 Luxemburgo,",
+        "Registro Mercantil de Luxemburgo: B-101818,",
+        "Capital social: 165.833 EUR,",
+        "Licencia comercial n.º 134248,",
+        "NIF LU 20260743.",
+    ],
     "amazon.co.jp": ["アマゾンジャパン合同会社", "〒153-0064 東京都目黒区下目黒1-8-1"],
 }
 
 # The buyer-message frame per language: first line, (begin, end) markers new and old, footer labels
 # (helpful?, resolve case, report suspicious activity), retention notice.
 _BUYER_FRAME = {
-    "en": ("You have received a message.", ("Message:", "End message"), ("Begin message", "End message"),
-           ("Was this email helpful?", "Resolve case", "Report suspicious activity"),
-           "Important: To help resolve disputes and keep buying and selling safe, Amazon keeps the messages "
-           "buyers and sellers exchange through Amazon for two years, this one included. Messages that do not "
-           "pass our filters are not delivered."),
-    "de": ("Sie haben eine Nachricht erhalten.", ("Anfang der Nachricht", "Ende der Nachricht"),
-           ("Anfang der Nachricht", "Ende der Nachricht"),
-           ("War diese E-Mail hilfreich?", "Fall lösen", "Verdächtige Aktivität melden"),
-           "Hinweis: Damit Streitfälle geklärt werden können und Käufe sicher bleiben, bewahrt Amazon alle "
-           "Nachrichten zwischen Käufern und Verkäufern zwei Jahre lang auf, auch diese. Nachrichten, die unsere "
-           "Filter nicht passieren, werden nicht zugestellt."),
-    "fr": ("Vous avez reçu un message.", ("Message:", "Fin du message"), ("Début du message", "Fin du message"),
-           ("Cet e-mail vous a-t-il été utile ?", "Résoudre le cas", "Signaler une activité suspecte"),
-           "Remarque : pour aider à régler les litiges et garder les achats sûrs, Amazon conserve pendant deux "
-           "ans les messages échangés entre acheteurs et vendeurs, celui-ci compris. Les messages qui ne passent "
-           "pas nos filtres ne sont pas transmis."),
-    "it": ("Hai ricevuto un messaggio.", ("Messaggio:", "Fine messaggio"), ("Inizio messaggio", "Fine messaggio"),
-           ("Questa e-mail è stata utile?", "Risolvi caso", "Segnala attività sospetta"),
-           "Nota: per aiutare a risolvere le controversie e rendere sicuri gli acquisti, Amazon conserva per due "
-           "anni i messaggi scambiati tra acquirenti e venditori, compreso questo. I messaggi che non superano i "
-           "nostri filtri non vengono recapitati."),
-    "es": ("Has recibido un mensaje.", ("Iniciar mensaje", "Finalizar mensaje"),
-           ("Iniciar mensaje", "Finalizar mensaje"),
-           ("¿Te ha resultado útil este correo electrónico?", "Resolver caso", "Informar de actividad sospechosa"),
-           "Aviso: para ayudar a resolver disputas y mantener la seguridad de las compras, Amazon conserva durante "
-           "dos años los mensajes entre compradores y vendedores, incluido este. Los mensajes que no superan "
-           "nuestros filtros no se entregan."),
-    "ja": ("メッセージを受信しました。", ("メッセージ:", "メッセージはここまで"),
-           ("メッセージはここから", "メッセージはここまで"),
-           ("このEメールは役に立ちましたか?", "ケースを解決", "不審なアクティビティを報告"),
-           "ご注意: 紛争の解決と安全な取引のため、Amazonを通じて購入者と出品者がやり取りしたメッセージ(このメッセージを"
-           "含む)は2年間保管されます。フィルターを通過しないメッセージは配信されません。"),
+    "en": (
+        "You have received a message.",
+        ("Message:", "End message"),
+        ("Begin message", "End message"),
+        ("Was this email helpful?", "Resolve case", "Report suspicious activity"),
+        "Important: To help resolve disputes and keep buying and selling safe, Amazon keeps the messages "
+        "buyers and sellers exchange through Amazon for two years, this one included. Messages that do not "
+        "pass our filters are not delivered.",
+    ),
+    "de": (
+        "Sie haben eine Nachricht erhalten.",
+        ("Anfang der Nachricht", "Ende der Nachricht"),
+        ("Anfang der Nachricht", "Ende der Nachricht"),
+        ("War diese E-Mail hilfreich?", "Fall lösen", "Verdächtige Aktivität melden"),
+        "Hinweis: Damit Streitfälle geklärt werden können und Käufe sicher bleiben, bewahrt Amazon alle "
+        "Nachrichten zwischen Käufern und Verkäufern zwei Jahre lang auf, auch diese. Nachrichten, die unsere "
+        "Filter nicht passieren, werden nicht zugestellt.",
+    ),
+    "fr": (
+        "Vous avez reçu un message.",
+        ("Message:", "Fin du message"),
+        ("Début du message", "Fin du message"),
+        ("Cet e-mail vous a-t-il été utile ?", "Résoudre le cas", "Signaler une activité suspecte"),
+        "Remarque : pour aider à régler les litiges et garder les achats sûrs, Amazon conserve pendant deux "
+        "ans les messages échangés entre acheteurs et vendeurs, celui-ci compris. Les messages qui ne passent "
+        "pas nos filtres ne sont pas transmis.",
+    ),
+    "it": (
+        "Hai ricevuto un messaggio.",
+        ("Messaggio:", "Fine messaggio"),
+        ("Inizio messaggio", "Fine messaggio"),
+        ("Questa e-mail è stata utile?", "Risolvi caso", "Segnala attività sospetta"),
+        "Nota: per aiutare a risolvere le controversie e rendere sicuri gli acquisti, Amazon conserva per due "
+        "anni i messaggi scambiati tra acquirenti e venditori, compreso questo. I messaggi che non superano i "
+        "nostri filtri non vengono recapitati.",
+    ),
+    "es": (
+        "Has recibido un mensaje.",
+        ("Iniciar mensaje", "Finalizar mensaje"),
+        ("Iniciar mensaje", "Finalizar mensaje"),
+        ("¿Te ha resultado útil este correo electrónico?", "Resolver caso", "Informar de actividad sospechosa"),
+        "Aviso: para ayudar a resolver disputas y mantener la seguridad de las compras, Amazon conserva durante "
+        "dos años los mensajes entre compradores y vendedores, incluido este. Los mensajes que no superan "
+        "nuestros filtros no se entregan.",
+    ),
+    "ja": (
+        "メッセージを受信しました。",
+        ("メッセージ:", "メッセージはここまで"),
+        ("メッセージはここから", "メッセージはここまで"),
+        ("このEメールは役に立ちましたか?", "ケースを解決", "不審なアクティビティを報告"),
+        "ご注意: 紛争の解決と安全な取引のため、Amazonを通じて購入者と出品者がやり取りしたメッセージ(このメッセージを"
+        "含む)は2年間保管されます。フィルターを通過しないメッセージは配信されません。",
+    ),
 }
 MARKER_HYPHENS = "-" * 13
 _PRE_STYLE = "font-family:monospace;white-space:pre-wrap;font-size:14px"
@@ -159,32 +233,47 @@ def ses_message_id(seed: str, marketplace: Marketplace) -> str:
     """A Message-ID shaped like Amazon SES's (`<0102019…-000000@eu-west-1.amazonses.com>`), fixed by `seed`."""
     digest = hashlib.sha256(seed.encode()).hexdigest()
     head = marketplace.ses_prefix + digest[:9]
-    return (f"<{head}-{digest[9:17]}-{digest[17:21]}-{digest[21:25]}-{digest[25:29]}-{digest[29:41]}-000000"
-            f"@{marketplace.ses_host}>")
+    return (
+        f"<{head}-{digest[9:17]}-{digest[17:21]}-{digest[21:25]}-{digest[25:29]}-{digest[29:41]}-000000"
+        f"@{marketplace.ses_host}>"
+    )
 
 
 def paragraphs(text: str) -> str:
     """Plain text as Amazon's HTML writes it: blank lines end paragraphs, single newlines become <br>."""
     blocks = [block.strip() for block in text.strip().split("\n\n") if block.strip()]
-    return "\n".join("<p>" + "<br>\n".join(html.escape(line) for line in block.split("\n")) + "</p>"
-                     for block in blocks)
+    return "\n".join(
+        "<p>" + "<br>\n".join(html.escape(line) for line in block.split("\n")) + "</p>" for block in blocks
+    )
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     """A bordered table with a header row, as in return, refund and cancellation notices."""
     cell = '<p style="font-size:0.765em">{}</p>'
     head = "".join(f"<th>{cell.format(html.escape(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell.format(html.escape(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell.format(html.escape(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f'<table cellspacing="0" cellpadding="10" border="1"><tbody><tr>{head}</tr>{body}</tbody></table>'
 
 
-def notice(marketplace: str, *, sender: tuple[str, str], subject: str, body_html: str, date: datetime | str,
-           notification_type: str | None = None, to: str = "Acme Store <claims@example.com>",
-           reply_to: str | None = "same", layout: str = "space", preview: str | None = None,
-           seed: str | None = None, message_id: str | None = None, list_unsubscribe: bool = False,
-           marketplace_header: bool = True, cte: str = "quoted-printable",
-           extra_headers: dict[str, str] | None = None) -> bytes:
+def notice(
+    marketplace: str,
+    *,
+    sender: tuple[str, str],
+    subject: str,
+    body_html: str,
+    date: datetime | str,
+    notification_type: str | None = None,
+    to: str = "Acme Store <claims@example.com>",
+    reply_to: str | None = "same",
+    layout: str = "space",
+    preview: str | None = None,
+    seed: str | None = None,
+    message_id: str | None = None,
+    list_unsubscribe: bool = False,
+    marketplace_header: bool = True,
+    cte: str = "quoted-printable",
+    extra_headers: dict[str, str] | None = None,
+) -> bytes:
     """A Seller Central / A-to-z notice: multipart/alternative holding only a text/html part.
 
     `sender` is (display name, address); `reply_to` "same" repeats the From, "folded" repeats it on a second
@@ -195,8 +284,11 @@ def notice(marketplace: str, *, sender: tuple[str, str], subject: str, body_html
     place = MARKETPLACES[marketplace]
     when = _date(date)
     seed = seed or f"{marketplace}|{subject}|{when.isoformat()}"
-    content = (_space_layout(place, body_html, notification_type, preview, seed) if layout == "space"
-               else _simple_layout(body_html, preview))
+    content = (
+        _space_layout(place, body_html, notification_type, preview, seed)
+        if layout == "space"
+        else _simple_layout(body_html, preview)
+    )
     message = _message(sender, to, subject, when, message_id or ses_message_id(seed, place))
     if reply_to in ("same", "folded"):
         message["Reply-To"] = _address(sender)
@@ -211,8 +303,9 @@ def notice(marketplace: str, *, sender: tuple[str, str], subject: str, body_html
     if notification_type:
         message["X-Space-Notification-Type"] = notification_type
     if list_unsubscribe:
-        message["List-Unsubscribe"] = (f"<{place.seller_central}/notifications/preferences/optout/"
-                                       f"header-one-click?optoutId={_token(seed, 36)}>")
+        message["List-Unsubscribe"] = (
+            f"<{place.seller_central}/notifications/preferences/optout/header-one-click?optoutId={_token(seed, 36)}>"
+        )
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in (extra_headers or {}).items():
         message[name] = value
@@ -224,13 +317,29 @@ def notice(marketplace: str, *, sender: tuple[str, str], subject: str, body_html
     return raw
 
 
-def buyer_message(marketplace: str, *, relay: str, buyer_name: str, subject: str, words: str,
-                  date: datetime | str, order_id: str | None = None, item: str | None = None,
-                  asin: str | None = None, markers: str = "new", parts: tuple[str, ...] = ("plain", "html"),
-                  notification_header: bool = True, to: str = "Acme Store <claims@example.com>",
-                  seed: str | None = None, message_id: str | None = None, in_reply_to: str | None = None,
-                  references: tuple[str, ...] = (), charset: str = "utf-8", cte: str = "quoted-printable",
-                  display_name: str | None = None) -> bytes:
+def buyer_message(
+    marketplace: str,
+    *,
+    relay: str,
+    buyer_name: str,
+    subject: str,
+    words: str,
+    date: datetime | str,
+    order_id: str | None = None,
+    item: str | None = None,
+    asin: str | None = None,
+    markers: str = "new",
+    parts: tuple[str, ...] = ("plain", "html"),
+    notification_header: bool = True,
+    to: str = "Acme Store <claims@example.com>",
+    seed: str | None = None,
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] = (),
+    charset: str = "utf-8",
+    cte: str = "quoted-printable",
+    display_name: str | None = None,
+) -> bytes:
     """A buyer's message relayed by Amazon: From and Reply-To the relay address, the words between markers.
 
     `relay` is the relay address's local part (random lower-case letters and digits) or a whole address;
@@ -250,14 +359,34 @@ def buyer_message(marketplace: str, *, relay: str, buyer_name: str, subject: str
             head.append(f"1 / {item}" + (f" [ASIN: {asin}]" if asin else ""))
         head.append("")
     links = _buyer_links(place, seed)
-    plain_lines = [*head, f"{MARKER_HYPHENS} {begin} {MARKER_HYPHENS}", "", words.strip(), "",
-                   f"{MARKER_HYPHENS} {end} {MARKER_HYPHENS}", ""]
+    plain_lines = [
+        *head,
+        f"{MARKER_HYPHENS} {begin} {MARKER_HYPHENS}",
+        "",
+        words.strip(),
+        "",
+        f"{MARKER_HYPHENS} {end} {MARKER_HYPHENS}",
+        "",
+    ]
     for label, url in zip(labels, links, strict=True):
         plain_lines += [label, url, ""]
-    plain_lines += ["-" * 26, "", _FOOTER[place.language][4] + " " + " ".join(_LEGAL[marketplace][:1]), "",
-                    retention, "", f"{place.watermark}-{_digits(seed, 16)}", ""]
-    message = _message((display_name if display_name is not None else buyer_name, address), to, subject, when,
-                       message_id or ses_message_id(seed, place))
+    plain_lines += [
+        "-" * 26,
+        "",
+        _FOOTER[place.language][4] + " " + " ".join(_LEGAL[marketplace][:1]),
+        "",
+        retention,
+        "",
+        f"{place.watermark}-{_digits(seed, 16)}",
+        "",
+    ]
+    message = _message(
+        (display_name if display_name is not None else buyer_name, address),
+        to,
+        subject,
+        when,
+        message_id or ses_message_id(seed, place),
+    )
     message["Reply-To"] = address
     if in_reply_to:
         message["In-Reply-To"] = in_reply_to
@@ -318,14 +447,17 @@ def _digits(seed: str, length: int) -> str:
     return str(int(hashlib.sha256(("d" + seed).encode()).hexdigest(), 16))[:length]
 
 
-def _space_layout(place: Marketplace, body_html: str, notification_type: str | None, preview: str | None,
-                  seed: str) -> str:
+def _space_layout(
+    place: Marketplace, body_html: str, notification_type: str | None, preview: str | None, seed: str
+) -> str:
     report, questions, preferences, preferences_label, copyright_line = _FOOTER[place.language]
     kind = f"&amp;communicationName={notification_type}" if notification_type else ""
     topic = f"?nt={notification_type}&amp;" if notification_type else "?"
     legal = "<br>\n".join(html.escape(line) for line in _LEGAL[place.domain])
-    hidden = ('<div style="display:none;font-size:1px;line-height:1px;max-height:0px;max-width:0px;opacity:0;'
-              f'overflow:hidden;mso-hide:all;">{html.escape(preview or "")}</div>')
+    hidden = (
+        '<div style="display:none;font-size:1px;line-height:1px;max-height:0px;max-width:0px;opacity:0;'
+        f'overflow:hidden;mso-hide:all;">{html.escape(preview or "")}</div>'
+    )
     return f"""<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
 <html xmlns="http://www.w3.org/1999/xhtml">
 <head><meta http-equiv="Content-Type" content="text/html; charset=UTF-8"><title></title>
@@ -361,8 +493,12 @@ def _space_layout(place: Marketplace, body_html: str, notification_type: str | N
 
 
 def _simple_layout(body_html: str, preview: str | None) -> str:
-    hidden = ('<div style="display:none;font-size:1px;max-height:0px;overflow:hidden;mso-hide:all;">'
-              f"{html.escape(preview)}</div>\n" if preview else "")
+    hidden = (
+        '<div style="display:none;font-size:1px;max-height:0px;overflow:hidden;mso-hide:all;">'
+        f"{html.escape(preview)}</div>\n"
+        if preview
+        else ""
+    )
     return f"""<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">
 <html xmlns="http://www.w3.org/1999/xhtml">
 <head><meta http-equiv="Content-Type" content="text/html; charset=UTF-8">
@@ -389,11 +525,22 @@ def _buyer_links(place: Marketplace, seed: str) -> list[str]:
     ]
 
 
-def _buyer_html(head: list[str], begin: str, end: str, words: str, labels: tuple[str, ...], links: list[str],
-                place: Marketplace, marketplace: str, retention: str, seed: str) -> str:
+def _buyer_html(
+    head: list[str],
+    begin: str,
+    end: str,
+    words: str,
+    labels: tuple[str, ...],
+    links: list[str],
+    place: Marketplace,
+    marketplace: str,
+    retention: str,
+    seed: str,
+) -> str:
     top = "<br>\n".join(html.escape(line) for line in head if line)
-    footer = "<br>\n".join(f'<a href="{html.escape(url)}">{html.escape(label)}</a>'
-                           for label, url in zip(labels, links, strict=True))
+    footer = "<br>\n".join(
+        f'<a href="{html.escape(url)}">{html.escape(label)}</a>' for label, url in zip(labels, links, strict=True)
+    )
     return f"""<html><head><meta http-equiv="Content-Type" content="text/html; charset=UTF-8"></head>
 <body><table width="600" border="0" cellpadding="0" cellspacing="0"><tbody><tr><td>
 <p>{top}</p>

@@ -543,10 +543,20 @@ class ThrowawayDovecot:
             ssl_settings = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"
         config = _CONFIG.format(
-            workdir=self.workdir, base_dir=self._base_dir, state_dir=self.workdir / "state", port=self.port,
-            log_path=self.log_path, host=HOST, login_user=login_user, internal_user=internal_user,
-            internal_group=internal_user if root else _group_name(gid), uid=uid, gid=gid,
-            ssl_settings=ssl_settings, passwd_dir=self.passwd_dir, imaps=imaps,
+            workdir=self.workdir,
+            base_dir=self._base_dir,
+            state_dir=self.workdir / "state",
+            port=self.port,
+            log_path=self.log_path,
+            host=HOST,
+            login_user=login_user,
+            internal_user=internal_user,
+            internal_group=internal_user if root else _group_name(gid),
+            uid=uid,
+            gid=gid,
+            ssl_settings=ssl_settings,
+            passwd_dir=self.passwd_dir,
+            imaps=imaps,
             # Without root, Dovecot cannot chroot its login and anvil processes.
             no_chroot="" if root else "  chroot =\n",
         )

@@ -16,12 +16,23 @@ from pipeline.understanding.rules import Hit
 from pipeline.understanding.text import inside_quotes, join_wrapped_ids, order_ids
 from pipeline.understanding.tracking import tracking_carrier
 
-CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "£": "GBP", "€": "EUR", "¥": "JPY", "￥": "JPY", "円": "JPY",
-                    "CA$": "CAD", "C$": "CAD"}
+CURRENCY_SYMBOLS = {
+    "$": "USD",
+    "US$": "USD",
+    "£": "GBP",
+    "€": "EUR",
+    "¥": "JPY",
+    "￥": "JPY",
+    "円": "JPY",
+    "CA$": "CAD",
+    "C$": "CAD",
+}
 # an amount: thousands grouped by . , or a space, then one or two decimals ("39.9" in real refund notices)
 _NUMBER = r"(?:\d{1,3}(?:[.,\s]\d{3})+|\d+)(?:[.,]\d{1,2})?(?![\d])"
-MONEY = re.compile(rf"(?P<pre>US\$|CA\$|C\$|CAD|EUR|GBP|USD|JPY|[$£€¥￥])\s?(?P<num>{_NUMBER})"
-                   rf"|(?P<num2>{_NUMBER})\s?(?P<post>€|EUR|円|GBP|USD|CAD|JPY)")
+MONEY = re.compile(
+    rf"(?P<pre>US\$|CA\$|C\$|CAD|EUR|GBP|USD|JPY|[$£€¥￥])\s?(?P<num>{_NUMBER})"
+    rf"|(?P<num2>{_NUMBER})\s?(?P<post>€|EUR|円|GBP|USD|CAD|JPY)"
+)
 _CURRENCY_MARK = re.compile(r"US\$|CA\$|C\$|CAD|EUR|GBP|USD|JPY|[$£€¥￥円]")
 _DIGITS = re.compile(r"\d+")
 _SPACE = re.compile(r"\s")
@@ -53,8 +64,9 @@ def kind_by_text(hits: list[Hit], allowed: Iterable[str], denied_priority: int) 
         if hit.negated:
             if hit.value != "claim_granted":
                 continue
-            hit = hit._replace(value="claim_denied", negated=False, rule=hit.rule + "(negated)",
-                               priority=denied_priority)
+            hit = hit._replace(
+                value="claim_denied", negated=False, rule=hit.rule + "(negated)", priority=denied_priority
+            )
         candidates.append(hit)
     found = best(candidates, allowed)
     if found is None:
@@ -81,8 +93,10 @@ def _reason_hit(hits: dict[str, list[Hit]], text: str) -> Hit | None:
     cues = hits.get("REASON_CUE")
     if not cues:
         return None
-    stated: list[Hit] = sorted((h for h in (*hits.get("COMPLAINT", ()), *hits.get("REASON", ())) if not h.negated),
-                    key=lambda h: (h.start, -h.end, h.rule))
+    stated: list[Hit] = sorted(
+        (h for h in (*hits.get("COMPLAINT", ()), *hits.get("REASON", ())) if not h.negated),
+        key=lambda h: (h.start, -h.end, h.rule),
+    )
     for cue in cues:
         line_end = text.find("\n", cue.end)
         line_end = len(text) if line_end < 0 else line_end
@@ -148,15 +162,16 @@ def delivery_date(text: str, hits: list[Hit], months: dict[str, int], evidence: 
     for hit in hits:
         if hit.negated:
             continue
-        when = find_date(text[hit.start:hit.end + 60].replace("\u00a0", " "), months)
+        when = find_date(text[hit.start : hit.end + 60].replace("\u00a0", " "), months)
         if when:
             evidence["delivered_on"] = Evidence(f"{hit.rule}+date", when[1])
             return when[0]
     return None
 
 
-def deadline_hours(hits: list[Hit], text: str, number_words: dict[str, int],
-                   evidence: dict[str, Evidence]) -> int | None:
+def deadline_hours(
+    hits: list[Hit], text: str, number_words: dict[str, int], evidence: dict[str, Evidence]
+) -> int | None:
     """The response time the text states, in hours ("within 3 calendar days" -> 72)."""
     for hit in hits:
         if hit.negated or inside_quotes(text, hit.start):
@@ -202,8 +217,9 @@ def tracking(hits: dict[str, list[Hit]], evidence: dict[str, Evidence]) -> tuple
     return None, None
 
 
-def amount(text: str, cues: list[Hit], offset: int, marketplace: str | None,
-           evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+def amount(
+    text: str, cues: list[Hit], offset: int, marketplace: str | None, evidence: dict[str, Evidence]
+) -> tuple[str | None, str | None]:
     """The amount: the money right after an amount cue ("Claim amount", "claim of"), else the first.
 
     `text` is the part of the read text the money may come from, starting `offset` characters into it.
@@ -249,7 +265,7 @@ def decimal(number: str, currency: str) -> str | None:
     number = number.replace(" ", "")
     cents_match = _CENTS.search(number)
     if cents_match:
-        whole, cents = number[:cents_match.start()], number[cents_match.start() + 1:].ljust(2, "0")
+        whole, cents = number[: cents_match.start()], number[cents_match.start() + 1 :].ljust(2, "0")
         whole = _SEPARATORS.sub("", whole)
         number = f"{whole}.{cents}"
     else:

@@ -58,8 +58,9 @@ def load_languages(folders: list[Path]) -> dict[str, LanguageData]:
     for folder in reversed(folders):
         for path in sorted(folder.glob("*/language.json")):
             found[path.parent.name] = path
-    return {lang: LanguageData(lang, json.loads(path.read_text(encoding="utf-8"))) for lang, path in
-            sorted(found.items())}
+    return {
+        lang: LanguageData(lang, json.loads(path.read_text(encoding="utf-8"))) for lang, path in sorted(found.items())
+    }
 
 
 def function_word_languages(languages: dict[str, LanguageData]) -> dict[str, str]:
@@ -137,15 +138,15 @@ def format_date(value: date, language: LanguageData) -> str:
     """A date as the language writes it in a letter (its "date_format" and "months")."""
     months = language.months or [str(n) for n in range(1, 13)]
     template = language.get("date_format", "{year}-{month_number:02d}-{day:02d}")
-    return str(template.format(day=value.day, month=months[value.month - 1], month_number=value.month,
-                               year=value.year))
+    return str(template.format(day=value.day, month=months[value.month - 1], month_number=value.month, year=value.year))
 
 
 def reply_prefix(languages: dict[str, LanguageData]) -> re.Pattern[str]:
     """What mail clients put before a replied or forwarded subject in any of the languages ("Re:", "AW:",
     "RIF:", "Re[2]:", "Fwd:"), repeated: one regex, matched at the start."""
-    words = sorted({w.lower() for data in languages.values() for w in data.get("reply_prefixes", [])},
-                   key=len, reverse=True)
+    words = sorted(
+        {w.lower() for data in languages.values() for w in data.get("reply_prefixes", [])}, key=len, reverse=True
+    )
     alternatives = "|".join(re.escape(w) for w in words) or "re"
     return re.compile(rf"^\s*(?:(?:{alternatives})\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 

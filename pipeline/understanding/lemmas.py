@@ -56,8 +56,14 @@ class LookupLemmatizer:
         self.table: Any = None  # spaCy's whole lookup table, when the cut one does not cover the rules
         self._cache: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def configure(self, forms: dict[str, str], keywords: Iterable[str], protected: Iterable[str],
-                  compound_heads: bool, table: Any = None) -> None:
+    def configure(
+        self,
+        forms: dict[str, str],
+        keywords: Iterable[str],
+        protected: Iterable[str],
+        compound_heads: bool,
+        table: Any = None,
+    ) -> None:
         """Install the lemma table and the vocabulary typos are mended towards."""
         add = self.strings.add
         self.table = table
@@ -72,7 +78,7 @@ class LookupLemmatizer:
         deletes: dict[str, str] = {}
         for word in sorted(self.keywords):
             for i in range(len(word)):
-                deletes.setdefault(word[:i] + word[i + 1:], word)
+                deletes.setdefault(word[:i] + word[i + 1 :], word)
         self.deletes = deletes
         self.protected = frozenset(protected)
         self.compound_heads = compound_heads
@@ -136,11 +142,11 @@ class LookupLemmatizer:
         if word in self.deletes:  # a letter left out
             return self.deletes[word]
         for i in range(len(word)):  # a letter too many
-            candidate = word[:i] + word[i + 1:]
+            candidate = word[:i] + word[i + 1 :]
             if candidate in keywords:
                 return candidate
         for i in range(len(word) - 1):  # two neighbours swapped
-            candidate = word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            candidate = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
             if candidate in keywords:
                 return candidate
         return None
@@ -150,8 +156,9 @@ class LookupLemmatizer:
         return self.forms.get(key) or self.forms.get(self.strings.add(word.capitalize())) or key
 
 
-def lemma_table(lang: str, needed: set[str], listed: set[str],
-                folders: list[Path]) -> tuple[dict[str, str], dict[str, str], set[str], Any]:
+def lemma_table(
+    lang: str, needed: set[str], listed: set[str], folders: list[Path]
+) -> tuple[dict[str, str], dict[str, str], set[str], Any]:
     """(form -> lemma, listed word -> the table's own lemma for it, protected real words, whole table or None).
 
     From models/<lang>/lemmas.json when it covers the rules' lemmas; else spaCy's whole lookup table (a
@@ -163,8 +170,11 @@ def lemma_table(lang: str, needed: set[str], listed: set[str],
             data = json.loads(path.read_text(encoding="utf-8"))
             if needed <= set(data.get("lemmas", [])) and listed <= set(data.get("listed", [])):
                 return data["forms"], data.get("table_lemmas", {}), set(data.get("protected", [])), None
-            log.warning("%s does not cover every lemma the rules use; loading spaCy's whole lookup table "
-                        "(run `python scripts/build_lemma_tables.py`)", path)
+            log.warning(
+                "%s does not cover every lemma the rules use; loading spaCy's whole lookup table "
+                "(run `python scripts/build_lemma_tables.py`)",
+                path,
+            )
             break
     from spacy.lookups import load_lookups
 

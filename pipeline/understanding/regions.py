@@ -40,8 +40,17 @@ _FOOTER_RULE = re.compile(r"^\s*-{10,}\s*$", re.MULTILINE)
 _SMALL_PRINT = re.compile(r"font-size\s*:\s*(?:0?\.[0-7]\d*em|[0-9](?:\.\d+)?px|1[0-2](?:\.\d+)?px)", re.IGNORECASE)
 _HIDDEN = re.compile(r"display\s*:\s*none", re.IGNORECASE)
 _MAILTO_RELAY = re.compile(r"mailto:([^?\"'\s>]+@(?:m\.)?marketplace\.amazon\.[a-z.]+)", re.IGNORECASE)
-_REMOVED = ("//head", "//style", "//script", "//title", "//img", "//comment()", "//*[@data-space-header]",
-            "//*[@data-space-footer]", "//*[@id='spc-watermark']")
+_REMOVED = (
+    "//head",
+    "//style",
+    "//script",
+    "//title",
+    "//img",
+    "//comment()",
+    "//*[@data-space-header]",
+    "//*[@data-space-footer]",
+    "//*[@id='spc-watermark']",
+)
 
 
 @dataclass
@@ -174,9 +183,10 @@ def _labelled_lines(text: str, labels: FieldLabels) -> list[tuple[str, str]]:
         if key is None:
             continue
         value = match.group("value").strip()
-        for following in lines[i + 1:]:
-            if not following.strip() or (_FIELD_LINE.match(following) and labels.key(
-                    _FIELD_LINE.match(following).group("label"))):  # type: ignore[union-attr]
+        for following in lines[i + 1 :]:
+            if not following.strip() or (
+                _FIELD_LINE.match(following) and labels.key(_FIELD_LINE.match(following).group("label"))
+            ):  # type: ignore[union-attr]
                 break
             if key == "details":
                 value = f"{value}\n{following.strip()}".strip()
@@ -205,7 +215,7 @@ def _cut_plain_footer(text: str) -> str:
     for pattern in (_FOOTER_RULE, _WATERMARK):
         match = pattern.search(text)
         if match:
-            text = text[:match.start()]
+            text = text[: match.start()]
     return text
 
 

@@ -106,10 +106,17 @@ def _rule(entry: dict[str, Any]) -> Rule:
         raise ValueError("id and label must not be empty")
     if "regex" in entry:
         re.compile(entry["regex"])
-    return Rule(id=rule_id, label=label, value=str(entry.get("value", "")), priority=int(entry.get("priority", 0)),
-                pattern=_canonical(entry["pattern"]) if "pattern" in entry else None,
-                phrases=tuple(_canonical(entry.get("phrases", []))), regex=entry.get("regex"),
-                case=bool(entry.get("case")), token_scope=entry.get("scope") == "token")
+    return Rule(
+        id=rule_id,
+        label=label,
+        value=str(entry.get("value", "")),
+        priority=int(entry.get("priority", 0)),
+        pattern=_canonical(entry["pattern"]) if "pattern" in entry else None,
+        phrases=tuple(_canonical(entry.get("phrases", []))),
+        regex=entry.get("regex"),
+        case=bool(entry.get("case")),
+        token_scope=entry.get("scope") == "token",
+    )
 
 
 def _canonical(value: Any) -> Any:
@@ -134,18 +141,29 @@ class RuleModel:
         rules = load_rules(folders, self.lang)
         self.rules = {rule.id: rule for rule in rules}
         lowercase = bool(settings["lowercase"])
-        patterns = [(rule, _lowercase(rule.pattern) if lowercase else rule.pattern)
-                    for rule in rules if rule.pattern is not None]
+        patterns = [
+            (rule, _lowercase(rule.pattern) if lowercase else rule.pattern)
+            for rule in rules
+            if rule.pattern is not None
+        ]
         phrases = [rule for rule in rules if rule.phrases]
-        self.regexes = [(rule, re.compile(rule.regex, 0 if rule.case else re.IGNORECASE))
-                        for rule in rules if rule.regex is not None]
+        self.regexes = [
+            (rule, re.compile(rule.regex, 0 if rule.case else re.IGNORECASE))
+            for rule in rules
+            if rule.regex is not None
+        ]
         if settings["lemmatizer"] == "lookup":
-            needed = _pattern_values(p for _, p in patterns) | {w for r in phrases for p in r.phrases
-                                                                 for w in p.lower().split()}
+            needed = _pattern_values(p for _, p in patterns) | {
+                w for r in phrases for p in r.phrases for w in p.lower().split()
+            }
             listed = _pattern_values((p for _, p in patterns), ("LEMMA",))
             keywords = _pattern_values((p for _, p in patterns), ("NORM", "LOWER", "LEMMA")) | needed
-            keywords |= {w.lower() for key in ("negation", "negation_after", "contrast", "hypothetical")
-                         for w in language.scope.get(key, []) if " " not in w}
+            keywords |= {
+                w.lower()
+                for key in ("negation", "negation_after", "contrast", "hypothetical")
+                for w in language.scope.get(key, [])
+                if " " not in w
+            }
             forms, table_lemmas, protected, table = lemma_table(self.lang, needed, listed, folders)
             if table is None:
                 keywords |= {f.lower() for f in forms}
@@ -198,11 +216,28 @@ class RuleModel:
                 if attributes is None:
                     attributes = doc.to_array([ORTH, NORM, LEMMA, IS_SPACE]).tolist()
                 negated, hypothetical = self.scope.of(attributes, start, end, rule.label in PREDICATE_LABELS)
-            found.append(Hit(rule.label, rule.value, rule.id, text[a:b], a, b, negated, hypothetical,
-                             a < subject_end, rule.priority))
+            found.append(
+                Hit(
+                    rule.label,
+                    rule.value,
+                    rule.id,
+                    text[a:b],
+                    a,
+                    b,
+                    negated,
+                    hypothetical,
+                    a < subject_end,
+                    rule.priority,
+                )
+            )
         if blocks:  # a BLOCK's value is a label ("INTENT") or a label and value ("COMPLAINT:not_as_described")
-            found = [h for h in found if not any(target in (h.label, f"{h.label}:{h.value}") and a < h.end
-                                                 and h.start < b for target, a, b in blocks)]
+            found = [
+                h
+                for h in found
+                if not any(
+                    target in (h.label, f"{h.label}:{h.value}") and a < h.end and h.start < b for target, a, b in blocks
+                )
+            ]
         return found
 
     def _matchers(self, labels: frozenset[str] | None) -> tuple[Matcher, PhraseMatcher]:
@@ -223,13 +258,17 @@ class RuleModel:
             found = self._narrow[labels] = (matcher, phrase_matcher)
         return found
 
-    def _regex_spans(self, doc: Doc, text: str, starts: list[int],
-                     labels: frozenset[str] | None) -> list[tuple[str, int, int]]:
+    def _regex_spans(
+        self, doc: Doc, text: str, starts: list[int], labels: frozenset[str] | None
+    ) -> list[tuple[str, int, int]]:
         """Token spans of the regex rules. A token-scope rule (tracking numbers) is tried only where a token of
         10 or more characters with a digit starts; carrier names and tracking cues only beside such a match."""
         lengths = doc.to_array(LENGTH).tolist()
-        candidates = [at for at, length in zip(starts, lengths, strict=True)
-                      if length >= 10 and any(c.isdigit() for c in text[at:at + length])]
+        candidates = [
+            at
+            for at, length in zip(starts, lengths, strict=True)
+            if length >= 10 and any(c.isdigit() for c in text[at : at + length])
+        ]
         spans: list[tuple[str, int, int]] = []
         tracking = False
         regexes = [(r, x) for r, x in self.regexes if labels is None or r.label in labels]
@@ -263,8 +302,10 @@ def _lowercase(pattern: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
             if isinstance(spec.get(attr), str):
                 spec[attr] = spec[attr].lower()
             elif isinstance(spec.get(attr), dict):
-                spec[attr] = {op: [v.lower() for v in values] if op in ("IN", "NOT_IN") else values
-                              for op, values in spec[attr].items()}
+                spec[attr] = {
+                    op: [v.lower() for v in values] if op in ("IN", "NOT_IN") else values
+                    for op, values in spec[attr].items()
+                }
         out.append(spec)
     return out
 

@@ -24,8 +24,10 @@ class Scope:
     def __init__(self, vocab: Any, settings: dict[str, Any]) -> None:
         self.strings = vocab.strings
         add = self.strings.add
-        words = {key: [tuple(w.lower().split()) for w in settings.get(key, [])]
-                 for key in ("negation", "negation_after", "contrast", "hypothetical")}
+        words = {
+            key: [tuple(w.lower().split()) for w in settings.get(key, [])]
+            for key in ("negation", "negation_after", "contrast", "hypothetical")
+        }
         self.neg1 = {add(w[0]) for w in words["negation"] if len(w) == 1}
         self.neg2 = {(add(w[0]), add(w[1])) for w in words["negation"] if len(w) == 2}
         self.neg_after = {add(w[0]) for w in words["negation_after"]}

@@ -29,19 +29,33 @@ from pipeline.understanding.language import LanguageData, reply_prefix
 from pipeline.understanding.text import normalize_chars
 
 DECISIONS = ("claim_granted", "claim_denied", "claim_withdrawn")
-SELLER_CENTRAL_KINDS = ("return_request", "refund_issued", "cancellation_request", "seller_reply_copy",
-                        "message_undelivered")
+SELLER_CENTRAL_KINDS = (
+    "return_request",
+    "refund_issued",
+    "cancellation_request",
+    "seller_reply_copy",
+    "message_undelivered",
+)
 # subject templates each family may use: a template never moves a message into another family
 _SUBJECTS_OF = {
     "atoz": ("claim_filed", "claim_decision", "claim_info_request", "claim_withdrawn"),
     "seller_central": SELLER_CENTRAL_KINDS,
     "customer_service": ("amazon_inquiry", *SELLER_CENTRAL_KINDS),
     "buyer": ("buyer_message",),
-    "unknown": ("claim_filed", "claim_decision", "claim_info_request", "claim_withdrawn", "amazon_inquiry",
-                *SELLER_CENTRAL_KINDS, "buyer_message"),
+    "unknown": (
+        "claim_filed",
+        "claim_decision",
+        "claim_info_request",
+        "claim_withdrawn",
+        "amazon_inquiry",
+        *SELLER_CENTRAL_KINDS,
+        "buyer_message",
+    ),
 }
-_LINK_TYPE = re.compile(r"(?:communicationName|customAttribute1Value)=([A-Z][A-Z0-9_]{3,60})"
-                        r"|[?&;]nt=([A-Z][A-Z0-9_]{3,60})")
+_LINK_TYPE = re.compile(
+    r"(?:communicationName|customAttribute1Value)=([A-Z][A-Z0-9_]{3,60})"
+    r"|[?&;]nt=([A-Z][A-Z0-9_]{3,60})"
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,8 @@ class StructureReader:
         """Whether an address's local part says a reply reaches nobody."""
         local = local.lower()
         return local in self.no_reply_locals or any(
-            mark in local for mark in ("no-reply", "noreply", "donotreply", "do-not-reply"))
+            mark in local for mark in ("no-reply", "noreply", "donotreply", "do-not-reply")
+        )
 
     def read(self, message: ParsedMessage) -> Structure:
         """The family and, where the structure decides it, the kind of a message."""
@@ -106,8 +121,11 @@ class StructureReader:
         if entry is not None:
             family, kind = entry["family"], entry.get("kind")
             evidence = Evidence(source, found_type or "")
-            if family == "atoz" and kind == "claim_filed" and subject_kind in (
-                    "claim_decision", "claim_withdrawn", "claim_info_request"):
+            if (
+                family == "atoz"
+                and kind == "claim_filed"
+                and subject_kind in ("claim_decision", "claim_withdrawn", "claim_info_request")
+            ):
                 # the filing header on a mail whose reported subject says it is a decision (or more)
                 kind = None if subject_kind == "claim_decision" else subject_kind
                 evidence = Evidence(f"{source}+subject:{subject_kind}", message.subject)
@@ -117,24 +135,42 @@ class StructureReader:
         if found_type:
             family = next((f for prefix, f in self.prefixes.items() if found_type.startswith(prefix)), None)
             if family is not None:
-                return self._by_subject(family, role, header, Evidence(source, found_type), subject_kind,
-                                        subject_buyer)
+                return self._by_subject(family, role, header, Evidence(source, found_type), subject_kind, subject_buyer)
             # a Seller Central notification of a kind that is none of ours
             return Structure("seller_central", "other", role, header, Evidence(source, found_type))
-        family = {"relay": "buyer", "lookalike_relay": "buyer", "atoz": "atoz", "no_reply": "seller_central",
-                  "amazon": "customer_service"}.get(role, "unknown")
+        family = {
+            "relay": "buyer",
+            "lookalike_relay": "buyer",
+            "atoz": "atoz",
+            "no_reply": "seller_central",
+            "amazon": "customer_service",
+        }.get(role, "unknown")
         evidence = Evidence(f"sender:{role}", message.sender)
         if family == "buyer":
             return Structure("buyer", "buyer_message", role, header, evidence, subject_kind, subject_buyer)
         return self._by_subject(family, role, header, evidence, subject_kind, subject_buyer)
 
-    def _by_subject(self, family: str, role: str, header: str | None, evidence: Evidence,
-                    subject_kind: str | None, subject_buyer: str | None) -> Structure:
+    def _by_subject(
+        self,
+        family: str,
+        role: str,
+        header: str | None,
+        evidence: Evidence,
+        subject_kind: str | None,
+        subject_buyer: str | None,
+    ) -> Structure:
         if subject_kind is None or subject_kind not in _SUBJECTS_OF.get(family, ()):
             return Structure(family, None, role, header, evidence, None, subject_buyer)
         kind = None if subject_kind == "claim_decision" else subject_kind
-        return Structure(family, kind, role, header, Evidence(f"{evidence.rule}+subject:{subject_kind}",
-                                                              evidence.text), subject_kind, subject_buyer)
+        return Structure(
+            family,
+            kind,
+            role,
+            header,
+            Evidence(f"{evidence.rule}+subject:{subject_kind}", evidence.text),
+            subject_kind,
+            subject_buyer,
+        )
 
     def _subject(self, subject: str) -> tuple[str | None, str | None]:
         """The kind a subject template names, and the buyer's name it holds, if any."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 # Characters that mean the same to the rules: typographic apostrophes and hyphens, soft hyphens, zero widths.
-_CHAR_MAP = str.maketrans({"\u2019": "'", "\u2018": "'", "\u2010": "-", "\u2011": "-", "\u00ad": None,
-                           "\u200b": None, "\ufeff": None})
+_CHAR_MAP = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u2010": "-", "\u2011": "-", "\u00ad": None, "\u200b": None, "\ufeff": None}
+)
 _MAPPED_CHARS = ("\u2019", "\u2018", "\u2010", "\u2011", "\u00ad", "\u200b", "\ufeff")
 # A line break inside a sentence (hard-wrapped plain text): the next line goes on in lower case.
 _SOFT_BREAK = re.compile(r"\n[ \t]*(?=[a-zà-öø-ÿ])")
@@ -63,6 +64,7 @@ def mark_a_to_z(text: str) -> str:
 
 def join_wrapped_ids(text: str) -> str:
     """Order IDs broken across a line end written whole again."""
+
     def join(match: re.Match[str]) -> str:
         before = match.string[match.start() - 1] if match.start() else " "
         joined = match.group(1) + match.group(2)

@@ -6,8 +6,15 @@ import re
 
 _S10 = re.compile(r"[A-Z]{2}\d{9}[A-Z]{2}")
 # carriers of the formats in models/xx/entities.jsonl (TRACKING rule values)
-FORMAT_CARRIERS = {"usps": "USPS", "fedex": "FedEx", "dhl": "DHL", "yunexpress": "YunExpress",
-                   "amazon": "Amazon Logistics", "yanwen": "Yanwen", "4px": "4PX"}
+FORMAT_CARRIERS = {
+    "usps": "USPS",
+    "fedex": "FedEx",
+    "dhl": "DHL",
+    "yunexpress": "YunExpress",
+    "amazon": "Amazon Logistics",
+    "yanwen": "Yanwen",
+    "4px": "4PX",
+}
 # S10 numbers name the country of the post that took the parcel in
 S10_CARRIERS = {"CN": "China Post", "GB": "Royal Mail"}
 

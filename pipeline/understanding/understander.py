@@ -104,15 +104,19 @@ class Understander:
         try:
             self.languages: dict[str, LanguageData] = load_languages(self.folders)
             self.structures = StructureReader(self.folders, self.languages)
-            self.scripts = [(lang, re.compile(data.get("script"))) for lang, data in self.languages.items()
-                            if data.get("script")]
+            self.scripts = [
+                (lang, re.compile(data.get("script"))) for lang, data in self.languages.items() if data.get("script")
+            ]
         except (ValueError, OSError, re.error) as exc:
             raise ConfigError(f"the models' language files cannot be read: {exc}") from None
         self.labels = FieldLabels(self.languages)
         self.word_languages = function_word_languages(self.languages)
         self.months = month_names(self.languages)
-        self.guarantee_names = [re.compile(name, re.IGNORECASE) for data in self.languages.values()
-                                for name in data.get("guarantee_names", [])]
+        self.guarantee_names = [
+            re.compile(name, re.IGNORECASE)
+            for data in self.languages.values()
+            for name in data.get("guarantee_names", [])
+        ]
         self._models: dict[str, RuleModel] = {}
         self._lock = threading.Lock()
 
@@ -171,8 +175,11 @@ class Understander:
         if self._by_script(reading.text) == reading.language:
             return model, doc, reading
         strings = doc.vocab.strings
-        found = [lang for at, word in doc.to_array([IDX, LOWER]).tolist() if at < _LANGUAGE_SAMPLE
-                 and (lang := self.word_languages.get(strings[word])) is not None]
+        found = [
+            lang
+            for at, word in doc.to_array([IDX, LOWER]).tolist()
+            if at < _LANGUAGE_SAMPLE and (lang := self.word_languages.get(strings[word])) is not None
+        ]
         language = decide_language(found, reading.language)
         if language == reading.language:
             return model, doc, reading
@@ -190,7 +197,7 @@ class Understander:
             if not hit.in_subject:
                 body_hits.setdefault(hit.label, []).append(hit)
         kind = self._kind(structure, hits.get("KIND", []), text, region, model, evidence)
-        body = text[reading.subject_end:]
+        body = text[reading.subject_end :]
         order_id = extract.order_id(message.subject, body, evidence)
         if order_id is None:
             order_id = extract.order_id("", prepare_text(message.text), evidence)
@@ -201,29 +208,54 @@ class Understander:
         amount, currency = (None, None)
         if kind in AMOUNT_KINDS:
             source = text if kind == "refund_issued" else body  # a refund's subject states its amount
-            amount, currency = extract.amount(source, body_hits.get("AMOUNT_CUE", []), len(text) - len(source),
-                                              reading.marketplace, evidence)
+            amount, currency = extract.amount(
+                source, body_hits.get("AMOUNT_CUE", []), len(text) - len(source), reading.marketplace, evidence
+            )
         returned = self._returned(kind, region, evidence)
         channel, address = self._reply_channel(message, reading, kind, evidence)
         return Facts(
-            kind=kind, order_id=order_id, complaint_type=complaint, buyer_intent=intent,
-            tracking_number=shipment[0], carrier=shipment[1], delivered=shipment[2], deadline_hours=deadline_hours,
-            deadline_at=deadline_at, amount=amount, currency=currency, marketplace=reading.marketplace,
-            language=reading.language, trusted=reading.trusted, sent_at=message.sent_at, sender=message.sender,
-            reply_to=message.reply_to, buyer_address=message.sender if kind == "buyer_message" else region.relay,
-            buyer_name=self._buyer_name(message, structure, kind), subject=message.subject,
-            message_id=message.message_id, in_reply_to=message.in_reply_to, references=message.references,
-            evidence=evidence, delivered_on=shipment[3], notification_type=structure.notification_type,
-            return_reason=returned[0], return_carrier=returned[1], return_tracking_number=returned[2],
-            reply_channel=channel, reply_address=address,
+            kind=kind,
+            order_id=order_id,
+            complaint_type=complaint,
+            buyer_intent=intent,
+            tracking_number=shipment[0],
+            carrier=shipment[1],
+            delivered=shipment[2],
+            deadline_hours=deadline_hours,
+            deadline_at=deadline_at,
+            amount=amount,
+            currency=currency,
+            marketplace=reading.marketplace,
+            language=reading.language,
+            trusted=reading.trusted,
+            sent_at=message.sent_at,
+            sender=message.sender,
+            reply_to=message.reply_to,
+            buyer_address=message.sender if kind == "buyer_message" else region.relay,
+            buyer_name=self._buyer_name(message, structure, kind),
+            subject=message.subject,
+            message_id=message.message_id,
+            in_reply_to=message.in_reply_to,
+            references=message.references,
+            evidence=evidence,
+            delivered_on=shipment[3],
+            notification_type=structure.notification_type,
+            return_reason=returned[0],
+            return_carrier=returned[1],
+            return_tracking_number=returned[2],
+            reply_channel=channel,
+            reply_address=address,
         )
 
     @staticmethod
     def _source_evidence(message: ParsedMessage, reading: Reading) -> dict[str, Evidence]:
         """Where trust, marketplace, region and language came from."""
         failure = message.authentication_failure
-        evidence = {"trusted": Evidence("authentication-results", failure) if failure else
-                    Evidence("sender-domain", message.sender_domain)}
+        evidence = {
+            "trusted": Evidence("authentication-results", failure)
+            if failure
+            else Evidence("sender-domain", message.sender_domain)
+        }
         if reading.marketplace:
             rule = "x-marketplace-id" if message.marketplace_id else "sender-domain"
             evidence["marketplace"] = Evidence(rule, message.marketplace_id or message.sender_domain)
@@ -231,8 +263,13 @@ class Understander:
         evidence["language"] = Evidence("language-detection", reading.language)
         return evidence
 
-    def _shipment(self, kind: str, body_hits: dict[str, list[Hit]], text: str, evidence: dict[str, Evidence],
-                  ) -> tuple[str | None, str | None, bool, date | None]:
+    def _shipment(
+        self,
+        kind: str,
+        body_hits: dict[str, list[Hit]],
+        text: str,
+        evidence: dict[str, Evidence],
+    ) -> tuple[str | None, str | None, bool, date | None]:
         """Our shipment's tracking number, carrier, whether it shows delivered, and when (kinds that state it)."""
         if kind not in TRACKING_KINDS:
             return None, None, False, None
@@ -242,8 +279,15 @@ class Understander:
         delivered_on = extract.delivery_date(text, delivered_hits, self.months, evidence) if delivered else None
         return tracking, carrier, delivered, delivered_on
 
-    def _deadline(self, message: ParsedMessage, kind: str, body_hits: dict[str, list[Hit]], text: str,
-                  model: RuleModel, evidence: dict[str, Evidence]) -> tuple[int | None, datetime | None]:
+    def _deadline(
+        self,
+        message: ParsedMessage,
+        kind: str,
+        body_hits: dict[str, list[Hit]],
+        text: str,
+        model: RuleModel,
+        evidence: dict[str, Evidence],
+    ) -> tuple[int | None, datetime | None]:
         """The response time Amazon states, and the deadline it gives counted from the message's Date."""
         if kind not in DEADLINE_KINDS:
             return None, None
@@ -259,26 +303,38 @@ class Understander:
         return hours, None
 
     @staticmethod
-    def _returned(kind: str, region: Region, evidence: dict[str, Evidence]) -> tuple[str | None, str | None,
-                                                                                      str | None]:
+    def _returned(
+        kind: str, region: Region, evidence: dict[str, Evidence]
+    ) -> tuple[str | None, str | None, str | None]:
         """A return request's reason, and the carrier and tracking number of the buyer's parcel back."""
         if kind != "return_request":
             return None, None, None
-        found = (region.fields.get("return_reason"), region.fields.get("return_carrier"),
-                 region.fields.get("return_tracking"))
+        found = (
+            region.fields.get("return_reason"),
+            region.fields.get("return_carrier"),
+            region.fields.get("return_tracking"),
+        )
         for key, value in zip(("return_reason", "return_carrier", "return_tracking_number"), found, strict=True):
             if value:
                 evidence[key] = Evidence(f"field:{key}", value)
         return found
 
-    def _kind(self, structure: Structure, hits: list[Hit], text: str, region: Region, model: RuleModel,
-              evidence: dict[str, Evidence]) -> str:
+    def _kind(
+        self,
+        structure: Structure,
+        hits: list[Hit],
+        text: str,
+        region: Region,
+        model: RuleModel,
+        evidence: dict[str, Evidence],
+    ) -> str:
         """The kind: as the structure decided it, else by the text rules within the family."""
         if structure.kind is not None:
             evidence["kind"] = structure.evidence
             return structure.kind
-        denied = max((r.priority for r in model.rules.values() if r.label == "KIND" and r.value == "claim_denied"),
-                     default=0)
+        denied = max(
+            (r.priority for r in model.rules.values() if r.label == "KIND" and r.value == "claim_denied"), default=0
+        )
         allowed: tuple[str, ...]
         if structure.family == "atoz":
             allowed = DECISIONS if structure.subject_kind == "claim_decision" else CLAIM_KINDS
@@ -302,8 +358,15 @@ class Understander:
         plain = A_TO_Z_WORDS.sub("A-to-z", text.replace("\u2011", "-"))
         return any(pattern.search(plain) for pattern in self.guarantee_names)
 
-    def _complaint(self, kind: str, region: Region, hits: dict[str, list[Hit]], text: str, model: RuleModel,
-                   evidence: dict[str, Evidence]) -> str | None:
+    def _complaint(
+        self,
+        kind: str,
+        region: Region,
+        hits: dict[str, list[Hit]],
+        text: str,
+        model: RuleModel,
+        evidence: dict[str, Evidence],
+    ) -> str | None:
         """The complaint: a buyer's words; a return's reason and comment; an inquiry's reason and details; a claim
         notice's labelled reason field only (real ones have none, and their general paragraph is no complaint)."""
         if kind == "buyer_message":
@@ -323,15 +386,19 @@ class Understander:
             return extract.complaint(found, doc.text, evidence)
         if kind in CLAIM_KINDS and "REASON_CUE" in hits:
             scratch: dict[str, Evidence] = {}
-            value = extract.complaint({k: hits.get(k, []) for k in ("REASON_CUE", "REASON", "COMPLAINT",
-                                                                    "USE_PERIOD", "ARRIVAL")}, text, scratch)
+            value = extract.complaint(
+                {k: hits.get(k, []) for k in ("REASON_CUE", "REASON", "COMPLAINT", "USE_PERIOD", "ARRIVAL")},
+                text,
+                scratch,
+            )
             if value is not None and scratch.get("complaint_type", Evidence("", "")).rule.startswith("reason:"):
                 evidence.update(scratch)
                 return value
         return None
 
-    def _reply_channel(self, message: ParsedMessage, reading: Reading, kind: str,
-                       evidence: dict[str, Evidence]) -> tuple[str | None, str | None]:
+    def _reply_channel(
+        self, message: ParsedMessage, reading: Reading, kind: str, evidence: dict[str, Evidence]
+    ) -> tuple[str | None, str | None]:
         """Where an answer reaches a person: ("email", address) or ("seller_central", None); None when the
         mail is not Amazon's."""
         if not reading.trusted:
@@ -343,8 +410,12 @@ class Understander:
             return "email", address
         address = message.reply_to or message.sender
         local = address.rpartition("@")[0].lower()
-        reaches_person = (structure.role == "amazon" and is_amazon_domain(address.rpartition("@")[2])
-                          and not self.structures.is_no_reply(local) and local not in self.structures.atoz_locals)
+        reaches_person = (
+            structure.role == "amazon"
+            and is_amazon_domain(address.rpartition("@")[2])
+            and not self.structures.is_no_reply(local)
+            and local not in self.structures.atoz_locals
+        )
         if reaches_person:
             evidence["reply_channel"] = Evidence("reply-address", address)
             return "email", address
