@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from pipeline import trust
 from pipeline.config import Settings
 from pipeline.drafts import DraftSync
 from pipeline.errors import PipelineError, StoreError
@@ -38,7 +39,12 @@ DERIVED_EVENTS = ("transition", "escalation", "flag", "note")
 def rules_from(settings: Settings) -> Rules:
     """The playbook's numbers from the config."""
     seller = settings.seller
-    return Rules(seller.response_days, seller.refund_margin_hours, tuple(seller.recognized_carriers))
+    return Rules(
+        seller.response_days,
+        seller.refund_margin_hours,
+        tuple(seller.recognized_carriers),
+        require_proof=settings.trust.mode == "strict",
+    )
 
 
 class ClaimDesk:
@@ -135,11 +141,17 @@ class ClaimDesk:
                     raise
 
     def understand(self, row: StoredMessage) -> Facts:
-        """The facts of a stored message (parsing its raw bytes again)."""
+        """The facts of a stored message (parsing its raw bytes again), with what the trust checks say."""
         with stage("parse"):
             message = parse_message(row.raw)
         with stage("understand"):
-            return self.understander.understand(message)
+            facts = self.understander.understand(message)
+        return self.checked(facts, row.raw)
+
+    def checked(self, facts: Facts, raw: bytes) -> Facts:
+        """The facts with the trust checks' word (pipeline.trust): Amazon's proven signature, or a failure."""
+        with stage("trust"):
+            return trust.apply(facts, raw, self.settings.trust.authserv_ids)
 
     def understood_batches(
         self,
@@ -170,17 +182,22 @@ class ClaimDesk:
         """The facts of many stored messages, understood as one batch (Understander.understand_many: faster
         than one by one). A message that cannot be parsed is left out: process_message reports it."""
         parsed = []
+        raws = {}
         with self.store.session() as session:
             rows = session.execute(select(StoredMessage.id, StoredMessage.raw).where(StoredMessage.id.in_(ids)))
             for message_id, raw in rows:
                 try:
                     with stage("parse"):
                         parsed.append((message_id, parse_message(raw)))
+                    raws[message_id] = raw
                 except PipelineError:
                     continue
         with stage("understand", len(parsed)):
             facts = list(self.understander.understand_many(message for _, message in parsed))
-        return {message_id: found for (message_id, _), found in zip(parsed, facts, strict=True)}
+        return {
+            message_id: self.checked(found, raws[message_id])
+            for (message_id, _), found in zip(parsed, facts, strict=True)
+        }
 
     def process_message(self, session: Session, row: StoredMessage, now: datetime, facts: Facts | None = None) -> None:
         """Understand one message (unless its `facts` are given), link it to its order, and replay that claim."""

@@ -218,40 +218,53 @@ def inspect(ctx: click.Context, file: Path, as_json: bool) -> None:
     from pipeline.inspection import inspect_file
 
     obj: Context = ctx.obj
-    response_days, models_dir = 7, None
+    response_days, models_dir, authserv_ids = 7, None, tuple[str, ...]()
     if obj.config_path.exists():
         settings = obj.settings()
         response_days, models_dir = settings.seller.response_days, settings.models.models_dir or None
-    data = inspect_file(file, response_days=response_days, models_dir=models_dir)
+        authserv_ids = settings.trust.authserv_ids
+    data = inspect_file(file, response_days=response_days, models_dir=models_dir, authserv_ids=authserv_ids)
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else views.format_inspect(data))
 
 
 @cli.group(invoke_without_command=True)
 @click.option("--state", type=click.Choice(STATES), help="Only claims in this state.")
+@click.option("--failed", is_flag=True, help="List the messages that could not be read instead, with their errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_context
 @reports_errors
-def claims(ctx: click.Context, state: str | None, as_json: bool) -> None:
+def claims(ctx: click.Context, state: str | None, failed: bool, as_json: bool) -> None:
     """List claims, most urgent first (time left to the deadline).
+
+    The list ends with how many messages could not be read, if any: `--failed` lists them
+    with their errors and the order IDs they mention; `pipeline reprocess --failed` retries them.
 
     \b
     Examples:
       pipeline claims
       pipeline claims --state refund_needed
       pipeline claims --json
+      pipeline claims --failed
       pipeline claims show 111-2233445-5566778
     """
     if ctx.invoked_subcommand is not None:
         return
-    from pipeline.queries import claim_rows
+    from pipeline.queries import claim_rows, failed_messages
 
-    rows = claim_rows(ctx.obj.settings(), state)
+    settings = ctx.obj.settings()
+    failures = failed_messages(settings)
+    if failed:
+        click.echo(json.dumps(failures, indent=2, ensure_ascii=False) if as_json else views.failed_table(failures))
+        return
+    rows = claim_rows(settings, state)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     from pipeline.service import now as current_time
 
     click.echo(views.claims_table(rows, now=current_time(), color=None))
+    if failures:
+        click.echo(views.failed_footer(failures))
 
 
 @claims.command("show")
@@ -311,21 +324,21 @@ def claims_set(
     """
     from pipeline.service import state_facts
 
+    stated = {"complaint": complaint, "carrier": carrier, "tracking": tracking, "delivered": delivered, "note": note}
+    values = _stated_values(order_id, stated, clear)
+    claim = state_facts(obj.settings(), order_id, values, clear=clear)
+    click.echo(_stated_outcome(order_id, values, clear, claim))
+
+
+def _stated_values(order_id: str, stated: dict[str, str | None], clear: bool) -> dict[str, str]:
+    """The facts `claims set` was given (the options not left out), checked: a real order ID, a real date, no
+    empty text, and at least one fact unless the earlier ones are cleared. Raises click's usage errors."""
     if not ORDER_ID.fullmatch(order_id):
         raise click.BadParameter(
             f"{order_id!r} is not an Amazon order ID (like 111-2233445-5566778)", param_hint="ORDER_ID"
         )
-    values = {
-        name: value
-        for name, value in (
-            ("complaint", complaint),
-            ("carrier", carrier),
-            ("tracking", tracking),
-            ("delivered", delivered),
-            ("note", note),
-        )
-        if value is not None
-    }
+    values = {name: value for name, value in stated.items() if value is not None}
+    delivered = values.get("delivered")
     if delivered is not None:
         try:
             date.fromisoformat(delivered)
@@ -338,7 +351,11 @@ def claims_set(
         raise click.UsageError(
             "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"
         )
-    claim = state_facts(obj.settings(), order_id, values, clear=clear)
+    return values
+
+
+def _stated_outcome(order_id: str, values: dict[str, str], clear: bool, claim: dict[str, Any]) -> str:
+    """What `claims set` did, and where the claim stands now (or that there is no claim yet)."""
     said = ", ".join(f"{name} {value}" for name, value in values.items())
     done = (
         ("cleared the facts stated before" if clear else "")
@@ -346,13 +363,12 @@ def claims_set(
         + (f"stated {said}" if said else "")
     )
     if claim.get("state") is None:
-        click.echo(f"{order_id}: {done}; no claim yet: kept for when one comes")
-    else:
-        click.echo(
-            f"{order_id}: {done}; now {claim['state']} ({claim['strategy'] or 'no strategy'})"
-            + (f", flagged: {claim['flag_reason']}" if claim["flagged"] else "")
-            + ("; its draft is written at the next poll" if claim["strategy"] not in (None, "manual_review") else "")
-        )
+        return f"{order_id}: {done}; no claim yet: kept for when one comes"
+    return (
+        f"{order_id}: {done}; now {claim['state']} ({claim['strategy'] or 'no strategy'})"
+        + (f", flagged: {claim['flag_reason']}" if claim["flagged"] else "")
+        + ("; its draft is written at the next poll" if claim["strategy"] not in (None, "manual_review") else "")
+    )
 
 
 @cli.group()
@@ -497,7 +513,9 @@ class _Progress:
 def check(obj: Context) -> None:
     """Check config, database, IMAP login, capabilities and the Drafts folder.
 
-    Exits non-zero when anything fails.
+    Also says which trust mode applies, how much recent Amazon mail carries proof that
+    Amazon sent it, and which servers' Authentication-Results it carries. Exits non-zero
+    when anything fails (a warning does not).
 
     \b
     Example:
@@ -513,6 +531,8 @@ def check(obj: Context) -> None:
     lines = run_check(settings)
     for line in lines:
         mark = click.style("ok  ", fg="green") if line.ok else click.style("FAIL", fg="red")
+        if line.ok and line.warning:
+            mark = click.style("warn", fg="yellow")
         click.echo(f"{mark} {line.name}: {line.detail}")
     if not all(line.ok for line in lines):
         raise click.exceptions.Exit(1)
@@ -553,7 +573,7 @@ def digest(obj: Context, hours: int, print_only: bool, always: bool) -> None:
     if print_only:
         click.echo(message.message.as_string(policy=message.message.policy.clone(linesep="\n")), nl=False)
         return
-    if not message.count and not always:
+    if not message.worth_sending and not always:
         click.echo(f"no claims need action in the next {hours} hours; no digest written")
         return
     folder = append_digest(settings, message, now=now)

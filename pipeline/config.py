@@ -20,6 +20,7 @@ from pipeline.vocabulary import RECOGNIZED_CARRIERS
 DEFAULT_CONFIG = Path("pipeline.toml")
 SECURITY_MODES = ("ssl", "starttls", "plain")
 LOG_FORMATS = ("text", "json")
+TRUST_MODES = ("strict", "lenient")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -118,6 +119,16 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class TrustSettings:
+    """When Amazon-looking mail counts as Amazon's: `strict` asks for proof (a DKIM signature of Amazon's that
+    we verify, or a pass from a server in `authserv_ids`); `lenient` only for an Amazon sender domain that no
+    check failed (for servers that give no proof and networks without DNS)."""
+
+    mode: str = "strict"
+    authserv_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log level and format (`text` for a terminal, `json` for servers)."""
 
@@ -134,6 +145,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     drafts: DraftSettings = field(default_factory=DraftSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = None
 
@@ -144,6 +156,7 @@ SECTIONS: dict[str, type] = {
     "seller": SellerSettings,
     "drafts": DraftSettings,
     "models": ModelSettings,
+    "trust": TrustSettings,
     "log": LogSettings,
 }
 REQUIRED_SECTIONS = ("imap", "seller")
@@ -287,6 +300,10 @@ def _check_semantics(path: Path, settings: Settings) -> None:
         raise ConfigError(f"{path}: [imap] give only one of {', '.join(sources)}")
     if imap.port > 65535:
         raise ConfigError(f"{path}: [imap] port: expected 1-65535, got {imap.port}")
+    if settings.trust.mode not in TRUST_MODES:
+        raise ConfigError(
+            f"{path}: [trust] mode: expected one of {', '.join(TRUST_MODES)}, got {settings.trust.mode!r}"
+        )
     if settings.log.format not in LOG_FORMATS:
         raise ConfigError(
             f"{path}: [log] format: expected one of {', '.join(LOG_FORMATS)}, got {settings.log.format!r}"
@@ -382,6 +399,10 @@ recognized_carriers = ["UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal
 
 [drafts]
 # templates_dir = "my-templates"   # same layout as templates/: <lang>/<strategy>.txt.j2 overrides single files
+
+[trust]
+mode = "strict"                    # only mail Amazon provably sent (DKIM) decides a claim; "lenient" trusts the domain
+# authserv_ids = ["mx.example.com"]  # your server's Authentication-Results ids to believe (`pipeline check` lists them)
 
 [log]
 level = "INFO"

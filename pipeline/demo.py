@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -12,8 +13,9 @@ from pathlib import Path
 from imapclient import IMAPClient
 
 from pipeline import views
-from pipeline.config import load_settings
-from pipeline.testing.dovecot import ThrowawayDovecot, find_dovecot
+from pipeline.config import Settings, load_settings
+from pipeline.testing import dkim as test_key
+from pipeline.testing.dovecot import MailUser, ThrowawayDovecot, find_dovecot
 from pipeline.testing.stories import SELLER, demo_stories
 from pipeline.vocabulary import AMAZON_STRATEGIES
 
@@ -30,7 +32,6 @@ def _where(strategy: str | None) -> str:
 
 def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
     """Start Dovecot, fill the mailbox, import shipments, poll once, print the claims and the drafts."""
-    from pipeline.queries import claim_rows, claim_timeline
     from pipeline.service import import_orders, poll_one_pass
 
     find_dovecot()
@@ -38,55 +39,89 @@ def run_demo(*, echo: Callable[[str], object], keep: bool = False) -> None:
     workdir.chmod(0o755)  # Dovecot's mail processes run as their own user and must reach the maildirs
     server = ThrowawayDovecot(workdir / "dovecot")
     server.start()
+    # the stories are signed with a test DKIM key, as Amazon signs its mail: the checks find its key here
+    keys = str(test_key.records_file(workdir, test_key.amazon_domains()))
+    previous = os.environ.get("PIPELINE_DKIM_KEYS")
+    os.environ["PIPELINE_DKIM_KEYS"] = keys
     try:
         user = server.add_user("seller")
         now = datetime.now(UTC)
         mails, shipments = demo_stories(now)
-        with IMAPClient(server.host, port=server.port, ssl=False) as client:
-            client.login(user.username, user.password)
-            for _title, raw in mails:
-                client.append("INBOX", raw)
-        echo(f"Dovecot on {server.host}:{server.port}: {len(mails)} Amazon messages in INBOX")
-        for title, _raw in mails:
-            if title:
-                echo(f"  story: {title}")
-        config = workdir / "pipeline.toml"
-        (workdir / "password").write_text(user.password)
-        config.write_text(
-            f'[imap]\nhost = "{server.host}"\nport = {server.port}\nsecurity = "plain"\n'
-            f'username = "{user.username}"\npassword_file = "password"\n\n'
-            f'[database]\nurl = "sqlite:///pipeline.db"\n\n'
-            f'[seller]\nstore_name = "Acme Store"\nfrom_address = "{SELLER}"\n\n[log]\nlevel = "WARNING"\n'
-        )
+        _fill_inbox(server, user, mails, echo)
+        config = _write_config(workdir, server, user)
         settings = load_settings(config)
         (workdir / "shipments.csv").write_text(shipments)
         report = import_orders(settings, workdir / "shipments.csv")
         echo(f"imported {report.added} shipment records")
         stats = poll_one_pass(settings)
         echo(f"poll: {stats.stored} stored, {stats.processed} processed, {stats.failed} failed\n")
-        echo(views.claims_table(claim_rows(settings), now=now, color=None))
-        for order in SHOWN:
-            echo(f"\n$ pipeline claims show {order}")
-            echo(views.claim_timeline(claim_timeline(settings, order), order))
-        echo("\nDrafts folder (review, edit and send these from your mail client):")
-        with IMAPClient(server.host, port=server.port, ssl=False) as client:
-            client.login(user.username, user.password)
-            client.select_folder("Drafts", readonly=True)
-            uids = client.search(["ALL"])
-            for uid, data in client.fetch(uids, [b"BODY.PEEK[]"]).items():
-                draft = email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default)
-                body = draft.get_body(("plain",))
-                text = body.get_content() if body is not None else ""
-                echo(f"\n--- draft {uid}: {draft['X-Pipeline-Strategy']} for {draft['X-Pipeline-Claim']}")
-                echo(f"To: {draft['To'] or '(none: ' + _where(draft['X-Pipeline-Strategy']) + ')'}")
-                echo(f"Subject: {draft['Subject']}")
-                echo(text.strip())
+        _print_claims(settings, now, echo)
+        _print_drafts(server, user, echo)
         if keep:
+            stop = f"python scripts/dovecot.py stop --dir {workdir / 'dovecot'}"
             echo(
-                f"\nkept: {workdir} (config {config}); stop Dovecot with: "
-                f"python scripts/dovecot.py stop --dir {workdir / 'dovecot'}"
+                f"\nkept: {workdir} (config {config}); run commands there after `export PIPELINE_DKIM_KEYS={keys}` "
+                f"(the demo's signing key); stop Dovecot with: {stop}"
             )
     finally:
+        if previous is None:
+            os.environ.pop("PIPELINE_DKIM_KEYS", None)
+        else:
+            os.environ["PIPELINE_DKIM_KEYS"] = previous
         if not keep:
             server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fill_inbox(
+    server: ThrowawayDovecot, user: MailUser, mails: list[tuple[str, bytes]], echo: Callable[[str], object]
+) -> None:
+    """Append the stories' mail to the seller's INBOX and list the stories."""
+    with IMAPClient(server.host, port=server.port, ssl=False) as client:
+        client.login(user.username, user.password)
+        for _title, raw in mails:
+            client.append("INBOX", raw)
+    echo(f"Dovecot on {server.host}:{server.port}: {len(mails)} Amazon messages in INBOX")
+    for title, _raw in mails:
+        if title:
+            echo(f"  story: {title}")
+
+
+def _write_config(workdir: Path, server: ThrowawayDovecot, user: MailUser) -> Path:
+    """A pipeline.toml (and its password file) for the throwaway Dovecot and a SQLite database in `workdir`."""
+    config = workdir / "pipeline.toml"
+    (workdir / "password").write_text(user.password)
+    config.write_text(
+        f'[imap]\nhost = "{server.host}"\nport = {server.port}\nsecurity = "plain"\n'
+        f'username = "{user.username}"\npassword_file = "password"\n\n'
+        f'[database]\nurl = "sqlite:///pipeline.db"\n\n'
+        f'[seller]\nstore_name = "Acme Store"\nfrom_address = "{SELLER}"\n\n[log]\nlevel = "WARNING"\n'
+    )
+    return config
+
+
+def _print_claims(settings: Settings, now: datetime, echo: Callable[[str], object]) -> None:
+    """The claims table, then the timelines of the SHOWN claims, as `pipeline claims` prints them."""
+    from pipeline.queries import claim_rows, claim_timeline
+
+    echo(views.claims_table(claim_rows(settings), now=now, color=None))
+    for order in SHOWN:
+        echo(f"\n$ pipeline claims show {order}")
+        echo(views.claim_timeline(claim_timeline(settings, order), order))
+
+
+def _print_drafts(server: ThrowawayDovecot, user: MailUser, echo: Callable[[str], object]) -> None:
+    """Every draft in the Drafts folder: strategy, claim, recipient (or where to paste it), subject and text."""
+    echo("\nDrafts folder (review, edit and send these from your mail client):")
+    with IMAPClient(server.host, port=server.port, ssl=False) as client:
+        client.login(user.username, user.password)
+        client.select_folder("Drafts", readonly=True)
+        uids = client.search(["ALL"])
+        for uid, data in client.fetch(uids, [b"BODY.PEEK[]"]).items():
+            draft = email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default)
+            body = draft.get_body(("plain",))
+            text = body.get_content() if body is not None else ""
+            echo(f"\n--- draft {uid}: {draft['X-Pipeline-Strategy']} for {draft['X-Pipeline-Claim']}")
+            echo(f"To: {draft['To'] or '(none: ' + _where(draft['X-Pipeline-Strategy']) + ')'}")
+            echo(f"Subject: {draft['Subject']}")
+            echo(text.strip())

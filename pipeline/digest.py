@@ -7,17 +7,18 @@ INBOX, from and to the seller's own address. Its sender is not Amazon, so the po
 from __future__ import annotations
 
 import email.policy
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from pipeline import views
 from pipeline.config import Settings
 from pipeline.mailbox import connect
-from pipeline.queries import claim_dict, urgency
+from pipeline.queries import claim_dict, failed_messages, urgency
 from pipeline.schema import Claim
 from pipeline.service import opened
 from pipeline.store import utcnow
@@ -34,21 +35,33 @@ class Digest:
     rows: list[dict[str, object]]
     subject: str
     message: EmailMessage
+    failures: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         """How many claims the digest lists."""
         return len(self.rows)
 
+    @property
+    def worth_sending(self) -> bool:
+        """Whether anything needs the seller: a claim, or a message that could not be read."""
+        return bool(self.rows or self.failures)
+
 
 def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAULT_HOURS) -> list[dict[str, object]]:
-    """Open claims whose deadline is within `hours` (or past), that need a refund, or that are flagged."""
+    """Open claims whose deadline is within `hours` (or past), that need a refund, or that are flagged; and
+    closed claims that are flagged (an edited draft of a decided claim must not be sent)."""
     horizon = now + timedelta(hours=hours)
     with opened(settings) as store, store.session() as session:
         claims = session.scalars(
             select(Claim).where(
-                Claim.state.not_in(CLOSED_STATES),
-                or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed", Claim.flagged.is_(True)),
+                or_(
+                    and_(
+                        Claim.state.not_in(CLOSED_STATES),
+                        or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed"),
+                    ),
+                    Claim.flagged.is_(True),
+                )
             )
         )
         rows = [claim_dict(claim) for claim in claims]
@@ -69,24 +82,31 @@ def _why(row: dict[str, object], horizon: datetime) -> str:
     return ", ".join(reasons)
 
 
-def subject_for(count: int, hours: int = DEFAULT_HOURS) -> str:
-    """`pipeline: 3 claims need action in the next 48 hours`."""
+def subject_for(count: int, hours: int = DEFAULT_HOURS, failed: int = 0) -> str:
+    """`pipeline: 3 claims need action in the next 48 hours` (`; 1 message could not be read`)."""
+    unread = f"; {views.count(failed, 'message')} could not be read" if failed else ""
     if count == 0:
-        return f"pipeline: no claims need action in the next {hours} hours"
+        return f"pipeline: no claims need action in the next {hours} hours{unread}"
     noun, verb = ("claim", "needs") if count == 1 else ("claims", "need")
-    return f"pipeline: {count} {noun} {verb} action in the next {hours} hours"
+    return f"pipeline: {count} {noun} {verb} action in the next {hours} hours{unread}"
 
 
-def body_for(rows: list[dict[str, object]], now: datetime, hours: int = DEFAULT_HOURS) -> str:
+def body_for(
+    rows: list[dict[str, object]],
+    now: datetime,
+    hours: int = DEFAULT_HOURS,
+    failures: Sequence[dict[str, object]] = (),
+) -> str:
     """The plain-text list (views.digest_body)."""
-    return views.digest_body(rows, now, hours)
+    return views.digest_body(rows, now, hours, list(failures))
 
 
 def build_digest(settings: Settings, *, now: datetime | None = None, hours: int = DEFAULT_HOURS) -> Digest:
     """The digest message for the claims needing action now (addressed from and to the seller)."""
     now = now or utcnow()
     rows = claims_needing_action(settings, now, hours)
-    subject = subject_for(len(rows), hours)
+    failures: list[dict[str, object]] = list(failed_messages(settings))
+    subject = subject_for(len(rows), hours, len(failures))
     seller = settings.seller
     message = EmailMessage(policy=email.policy.SMTP)
     domain = seller.from_address.rpartition("@")[2]
@@ -97,8 +117,8 @@ def build_digest(settings: Settings, *, now: datetime | None = None, hours: int 
     message["Message-ID"] = make_msgid("pipeline-digest", domain=domain or None)
     message["Auto-Submitted"] = "auto-generated"
     message[DIGEST_HEADER] = str(len(rows))
-    message.set_content(body_for(rows, now, hours), charset="utf-8")
-    return Digest(rows, subject, message)
+    message.set_content(body_for(rows, now, hours, failures), charset="utf-8")
+    return Digest(rows, subject, message, failures)
 
 
 def append_digest(settings: Settings, digest: Digest, *, now: datetime | None = None) -> str:

@@ -28,7 +28,7 @@ from pipeline.errors import DraftError
 from pipeline.mailbox import Mailbox
 from pipeline.marketplaces import seller_central_url
 from pipeline.resources import search_path
-from pipeline.schema import Draft, StoredMessage
+from pipeline.schema import Claim, Draft, StoredMessage
 from pipeline.store import Store, record_event
 from pipeline.understanding.language import bundled_languages, bundled_reply_prefix
 from pipeline.understanding.language import format_date as lang_format_date
@@ -60,6 +60,7 @@ class DraftRequest:
     parent_references: tuple[str, ...]
     context: dict[str, object]
     subject: str | None = None  # instead of "Re: <parent's subject>"
+    step: str = ""  # the claim's step the draft belongs to (X-Pipeline-Step): one draft per claim and step
     seller_central: bool = False  # answered by pasting into Seller Central: no To, where-to-paste lines on top
 
 
@@ -214,6 +215,7 @@ def fingerprint(raw: bytes) -> str:
 
 
 DRAFT_POLICY = email.policy.SMTP.clone(max_line_length=998)
+STEP_HEADERS = ("X-Pipeline-Claim", "X-Pipeline-Step", "Message-ID")
 OUR_HEADERS = {
     "from",
     "to",
@@ -224,6 +226,7 @@ OUR_HEADERS = {
     "references",
     "x-pipeline-claim",
     "x-pipeline-strategy",
+    "x-pipeline-step",
     "content-type",
     "content-transfer-encoding",
     "mime-version",
@@ -263,12 +266,21 @@ def build_message(
             message["References"] = " ".join([*references[-20:], parent])
         message["X-Pipeline-Claim"] = request.order_id
         message["X-Pipeline-Strategy"] = request.strategy
+        if request.step:
+            message["X-Pipeline-Step"] = header_text(request.step)
         message.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
         raw = message.as_bytes()
     except (ValueError, TypeError, email.errors.MessageError) as exc:
         raise DraftError(f"cannot build the draft message: {exc}") from None
     _verify_headers(raw, request)
     return RenderedDraft(message_id, raw, fingerprint(raw), request.language)
+
+
+def _text_of(raw: bytes) -> str:
+    """A draft's plain text (what a person would edit), for telling copies from edited drafts."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    body = parsed.get_body(("plain",)) if isinstance(parsed, EmailMessage) else None
+    return body.get_content().strip() if body is not None else ""
 
 
 def _same_audience(draft: Draft) -> Any:
@@ -340,6 +352,7 @@ class DraftSync:
                     continue
                 written += self._write(session, mailbox, folder, draft, now)
         self._retire_unwanted(mailbox, folder, now)
+        self._remove_duplicates(mailbox, folder, now)
         self._check_written(mailbox, folder, now)
         return written
 
@@ -393,8 +406,13 @@ class DraftSync:
             mailbox.select(folder, readonly=True)
             found = mailbox.search_header("Message-ID", draft.header_message_id)
         else:
+            # another process (a second poller) may have written this step's draft: that copy is the draft
+            adopted = self._copy_of(mailbox, folder, claim.order_id, draft.step)
+            if adopted is not None:
+                found, draft.header_message_id = [adopted[0]], adopted[1]
+            else:
+                draft.header_message_id = rendered.message_id
             # the Message-ID is recorded before the APPEND, so a crash in between cannot double the draft
-            draft.header_message_id = rendered.message_id
             session.commit()
         if found:
             uid = found[-1]
@@ -414,6 +432,62 @@ class DraftSync:
         record_event(session, claim, "draft_written", f"{draft.strategy} draft ({request.language}) to {where}", now)
         log.info("claim %s: wrote %s draft", claim.order_id, draft.strategy)
         return 1
+
+    @staticmethod
+    def _copy_of(mailbox: Mailbox, folder: str, order_id: str, step: str) -> tuple[int, str] | None:
+        """(uid, Message-ID) of a draft in the folder for this claim and step, if any."""
+        mailbox.select(folder, readonly=True)
+        uids = mailbox.search_header("X-Pipeline-Claim", order_id)
+        for uid, headers in sorted(mailbox.header_fields(uids, STEP_HEADERS).items()):
+            if headers.get("x-pipeline-claim") == order_id and headers.get("x-pipeline-step") == step:
+                message_id = safe_message_id(headers.get("message-id"))
+                if message_id:
+                    return uid, message_id
+        return None
+
+    def _remove_duplicates(self, mailbox: Mailbox, folder: str, now: datetime) -> int:
+        """Copies of one claim's step beyond the one recorded (two pollers, a lost lock): the copies whose text
+        is the recorded draft's are deleted; one that differs was changed by a person and stays."""
+        mailbox.select(folder, readonly=True)
+        ours = mailbox.header_fields(mailbox.search_header("X-Pipeline-Claim", ""), STEP_HEADERS)
+        groups: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for uid, headers in ours.items():
+            if headers.get("x-pipeline-step") and headers.get("x-pipeline-claim"):
+                key = (headers["x-pipeline-claim"], headers["x-pipeline-step"])
+                groups.setdefault(key, []).append((uid, safe_message_id(headers.get("message-id")) or ""))
+        doubled = {key: copies for key, copies in groups.items() if len(copies) > 1}
+        if not doubled:
+            return 0
+        removed = 0
+        with self.store.session() as session:
+            for (order_id, step), copies in doubled.items():
+                removed += self._remove_copies(session, mailbox, folder, order_id, step, copies, now)
+        return removed
+
+    def _remove_copies(
+        self,
+        session: Session,
+        mailbox: Mailbox,
+        folder: str,
+        order_id: str,
+        step: str,
+        copies: list[tuple[int, str]],
+        now: datetime,
+    ) -> int:
+        recorded = session.scalar(select(Draft).join(Draft.claim).where(Claim.order_id == order_id, Draft.step == step))
+        keep = next((uid for uid, mid in copies if recorded and mid == recorded.header_message_id), copies[0][0])
+        mailbox.select(folder, readonly=True)
+        texts = {uid: _text_of(raw) for uid, raw in mailbox.fetch_raw([uid for uid, _ in copies]).items()}
+        extra = [uid for uid, _ in copies if uid != keep and texts.get(uid) == texts.get(keep)]
+        if not extra:
+            return 0
+        mailbox.delete(folder, extra)
+        if recorded is not None:
+            record_event(
+                session, recorded.claim, "draft_replaced", f"{len(extra)} duplicate {step} draft(s) removed", now
+            )
+        log.warning("claim %s: removed %d duplicate %s draft(s)", order_id, len(extra), step)
+        return len(extra)
 
     def request_for(self, session: Session, draft: Draft) -> DraftRequest:
         """The template context, addressing and threading of a draft, from its claim and the message it answers."""
@@ -460,6 +534,7 @@ class DraftSync:
             context=context,
             subject=subject,
             seller_central=seller_central,
+            step=draft.step,
         )
 
     def _locate(self, mailbox: Mailbox, header_message_id: str | None) -> list[int]:

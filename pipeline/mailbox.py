@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import logging
 import re
 import socket
@@ -166,6 +168,18 @@ class Mailbox:
             return {}
         response = self.client.fetch(list(uids), [b"BODY.PEEK[]"])
         return {uid: data[b"BODY[]"] for uid, data in response.items() if b"BODY[]" in data}
+
+    def header_fields(self, uids: Sequence[int], names: Sequence[str]) -> dict[int, dict[str, str]]:
+        """Some headers of each UID in the selected folder (BODY.PEEK: never sets \\Seen), names lower-cased."""
+        if not uids:
+            return {}
+        item = f"BODY.PEEK[HEADER.FIELDS ({' '.join(n.upper() for n in names)})]".encode()
+        found = {}
+        for uid, data in self.client.fetch(list(uids), [item]).items():
+            raw = next((v for k, v in data.items() if isinstance(k, bytes) and k.upper().startswith(b"BODY[")), b"")
+            parsed = email.message_from_bytes(raw or b"", policy=email.policy.compat32)
+            found[uid] = {name.lower(): " ".join(str(value).split()) for name, value in parsed.items()}
+        return found
 
     def search_header(self, name: str, value: str) -> list[int]:
         """UIDs in the selected folder whose header `name` contains `value`."""

@@ -23,6 +23,7 @@ from mailparser_reply import EmailReplyParser
 from pipeline.errors import MessageError
 from pipeline.marketplaces import MARKETPLACE_IDS, is_amazon_domain, marketplace_of_domain
 from pipeline.resources import bundled_dir
+from pipeline.trust import AUTH_HEADERS, header_failure
 
 # mail-parser warns "Email content ... not handled" for every alternative part it does not pick: noise to us
 logging.getLogger("mailparser").setLevel(logging.ERROR)
@@ -36,6 +37,10 @@ BROKEN_STRUCTURE = frozenset(
     }
 )
 NOTIFICATION_HEADERS = ("X-Space-Notification-Type", "X-Marketplace-ID")
+AUTH_HEADER_NAMES = frozenset(name.lower() for name in AUTH_HEADERS)
+SLIM_ABOVE = 2_000_000  # bytes: bigger messages are parsed without their attachments (see slimmed)
+PARSE_LIMIT = 4_000_000  # bytes of a message that are ever parsed
+PART_LIMIT = 1_000_000  # characters of one text part kept for parsing, far beyond any letter
 # Amazon SES sends mail for anyone: a candidate worth reading, never proof that Amazon sent it.
 RELAY_DOMAINS = ("amazonses.com",)
 
@@ -58,22 +63,16 @@ class ParsedMessage:
     text: str
     new_text: str
     had_markers: bool
-    authentication: tuple[str, ...] = field(default=())  # Authentication-Results headers, as received
+    # Authentication-Results and their ARC and Exchange kin: (header name, value) as received
+    authentication: tuple[tuple[str, str], ...] = field(default=())
     html: str = ""  # the text/html parts as sent (the understanding reads Amazon's layout from it)
     has_plain: bool = False  # whether the body text came from a text/plain part
+    raw_size: int = 0  # the message's size; more than PARSE_LIMIT means only its beginning was read
 
     @cached_property  # (a frozen dataclass keeps it: cached_property writes the instance dict directly)
     def authentication_failure(self) -> str | None:
-        """The Authentication-Results verdict that says the sender is forged (DMARC fail, or SPF and DKIM both
-        failing), or None. Only a receiving server's failure verdict is used: it can only take trust away."""
-        for result in self.authentication:
-            lowered = result.lower()
-            if re.search(r"\bdmarc\s*=\s*fail\b", lowered) or (
-                re.search(r"\bspf\s*=\s*(?:fail|softfail)\b", lowered)
-                and re.search(r"\bdkim\s*=\s*(?:fail|none|neutral|policy)\b", lowered)
-            ):
-                return _one_line(result)[:300]
-        return None
+        """A receiving server's verdict that takes trust away (fail, softfail or permerror), or None."""
+        return header_failure(list(self.authentication))
 
     @cached_property
     def sender_domain(self) -> str:
@@ -85,6 +84,11 @@ def parse_message(raw: bytes) -> ParsedMessage:
     """Parse raw message bytes; raise MessageError when they are not an email at all."""
     if not raw or not raw.strip():
         raise MessageError("empty message")
+    size = len(raw)
+    if size > SLIM_ABOVE:
+        # what is read of a big message is its beginning (the text comes before a buyer's photos), without
+        # attachments: bounded memory and time whatever arrives
+        raw = slimmed(raw[:PARSE_LIMIT])
     try:
         mail = mailparser.parse_from_bytes(raw)
     except Exception as exc:  # mail-parser raises many kinds on broken input; all mean the same to us
@@ -117,10 +121,36 @@ def parse_message(raw: bytes) -> ParsedMessage:
         text=text,
         new_text=new_text,
         had_markers=had_markers,
-        authentication=tuple(str(v) for v in (mail.message.get_all("Authentication-Results") or [])),
+        authentication=tuple(
+            (name, str(value)) for name, value in mail.message.items() if name.lower() in AUTH_HEADER_NAMES
+        ),
         html="\n".join(html),
         has_plain=any(part.strip() for part in plain),
+        raw_size=size,
     )
+
+
+def slimmed(raw: bytes) -> bytes:
+    """A big message without what no stage reads: attachments emptied, each text part cut to PART_LIMIT.
+
+    A buyer's photos can make a message tens of megabytes; parsing it whole would cost several times that in
+    memory. The stored raw bytes stay whole: only what is parsed is slimmed.
+    """
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        for part in message.walk():
+            if part.is_multipart():
+                continue
+            if part.get_content_type() not in ("text/plain", "text/html"):
+                part.set_payload("")
+                continue
+            payload = part.get_payload()
+            if isinstance(payload, str) and len(payload) > PART_LIMIT:
+                cut = payload.rfind("\n", 0, PART_LIMIT)  # whole lines: base64 and quoted-printable stay decodable
+                part.set_payload(payload[: cut if cut > 0 else PART_LIMIT])
+        return message.as_bytes()
+    except Exception:  # the stdlib cannot even read it: mail-parser will say what is wrong
+        return raw
 
 
 def body_text(plain_parts: list[str], html_parts: list[str]) -> str:

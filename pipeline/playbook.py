@@ -70,6 +70,7 @@ class Rules:
     response_days: int = 7
     refund_margin_hours: int = 24
     recognized_carriers: tuple[str, ...] = RECOGNIZED_CARRIERS
+    require_proof: bool = False  # [trust] mode = "strict": Amazon-looking mail without proof decides nothing
 
     def recognizes(self, carrier: str | None) -> bool:
         """Whether Amazon recognizes this carrier: case, spaces and punctuation ignored ("Yun Express"), and a
@@ -253,11 +254,15 @@ def apply(
     if not facts.trusted:
         return _untrusted(claim, key, facts, at)
     handler = _HANDLERS.get(facts.kind)
-    if handler is None:
-        if facts.kind in CLAIM_KINDS:
-            return _amazon_message(claim, key, facts, shipment, rules, at)
-        return _other(claim, key, facts, at)
-    return handler(claim, key, facts, shipment, rules, at)
+    if handler is not None:
+        step = handler(claim, key, facts, shipment, rules, at)
+    elif facts.kind in CLAIM_KINDS:
+        step = _amazon_message(claim, key, facts, shipment, rules, at)
+    else:
+        step = _other(claim, key, facts, at)
+    if step is not None and rules.require_proof and not facts.verified:
+        return _unproven(claim, key, facts, step, at)
+    return step
 
 
 def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None:
@@ -274,7 +279,7 @@ def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None
     at = claim.deadline_at - timedelta(hours=rules.refund_margin_hours)
     if claim.state_since and at < claim.state_since:
         at = claim.state_since
-    after = replace(claim, state="refund_needed", strategy=None, drafts=(), state_since=at)
+    after = _refund_needed(claim, at)
     return Transition(
         at,
         "deadline_near_no_buyer_reply",
@@ -317,94 +322,93 @@ def apply_statement(claim: ClaimView, statement: Statement, rules: Rules, at: da
 def _amazon_message(
     claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
 ) -> Transition | None:
+    """Amazon's own mail about a claim: filed, more information asked, or closed."""
     base = _absorb(claim, facts, shipment, "claim")
-    reply_to = _amazon_reply_address(facts)
     if facts.kind == "claim_filed":
-        if claim.opened:
-            if facts.deadline_at and facts.deadline_at != claim.deadline_at:
-                after = replace(base, deadline_at=facts.deadline_at)
-                return Transition(
-                    at,
-                    "claim_notice_again",
-                    "Amazon sent the claim notice again; deadline updated",
-                    claim,
-                    after,
-                    key,
-                    kind="note",
-                )
-            return None
-        opened = replace(
-            base,
-            opened=True,
-            opened_at=facts.sent_at or at,
-            deadline_at=facts.deadline_at,
-            amazon_key=key,
-            amazon_reply_to=reply_to,
-        )
-        if claim.refunded and claim.state != "refunded":
-            return _claim_after_refund(claim, opened, key, rules, at)
-        why = "claim filed" + (" after the buyer's contact" if claim.case else "")
-        return _decide(claim, opened, key, rules, at, why)
+        return _claim_filed(claim, base, key, facts, rules, at)
     if facts.kind == "claim_info_request":
-        rounds = claim.info_rounds + 1
-        after = replace(
-            base,
-            opened=True,
-            opened_at=claim.opened_at or facts.sent_at or at,
-            deadline_at=facts.deadline_at or claim.deadline_at,
-            amazon_key=key,
-            amazon_reply_to=reply_to or claim.amazon_reply_to,
-            info_rounds=rounds,
-            flagged=True,
-            flag_reason="Amazon asks for more information",
-        )
-        strategy = claim.strategy if claim.strategy in AMAZON_STRATEGIES else _representation(after, rules)
-        if strategy is None:
-            after = replace(
-                after,
-                strategy="manual_review",
-                drafts=_without(after, "amazon"),
-                flag_reason="Amazon asks for more information; no representation fits this complaint",
-            )
-            return Transition(
-                at,
-                "info_request_manual",
-                "Amazon asks for more information; "
-                "the playbook has no representation for this complaint: answer by hand",
-                claim,
-                after,
-                key,
-            )
-        plan = DraftPlan(strategy, "amazon", f"{strategy}#info{rounds}", key)
-        after = replace(after, strategy=strategy, drafts=_with(after, plan))
-        return Transition(
-            at,
-            "info_request",
-            f"Amazon asks for more information (round {rounds}); "
-            f"deadline {_fmt(after.deadline_at)}; drafting {strategy} to Amazon again",
-            claim,
-            after,
-            key,
-        )
-    closing = {
-        "claim_granted": ("granted", "claim_granted", "Amazon granted the claim"),
-        "claim_denied": ("resolved", "claim_denied", "Amazon closed the claim in the seller's favour"),
-        "claim_withdrawn": ("resolved", "claim_withdrawn", "the buyer withdrew the claim"),
-    }
-    new_state, rule, reason = closing[facts.kind]
-    if claim.state == new_state:
+        return _info_request(claim, base, key, facts, rules, at)
+    return _claim_closed(claim, base, key, facts, at)
+
+
+def _claim_filed(
+    claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime
+) -> Transition | None:
+    """The A-to-z claim notice: it opens the claim and the playbook decides; sent again, it only moves the
+    deadline."""
+    if claim.opened:
+        if facts.deadline_at and facts.deadline_at != claim.deadline_at:
+            after = replace(base, deadline_at=facts.deadline_at)
+            reason = "Amazon sent the claim notice again; deadline updated"
+            return _note(at, "claim_notice_again", reason, claim, after, key)
         return None
+    opened = replace(
+        base,
+        opened=True,
+        opened_at=facts.sent_at or at,
+        deadline_at=facts.deadline_at,
+        amazon_key=key,
+        amazon_reply_to=_amazon_reply_address(facts),
+    )
+    if claim.refunded and claim.state != "refunded":
+        return _claim_after_refund(claim, opened, key, rules, at)
+    why = "claim filed" + (" after the buyer's contact" if claim.case else "")
+    return _decide(claim, opened, key, rules, at, why)
+
+
+def _info_request(claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime) -> Transition:
+    """Amazon asks for more information: the claim is flagged and the representation to Amazon drafted again for
+    this round (by hand when no representation fits the complaint)."""
+    rounds = claim.info_rounds + 1
     after = replace(
         base,
         opened=True,
-        opened_at=claim.opened_at or facts.sent_at,
-        state=new_state,
-        strategy=None,
-        drafts=(),
-        flagged=False,
-        flag_reason=None,
-        state_since=at,
+        opened_at=claim.opened_at or facts.sent_at or at,
+        deadline_at=facts.deadline_at or claim.deadline_at,
+        amazon_key=key,
+        amazon_reply_to=_amazon_reply_address(facts) or claim.amazon_reply_to,
+        info_rounds=rounds,
+        flagged=True,
+        flag_reason="Amazon asks for more information",
     )
+    strategy = claim.strategy if claim.strategy in AMAZON_STRATEGIES else _representation(after, rules)
+    if strategy is None:
+        return _info_request_by_hand(claim, after, key, at)
+    plan = DraftPlan(strategy, "amazon", f"{strategy}#info{rounds}", key)
+    after = replace(after, strategy=strategy, drafts=_with(after, plan))
+    reason = (
+        f"Amazon asks for more information (round {rounds}); "
+        f"deadline {_fmt(after.deadline_at)}; drafting {strategy} to Amazon again"
+    )
+    return Transition(at, "info_request", reason, claim, after, key)
+
+
+def _info_request_by_hand(claim: ClaimView, asked: ClaimView, key: str, at: datetime) -> Transition:
+    """Amazon asks for more information and no representation fits the complaint: the seller answers by hand."""
+    after = replace(
+        asked,
+        strategy="manual_review",
+        drafts=_without(asked, "amazon"),
+        flag_reason="Amazon asks for more information; no representation fits this complaint",
+    )
+    reason = "Amazon asks for more information; the playbook has no representation for this complaint: answer by hand"
+    return Transition(at, "info_request_manual", reason, claim, after, key)
+
+
+# Amazon's closing mail: the state it leaves the claim in, the rule, the reason
+_CLOSING = {
+    "claim_granted": ("granted", "claim_granted", "Amazon granted the claim"),
+    "claim_denied": ("resolved", "claim_denied", "Amazon closed the claim in the seller's favour"),
+    "claim_withdrawn": ("resolved", "claim_withdrawn", "the buyer withdrew the claim"),
+}
+
+
+def _claim_closed(claim: ClaimView, base: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
+    """Amazon closed the claim (granted, decided in the seller's favour, withdrawn): nothing is left to do."""
+    new_state, rule, reason = _CLOSING[facts.kind]
+    if claim.state == new_state:
+        return None
+    after = replace(_closed(base, new_state, at), opened=True, opened_at=claim.opened_at or facts.sent_at)
     return Transition(at, rule, reason, claim, after, key)
 
 
@@ -414,9 +418,7 @@ def _claim_after_refund(claim: ClaimView, opened: ClaimView, key: str, rules: Ru
     refund, currency = claim.refunded or ("0", None)
     covered = _covers(refund, currency, opened.amount, opened.currency)
     if covered:
-        after = replace(
-            opened, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
-        )
+        after = _closed(opened, "refunded", at)
         return Transition(
             at,
             "refunded_before_claim",
@@ -467,51 +469,52 @@ def _decide(before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, 
     """Choose the strategy for an open claim from its complaint and shipment facts (the playbook table)."""
     complaint = claim.complaint_type
     if complaint == "not_received":
-        if claim.delivered and rules.recognizes(claim.carrier):
-            return _go(
-                before,
-                claim,
-                key,
-                at,
-                "represent_delivered",
-                "awaiting_amazon",
-                "not_received_delivered",
-                f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
-                f"delivered{' on ' + claim.delivered_on.isoformat() if claim.delivered_on else ''}",
-            )
-        return _go(
-            before,
-            claim,
-            key,
-            at,
-            "offer_refund_or_resend",
-            "awaiting_buyer",
-            "not_received_untracked",
-            f"{why}: not received and {_why_undelivered(claim, rules)}",
-        )
-    table = {
-        "size": (
-            "represent_size",
-            "awaiting_amazon",
-            "size_stated_in_listing",
-            "size complaint: the listing states the size",
-        ),
-        "damaged_on_arrival": (
-            "persuade_withdraw_damaged",
-            "awaiting_buyer",
-            "damaged_on_arrival",
-            "damaged on arrival: offer a fix and ask the buyer to withdraw",
-        ),
-        "damaged_after_use": (
-            "represent_misuse",
-            "awaiting_amazon",
-            "damaged_after_use",
-            "damaged after a period of use: not the seller's fault",
-        ),
-    }
-    if complaint in table:
-        strategy, new_state, rule, text = table[complaint]
+        return _decide_not_received(before, claim, key, rules, at, why)
+    if complaint in _CLAIM_TABLE:
+        strategy, new_state, rule, text = _CLAIM_TABLE[complaint]
         return _go(before, claim, key, at, strategy, new_state, rule, f"{why}: {text}")
+    return _claim_by_hand(before, claim, key, at, why)
+
+
+# the playbook table for a claim: complaint -> (strategy, state, rule, reason)
+_CLAIM_TABLE = {
+    "size": (
+        "represent_size",
+        "awaiting_amazon",
+        "size_stated_in_listing",
+        "size complaint: the listing states the size",
+    ),
+    "damaged_on_arrival": (
+        "persuade_withdraw_damaged",
+        "awaiting_buyer",
+        "damaged_on_arrival",
+        "damaged on arrival: offer a fix and ask the buyer to withdraw",
+    ),
+    "damaged_after_use": (
+        "represent_misuse",
+        "awaiting_amazon",
+        "damaged_after_use",
+        "damaged after a period of use: not the seller's fault",
+    ),
+}
+
+
+def _decide_not_received(
+    before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str
+) -> Transition:
+    """A claim that the item never came: represent the delivery when a carrier Amazon recognizes shows it
+    delivered, else offer the buyer a refund or a replacement."""
+    if claim.delivered and rules.recognizes(claim.carrier):
+        on = " on " + claim.delivered_on.isoformat() if claim.delivered_on else ""
+        reason = f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows delivered{on}"
+        return _go(before, claim, key, at, "represent_delivered", "awaiting_amazon", "not_received_delivered", reason)
+    reason = f"{why}: not received and {_why_undelivered(claim, rules)}"
+    return _go(before, claim, key, at, "offer_refund_or_resend", "awaiting_buyer", "not_received_untracked", reason)
+
+
+def _claim_by_hand(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, why: str) -> Transition:
+    """A claim whose complaint is unknown, unclear or has no rule: flagged for the seller to review by hand."""
+    complaint = claim.complaint_type
     reason = (
         REASON_UNKNOWN.format(order=claim.order_id)
         if complaint is None
@@ -599,49 +602,51 @@ def _answer(
     claim = replace(claim, case=True)
     complaint = claim.complaint_type
     if complaint == "not_received":
-        if claim.delivered and rules.recognizes(claim.carrier):
-            return _go(
-                before,
-                claim,
-                key,
-                at,
-                "answer_delivered",
-                "buyer_contact",
-                "answer_delivered",
-                f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
-                "delivered: tell the buyer where to look",
-                audience,
-            )
-        return _go(
-            before,
-            claim,
-            key,
-            at,
-            "offer_refund_or_resend",
-            "buyer_contact",
-            "answer_not_received",
-            f"{why}: not received and {_why_undelivered(claim, rules)}: offer a refund or a replacement",
-            audience,
-        )
-    table = {
-        "size": ("answer_size", "answer_size", "size: point to the size chart, offer the return or exchange"),
-        "damaged_on_arrival": (
-            "answer_damaged",
-            "answer_damaged",
-            "damaged on arrival: apologise, offer a replacement or refund",
-        ),
-        "damaged_after_use": (
-            "answer_after_use",
-            "answer_after_use",
-            "damaged after use: explain the warranty, a goodwill option",
-        ),
-    }
-    if complaint in table:
-        strategy, rule, text = table[complaint]
+        return _answer_not_received(before, claim, key, rules, at, why, audience)
+    if complaint in _ANSWER_TABLE:
+        strategy, rule, text = _ANSWER_TABLE[complaint]
         return _go(before, claim, key, at, strategy, "buyer_contact", rule, f"{why}: {text}", audience)
+    return _answer_by_hand(before, claim, key, at, why)
+
+
+# the answer before a claim: complaint -> (strategy, rule, reason)
+_ANSWER_TABLE = {
+    "size": ("answer_size", "answer_size", "size: point to the size chart, offer the return or exchange"),
+    "damaged_on_arrival": (
+        "answer_damaged",
+        "answer_damaged",
+        "damaged on arrival: apologise, offer a replacement or refund",
+    ),
+    "damaged_after_use": (
+        "answer_after_use",
+        "answer_after_use",
+        "damaged after use: explain the warranty, a goodwill option",
+    ),
+}
+
+
+def _answer_not_received(
+    before: ClaimView, claim: ClaimView, key: str | None, rules: Rules, at: datetime, why: str, audience: str
+) -> Transition:
+    """The buyer says the item never came: tell them where to look when a carrier Amazon recognizes shows it
+    delivered, else offer a refund or a replacement."""
+    if claim.delivered and rules.recognizes(claim.carrier):
+        reason = (
+            f"{why}: not received, but {claim.carrier} tracking {claim.tracking_number or '?'} shows "
+            "delivered: tell the buyer where to look"
+        )
+        return _go(before, claim, key, at, "answer_delivered", "buyer_contact", "answer_delivered", reason, audience)
+    reason = f"{why}: not received and {_why_undelivered(claim, rules)}: offer a refund or a replacement"
+    return _go(
+        before, claim, key, at, "offer_refund_or_resend", "buyer_contact", "answer_not_received", reason, audience
+    )
+
+
+def _answer_by_hand(before: ClaimView, claim: ClaimView, key: str | None, at: datetime, why: str) -> Transition:
+    """A complaint before any claim that the playbook has no answer for: the seller answers by hand."""
     reason = (
         "the seller's playbook has no answer for 'not as described': answer by hand"
-        if complaint == "not_as_described"
+        if claim.complaint_type == "not_as_described"
         else "the buyer's complaint is unclear: answer by hand"
     )
     after = replace(
@@ -667,6 +672,8 @@ def _case_audience(claim: ClaimView) -> str:
 def _buyer_message(
     claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
 ) -> Transition | None:
+    """A buyer's message: before any claim it opens or moves the case; on an open claim what the buyer says they
+    want (solved, will withdraw, a refund, a replacement) or what they describe moves the claim on."""
     base = replace(_absorb(claim, facts, shipment, "buyer_message"), buyer_key=key)
     if facts.buyer_intent in SETTLING_INTENTS:
         base = replace(base, last_buyer_at=at)
@@ -674,53 +681,15 @@ def _buyer_message(
     if not claim.opened:
         return _before_claim(claim, base, key, facts, rules, at, "buyer")
     if claim.state in CLOSED_STATES:
-        return Transition(
-            at, "buyer_message_after_close", "buyer wrote after the claim was closed", claim, base, key, kind="note"
-        )
+        return _note(at, "buyer_message_after_close", "buyer wrote after the claim was closed", claim, base, key)
     if intent in ("resolved", "will_withdraw"):
-        new_state = "awaiting_buyer" if intent == "resolved" else "awaiting_amazon"
-        plan = DraftPlan("request_withdrawal", "buyer", "request_withdrawal", key)
-        after = replace(
-            base,
-            strategy="request_withdrawal",
-            state=new_state,
-            drafts=_with(base, plan),
-            flagged=False,
-            flag_reason=None,
-            state_since=at,
-        )
-        text = (
-            "buyer says the problem is solved: ask them to withdraw the claim"
-            if intent == "resolved"
-            else "buyer says they will withdraw the claim: thank them, send the steps, wait for Amazon"
-        )
-        return Transition(at, f"buyer_{intent}", text, claim, after, key)
+        return _buyer_settles(claim, base, key, intent, at)
     if intent == "wants_refund":
-        after = replace(base, state="refund_needed", strategy=None, drafts=(), state_since=at)
-        return Transition(
-            at,
-            "buyer_wants_refund",
-            "buyer asks for a refund: refund before Amazon grants the claim",
-            claim,
-            after,
-            key,
-        )
+        after = _refund_needed(base, at)
+        reason = "buyer asks for a refund: refund before Amazon grants the claim"
+        return Transition(at, "buyer_wants_refund", reason, claim, after, key)
     if intent == "wants_resend":
-        after = replace(
-            base,
-            strategy="manual_review",
-            flagged=True,
-            flag_reason="buyer asks for a replacement: ship it, then ask them to withdraw",
-        )
-        return Transition(
-            at,
-            "buyer_wants_resend",
-            "buyer asks for a replacement; the seller's playbook has no rule for it: ship it and follow up by hand",
-            claim,
-            after,
-            key,
-            kind="flag",
-        )
+        return _buyer_wants_resend(claim, base, key, at)
     if _undecided(claim) and base.complaint_type:
         return _decide(claim, base, key, rules, at, "buyer described the complaint")
     if (
@@ -732,7 +701,49 @@ def _buyer_message(
     ):
         # the buyer's own words: tracking shows delivered (by a carrier Amazon recognizes)
         return _decide(claim, base, key, rules, at, "buyer says tracking shows delivered")
-    return Transition(at, "buyer_message", f"buyer wrote (intent {intent or 'other'})", claim, base, key, kind="note")
+    return _note(at, "buyer_message", f"buyer wrote (intent {intent or 'other'})", claim, base, key)
+
+
+def _buyer_settles(claim: ClaimView, base: ClaimView, key: str, intent: str, at: datetime) -> Transition:
+    """The buyer says the problem is solved (ask them to withdraw the claim) or that they will withdraw it (send
+    the steps and wait for Amazon)."""
+    new_state = "awaiting_buyer" if intent == "resolved" else "awaiting_amazon"
+    plan = DraftPlan("request_withdrawal", "buyer", "request_withdrawal", key)
+    after = replace(
+        base,
+        strategy="request_withdrawal",
+        state=new_state,
+        drafts=_with(base, plan),
+        flagged=False,
+        flag_reason=None,
+        state_since=at,
+    )
+    text = (
+        "buyer says the problem is solved: ask them to withdraw the claim"
+        if intent == "resolved"
+        else "buyer says they will withdraw the claim: thank them, send the steps, wait for Amazon"
+    )
+    return Transition(at, f"buyer_{intent}", text, claim, after, key)
+
+
+def _buyer_wants_resend(claim: ClaimView, base: ClaimView, key: str, at: datetime) -> Transition:
+    """The buyer asks for a replacement: the playbook has no rule for it, so the claim is flagged for the seller."""
+    after = replace(
+        base,
+        strategy="manual_review",
+        flagged=True,
+        flag_reason="buyer asks for a replacement: ship it, then ask them to withdraw",
+    )
+    reason = "buyer asks for a replacement; the seller's playbook has no rule for it: ship it and follow up by hand"
+    return Transition(at, "buyer_wants_resend", reason, claim, after, key, kind="flag")
+
+
+# what a contact before any claim is called in the history
+_CONTACT = {
+    "buyer_message": "buyer message",
+    "return_request": "return request",
+    "amazon_inquiry": "Amazon customer service asks for the buyer",
+}
 
 
 def _before_claim(
@@ -740,76 +751,47 @@ def _before_claim(
 ) -> Transition | None:
     """A buyer's message, return request or customer-service inquiry before any claim."""
     intent = facts.buyer_intent
-    what = {
-        "buyer_message": "buyer message",
-        "return_request": "return request",
-        "amazon_inquiry": "Amazon customer service asks for the buyer",
-    }[facts.kind]
+    what = _CONTACT[facts.kind]
     if claim.state in CLOSED_STATES and claim.case:
-        return Transition(at, "after_case_closed", f"{what} after the case was closed", claim, base, key, kind="note")
+        return _note(at, "after_case_closed", f"{what} after the case was closed", claim, base, key)
     if intent in ("resolved", "will_withdraw") and claim.case:
-        after = replace(
-            base, state="resolved", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
-        )
-        return Transition(
-            at,
-            "buyer_says_solved",
-            "the buyer says it is solved: nothing to answer, the case closes",
-            claim,
-            after,
-            key,
-        )
+        reason = "the buyer says it is solved: nothing to answer, the case closes"
+        return Transition(at, "buyer_says_solved", reason, claim, _closed(base, "resolved", at), key)
     if intent == "wants_refund" and (claim.case or base.complaint_type):
-        after = replace(base, case=True, state="refund_needed", strategy=None, drafts=(), state_since=at)
-        return Transition(
-            at,
-            "buyer_wants_refund",
-            "the buyer asks for a refund before any claim: refund now, and no claim follows",
-            claim,
-            after,
-            key,
-        )
+        after = replace(_refund_needed(base, at), case=True)
+        reason = "the buyer asks for a refund before any claim: refund now, and no claim follows"
+        return Transition(at, "buyer_wants_refund", reason, claim, after, key)
     if facts.kind == "return_request" and facts.complaint_type == "other" and not claim.case:
-        reason = facts.return_reason or "no reason given"
-        return Transition(
-            at,
-            "return_request_before_claim",
-            f"the buyer returns the item ({reason}): a reason that needs no answer; kept for the claim",
-            claim,
-            base,
-            key,
-            kind="note",
+        reason = (
+            f"the buyer returns the item ({facts.return_reason or 'no reason given'}): "
+            "a reason that needs no answer; kept for the claim"
         )
+        return _note(at, "return_request_before_claim", reason, claim, base, key)
     if facts.complaint_type and (not claim.case or _undecided(claim)):
         return _answer(claim, base, key, rules, at, f"{what} with a complaint before any claim", audience=audience)
     if not claim.case and facts.kind == "amazon_inquiry":
-        after = replace(
-            base,
-            case=True,
-            state="buyer_contact",
-            strategy="manual_review",
-            flagged=True,
-            flag_reason="Amazon customer service asks about this order: answer them by e-mail",
-            state_since=at,
-        )
-        return Transition(
-            at,
-            "answer_by_hand",
-            "Amazon customer service asks about this order and names no complaint: answer them by e-mail",
-            claim,
-            after,
-            key,
-        )
-    return Transition(
-        at,
-        f"{facts.kind}_before_claim",
+        return _inquiry_by_hand(claim, base, key, at)
+    reason = (
         f"{what} before any claim (intent {intent or '-'}, "
-        f"complaint {facts.complaint_type or 'none'}); kept for the claim",
-        claim,
-        base,
-        key,
-        kind="note",
+        f"complaint {facts.complaint_type or 'none'}); kept for the claim"
     )
+    return _note(at, f"{facts.kind}_before_claim", reason, claim, base, key)
+
+
+def _inquiry_by_hand(claim: ClaimView, base: ClaimView, key: str, at: datetime) -> Transition:
+    """Amazon customer service asks about an order before any claim and names no complaint: the case opens and
+    the seller answers them by e-mail."""
+    after = replace(
+        base,
+        case=True,
+        state="buyer_contact",
+        strategy="manual_review",
+        flagged=True,
+        flag_reason="Amazon customer service asks about this order: answer them by e-mail",
+        state_since=at,
+    )
+    reason = "Amazon customer service asks about this order and names no complaint: answer them by e-mail"
+    return Transition(at, "answer_by_hand", reason, claim, after, key)
 
 
 def _inquiry(
@@ -891,9 +873,7 @@ def _refund(
         total = facts.amount if before is None else str(_sum(before[0], facts.amount))
         base = replace(base, refunded=(total, facts.currency or (before[1] if before else None)))
     if claim.listed and claim.state not in CLOSED_STATES:
-        after = replace(
-            base, state="refunded", strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at
-        )
+        after = _closed(base, "refunded", at)
         what = "claim" if claim.opened else "case"
         return Transition(at, "refund_issued", f"{amount} refunded to the buyer: the {what} is done", claim, after, key)
     return Transition(
@@ -989,6 +969,26 @@ def _other(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transition
         )
         return Transition(at, "amazon_unread", after.flag_reason or "", claim, after, key, kind="flag")
     return None
+
+
+# states a claim reaches without a draft: mail without proof must never put a claim there
+_WITHOUT_DRAFT = ("refund_needed", *CLOSED_STATES)
+
+
+def _unproven(claim: ClaimView, key: str, facts: Facts, step: Transition, at: datetime) -> Transition | None:
+    """Amazon-looking mail without proof that Amazon sent it (strict trust): it may open a claim or call for a
+    draft, flagged "unverified", but never closes, decides, or moves a claim to a state without a draft."""
+    reason = f"unverified: nothing proves Amazon sent the {facts.kind} from {facts.sender}; check Seller Central"
+    if step.after.state != claim.state and step.after.state in _WITHOUT_DRAFT:
+        if not claim.listed:
+            return None
+        kept = replace(claim, flagged=True, flag_reason=reason)
+        return Transition(at, "unverified_ignored", f"{facts.kind} ignored: {reason}", claim, kept, key, kind="flag")
+    if step.kind == "note":
+        return step
+    after = step.after
+    joined = f"{after.flag_reason}; {reason}" if after.flagged and after.flag_reason else reason
+    return replace(step, after=replace(after, flagged=True, flag_reason=joined))
 
 
 def _untrusted(claim: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
@@ -1096,3 +1096,18 @@ def _without(claim: ClaimView, audience: str) -> tuple[DraftPlan, ...]:
 
 def _fmt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "unknown"
+
+
+def _note(at: datetime, rule: str, reason: str, before: ClaimView, after: ClaimView, key: str | None) -> Transition:
+    """A step that only records something in the claim's history (kind "note")."""
+    return Transition(at, rule, reason, before, after, key, kind="note")
+
+
+def _closed(claim: ClaimView, state: str, at: datetime) -> ClaimView:
+    """The claim in a closing state from `at`: no strategy, no plans, no flag."""
+    return replace(claim, state=state, strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at)
+
+
+def _refund_needed(claim: ClaimView, at: datetime) -> ClaimView:
+    """The claim waiting for the seller to refund the buyer from `at`: no strategy, no plans."""
+    return replace(claim, state="refund_needed", strategy=None, drafts=(), state_since=at)

@@ -50,6 +50,7 @@ UNREADABLE_PAUSE = 1.0
 # A message fetching which made the server close the connection this often is recorded as failed.
 HANGUP_STRIKES = 3
 # poll_once reconnects at most this often in one run to get past such messages.
+LOCK_RETRY = 10.0  # seconds a standby poller waits before trying to take the mailbox again
 MAX_PASSES = 12
 
 
@@ -120,6 +121,7 @@ class Poller:
         stop: threading.Event | None = None,
         connector: Callable[[], Mailbox] | None = None,
         metrics: object | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -128,6 +130,9 @@ class Poller:
         self.stop = stop or threading.Event()
         self._connect = connector or (lambda: connect(settings.imap))
         self.metrics = metrics
+        # whether this process may write the mailbox now (pipeline.lock.MailboxLock.hold); asked before each cycle
+        self.guard = guard
+        self._standing_by = False
         self.last_success: float | None = None  # time.time() of the last complete cycle
         self._uidnext_seen: dict[str, int] = {}
         # messages the server would not return: the batches it hung up on, and per UID how often it did
@@ -241,15 +246,7 @@ class Poller:
         where = (folder, uidvalidity)
         heads, unreadable = self._fetch_headers(mailbox, where, batch)
         stats.seen += len(heads) + len(unreadable)
-        wanted: list[HeaderSummary] = []
-        with self.store.session() as session:
-            for summary in heads:
-                if not candidate_from_header_bytes(summary.header_bytes):
-                    stats.ignored += 1
-                elif summary.message_id and self.store.has_message(session, summary.message_id):
-                    stats.known += 1
-                else:
-                    wanted.append(summary)
+        wanted = self._candidates(heads, stats, account, where)
         # in UID order, so the cursor (moved with each stored message) never passes one not yet stored
         todo: list[tuple[int, HeaderSummary | None]] = sorted(
             [(head.uid, head) for head in wanted] + [(uid, None) for uid in unreadable], key=lambda item: item[0]
@@ -264,44 +261,49 @@ class Poller:
                 if head is None:
                     # not even its headers could be read, so not whether it is Amazon's: keep a visible failed
                     # record rather than block the folder
-                    self._store(
-                        account,
-                        folder,
-                        uidvalidity,
-                        uid,
-                        b"",
-                        stats,
-                        values={
-                            "message_key": f"unreadable:{account}/{folder}/{uidvalidity}/{uid}",
-                            "sender": "",
-                            "subject": "",
-                            "sent_at": None,
-                        },
-                        error=f"the IMAP server could not return this message's headers: {unreadable[uid]}",
-                    )
+                    key = f"unreadable:{account}/{folder}/{uidvalidity}/{uid}"
+                    error = f"the IMAP server could not return this message's headers: {unreadable[uid]}"
+                    self._store_failed(account, folder, uidvalidity, uid, stats, key, error)
                 elif uid in raws:
                     self._store(account, folder, uidvalidity, uid, raws[uid], stats)
                 elif uid in errors:
-                    self._store(
-                        account,
-                        folder,
-                        uidvalidity,
-                        uid,
-                        b"",
-                        stats,
-                        values={
-                            "message_key": message_key(head.message_id, b"unreadable:%d:" % uid + head.header_bytes),
-                            "sender": "",
-                            "subject": "",
-                            "sent_at": None,
-                        },
-                        error=f"the IMAP server could not return this message: {errors[uid]}",
-                    )
+                    key = message_key(head.message_id, b"unreadable:%d:" % uid + head.header_bytes)
+                    error = f"the IMAP server could not return this message: {errors[uid]}"
+                    self._store_failed(account, folder, uidvalidity, uid, stats, key, error)
                 # else: expunged meanwhile; nothing to store
         # every UID of the batch is stored, ignored, already known or gone
         with self.store.session() as session:
             self.store.set_cursor(session, account, folder, uidvalidity, batch[-1])
         log.debug("folder %s: batch done up to uid %s", folder, batch[-1])
+
+    def _candidates(
+        self, heads: list[HeaderSummary], stats: PollStats, account: str, where: Where
+    ) -> list[HeaderSummary]:
+        """The messages to fetch whole: Amazon's by their headers, not stored from this very place yet.
+
+        A known Message-ID seen at another place (another folder, a new UIDVALIDITY) is fetched again: only its
+        bytes tell a copy of a stored message from a different message that reuses the Message-ID, and
+        Store.add_message decides which it is.
+        """
+        wanted: list[HeaderSummary] = []
+        folder, uidvalidity = where
+        with self.store.session() as session:
+            for summary in heads:
+                if not candidate_from_header_bytes(summary.header_bytes):
+                    stats.ignored += 1
+                elif self.store.stored_from(session, account, folder, uidvalidity, summary.uid):
+                    stats.known += 1
+                else:
+                    wanted.append(summary)
+        return wanted
+
+    def _store_failed(
+        self, account: str, folder: str, uidvalidity: int, uid: int, stats: PollStats, key: str, error: str
+    ) -> None:
+        """Record a message the server could not return as failed, under `key` with the error and no bytes, so it
+        is visible and never blocks the folder."""
+        values = {"message_key": key, "sender": "", "subject": "", "sent_at": None}
+        self._store(account, folder, uidvalidity, uid, b"", stats, values=values, error=error)
 
     def _fetch_headers(
         self, mailbox: Mailbox, where: Where, uids: Sequence[int]
@@ -467,6 +469,9 @@ class Poller:
         backoff = Backoff()
         login_backoff = Backoff(base=LOGIN_RETRY_MIN, cap=900.0)
         while not self.stop.is_set():
+            if not self._may_write():
+                self.stop.wait(LOCK_RETRY)
+                continue
             try:
                 mailbox = self._connect()
             except (LoginError, SecretError) as exc:
@@ -513,6 +518,8 @@ class Poller:
         idle = mailbox.has("IDLE")
         log.info("connected to %s (%s)", self.settings.imap.host, "IDLE" if idle else "polling")
         while not self.stop.is_set():
+            if not self._may_write():
+                return  # another poller took the mailbox: log out and stand by
             stats = self.cycle(mailbox)
             backoff.reset()
             if stats.stored or stats.failed:
@@ -525,6 +532,19 @@ class Poller:
                 self.stop.wait(self.settings.imap.poll_interval)
                 if not self.stop.is_set():
                     mailbox.noop()
+
+    def _may_write(self) -> bool:
+        """Whether this process holds the mailbox now (always, without a guard); says so when that changes."""
+        if self.guard is None:
+            return True
+        held = self.guard()
+        if held == self._standing_by:  # a change
+            if held:
+                log.info("took the mailbox %s: polling", self.settings.imap.username)
+            else:
+                log.warning("another poller holds the mailbox %s: standing by", self.settings.imap.username)
+        self._standing_by = not held
+        return held
 
     def _idle(self, mailbox: Mailbox) -> None:
         """Wait in IDLE on the first watched folder until news, renewal time, the next due cycle, or stop."""

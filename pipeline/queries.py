@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, StoredMessage
 from pipeline.store import opened_store
 from pipeline.understanding.facts import iso
+from pipeline.understanding.text import ORDER_ID
 from pipeline.vocabulary import CLOSED_STATES
 
+MENTION_SCAN = 200_000  # bytes of a failed message searched for the order IDs it mentions
 # the facts of each message that `claims show` lists
 TIMELINE_FACTS = (
     "marketplace",
@@ -78,81 +81,130 @@ def claim_timeline(settings: Settings, order_id: str) -> dict[str, Any]:
     """One claim with its messages (and their facts), transitions with reasons, and drafts."""
     with opened_store(settings.database.url) as store, store.session() as session:
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
-        messages = list(
-            session.scalars(
-                select(StoredMessage)
-                .where(StoredMessage.order_id == order_id)
-                .order_by(StoredMessage.sent_at, StoredMessage.id)
-            )
-        )
-        statements = list(
-            session.scalars(
-                select(SellerStatement)
-                .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
-                .order_by(SellerStatement.stated_at, SellerStatement.id)
-            )
-        )
+        messages = _order_messages(session, order_id)
+        statements = _standing_statements(session, order_id)
         if claim is None and not messages and not statements:
             raise PipelineError(f"no claim and no message for order {order_id}")
-        events = (
-            []
-            if claim is None
-            else list(
-                session.scalars(
-                    select(ClaimEvent).where(ClaimEvent.claim_id == claim.id).order_by(ClaimEvent.at, ClaimEvent.seq)
-                )
-            )
-        )
-        drafts = (
-            []
-            if claim is None
-            else list(session.scalars(select(Draft).where(Draft.claim_id == claim.id).order_by(Draft.id)))
-        )
+        events = [] if claim is None else _claim_events(session, claim.id)
+        drafts = [] if claim is None else _claim_drafts(session, claim.id)
         return {
             "claim": claim_dict(claim) if claim else None,
-            "messages": [
-                {
-                    "at": iso(m.sent_at),
-                    "kind": m.kind,
-                    "sender": m.sender,
-                    "subject": m.subject,
-                    "status": m.status,
-                    "error": m.error,
-                    "facts": {k: (m.facts or {}).get(k) for k in TIMELINE_FACTS},
-                }
-                for m in messages
-            ],
+            "messages": [_message_entry(m) for m in messages],
             "stated": [{"at": iso(st.stated_at), "field": st.field, "value": st.value} for st in statements],
-            "events": [
-                {
-                    "at": iso(e.at),
-                    "kind": e.kind,
-                    "from": e.from_state,
-                    "to": e.to_state,
-                    "strategy": e.strategy,
-                    "rule": e.rule,
-                    "reason": e.reason,
-                }
-                for e in events
-            ],
-            "drafts": [
-                {
-                    "strategy": d.strategy,
-                    "step": d.step,
-                    "status": d.status,
-                    "to": d.recipient,
-                    "audience": d.audience,
-                    "language": d.language,
-                    "written_at": iso(d.written_at),
-                    "error": d.error,
-                }
-                for d in drafts
-            ],
+            "events": [_event_entry(e) for e in events],
+            "drafts": [_draft_entry(d) for d in drafts],
         }
 
 
+def _order_messages(session: Session, order_id: str) -> list[StoredMessage]:
+    """The order's stored messages by date."""
+    query = (
+        select(StoredMessage)
+        .where(StoredMessage.order_id == order_id)
+        .order_by(StoredMessage.sent_at, StoredMessage.id)
+    )
+    return list(session.scalars(query))
+
+
+def _standing_statements(session: Session, order_id: str) -> list[SellerStatement]:
+    """What the seller stated about the order and did not clear, in the order it was stated."""
+    query = (
+        select(SellerStatement)
+        .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
+        .order_by(SellerStatement.stated_at, SellerStatement.id)
+    )
+    return list(session.scalars(query))
+
+
+def _claim_events(session: Session, claim_id: int) -> list[ClaimEvent]:
+    """The claim's history in order."""
+    query = select(ClaimEvent).where(ClaimEvent.claim_id == claim_id).order_by(ClaimEvent.at, ClaimEvent.seq)
+    return list(session.scalars(query))
+
+
+def _claim_drafts(session: Session, claim_id: int) -> list[Draft]:
+    """The claim's drafts, oldest first."""
+    return list(session.scalars(select(Draft).where(Draft.claim_id == claim_id).order_by(Draft.id)))
+
+
+def _message_entry(message: StoredMessage) -> dict[str, Any]:
+    """A message as the timeline lists it, with the facts of TIMELINE_FACTS."""
+    return {
+        "at": iso(message.sent_at),
+        "kind": message.kind,
+        "sender": message.sender,
+        "subject": message.subject,
+        "status": message.status,
+        "error": message.error,
+        "facts": {k: (message.facts or {}).get(k) for k in TIMELINE_FACTS},
+    }
+
+
+def _event_entry(event: ClaimEvent) -> dict[str, Any]:
+    """A step of the claim's history as the timeline lists it."""
+    return {
+        "at": iso(event.at),
+        "kind": event.kind,
+        "from": event.from_state,
+        "to": event.to_state,
+        "strategy": event.strategy,
+        "rule": event.rule,
+        "reason": event.reason,
+    }
+
+
+def _draft_entry(draft: Draft) -> dict[str, Any]:
+    """A draft as the timeline lists it."""
+    return {
+        "strategy": draft.strategy,
+        "step": draft.step,
+        "status": draft.status,
+        "to": draft.recipient,
+        "audience": draft.audience,
+        "language": draft.language,
+        "written_at": iso(draft.written_at),
+        "error": draft.error,
+    }
+
+
 def failed_messages(settings: Settings) -> list[dict[str, Any]]:
-    """Messages whose processing failed, with their error."""
+    """Messages that could not be read, oldest first: id, date, sender, subject, error, and the order IDs
+    their raw bytes mention (they were never linked to an order)."""
     with opened_store(settings.database.url) as store, store.session() as session:
-        rows = session.scalars(select(StoredMessage).where(StoredMessage.status == "failed"))
-        return [{"id": r.id, "subject": r.subject, "sender": r.sender, "error": r.error} for r in rows]
+        rows = session.execute(
+            select(
+                StoredMessage.id,
+                StoredMessage.sent_at,
+                StoredMessage.sender,
+                StoredMessage.subject,
+                StoredMessage.error,
+                StoredMessage.raw,
+            )
+            .where(StoredMessage.status == "failed")
+            .order_by(StoredMessage.id)
+        )
+        return [
+            {
+                "id": row.id,
+                "at": iso(row.sent_at),
+                "sender": row.sender,
+                "subject": row.subject,
+                "error": row.error,
+                "order_ids": mentioned_orders(row.subject, row.raw),
+            }
+            for row in rows
+        ]
+
+
+def failed_count(settings: Settings) -> int:
+    """How many stored messages could not be read."""
+    with opened_store(settings.database.url) as store, store.session() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(StoredMessage).where(StoredMessage.status == "failed")) or 0
+        )
+
+
+def mentioned_orders(subject: str, raw: bytes | None) -> list[str]:
+    """The order IDs written in a subject or the first part of raw bytes, in order, once each."""
+    text = subject + "\n" + (raw or b"")[:MENTION_SCAN].decode("utf-8", "replace")
+    return list(dict.fromkeys(ORDER_ID.findall(text)))

@@ -68,6 +68,7 @@ class StoredMessage(Base):
         # an order's messages by status (replay, linking), and relay addresses whatever their case
         Index("ix_messages_order_id_status", "order_id", "status"),
         Index("ix_messages_lower_sender", func.lower(text("sender"))),
+        Index("ix_messages_location", "account", "folder", "uidvalidity", "uid"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -82,6 +83,8 @@ class StoredMessage(Base):
     sender: Mapped[str] = mapped_column(String(320), default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # with message_key, the message's identity: two different messages may share a Message-ID
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
     # processing outcome
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | done | failed
     error: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,7 @@ from pipeline.claims import ClaimDesk
 from pipeline.config import Settings
 from pipeline.drafts import DraftSync
 from pipeline.errors import ConfigError
+from pipeline.lock import MailboxLock
 from pipeline.poller import Poller, PollStats
 from pipeline.schema import Claim, SellerStatement
 from pipeline.shipments import ImportReport, import_shipments
@@ -49,10 +50,22 @@ def make_desk(settings: Settings, store: Store) -> ClaimDesk:
     return ClaimDesk(settings, store, drafts=DraftSync(settings, store))
 
 
+def account_of(settings: Settings) -> str:
+    """The mailbox's name as the cursors and the lock know it: user@host (Mailbox.account)."""
+    return f"{settings.imap.username}@{settings.imap.host}"
+
+
 def poll_one_pass(settings: Settings, *, clock: Clock = now) -> PollStats:
-    """`pipeline poll --once`: one pass over the watched folders, processing and drafts included."""
+    """`pipeline poll --once`: one pass over the watched folders, processing and drafts included. Gives up with
+    MailboxBusyError when another poller holds the mailbox."""
     with opened(settings) as store:
-        return Poller(settings, store, make_desk(settings, store), clock=clock).poll_once()
+        lock = MailboxLock(store, account_of(settings))
+        if not lock.hold():
+            raise lock.busy_error()
+        try:
+            return Poller(settings, store, make_desk(settings, store), clock=clock).poll_once()
+        finally:
+            lock.release()
 
 
 def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: Clock = now) -> None:
@@ -61,13 +74,16 @@ def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: 
 
     with opened(settings) as store:
         metrics = Metrics(store, metrics_port) if metrics_port else None
+        lock = MailboxLock(store, account_of(settings))
         try:
-            poller = Poller(settings, store, make_desk(settings, store), clock=clock, metrics=metrics)
+            desk = make_desk(settings, store)
+            poller = Poller(settings, store, desk, clock=clock, metrics=metrics, guard=lock.hold)
             if metrics:
                 metrics.attach(poller)
                 log.info("serving metrics on http://127.0.0.1:%d/metrics", metrics.port)
             poller.run()
         finally:
+            lock.release()
             if metrics:
                 metrics.close()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import StoreError
 from pipeline.schema import Claim, ClaimEvent, MailboxCursor, StoredMessage
+
+log = logging.getLogger(__name__)
+MIGRATION_LOCK = 7_310_425_001  # the PostgreSQL advisory lock key of schema migrations
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A btree index entry must stay under ~2700 bytes in PostgreSQL; the column holds 998 characters.
@@ -76,7 +82,9 @@ class Store:
         script = ScriptDirectory.from_config(self._alembic_config())
         head = script.get_current_head()
         try:
-            with self.engine.begin() as connection:
+            with self._one_migrator(), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":  # two processes starting at once: one migrates
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 current = MigrationContext.configure(connection).get_current_revision()
                 if current == head:
                     return []
@@ -94,6 +102,20 @@ class Store:
             down = rev.down_revision
             rev = script.get_revision(down) if isinstance(down, str) else None
         return list(reversed(applied))
+
+    @contextmanager
+    def _one_migrator(self) -> Iterator[None]:
+        """On a SQLite file, hold a lock file next to it while migrating (PostgreSQL: an advisory lock)."""
+        path = self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate-lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def revision(self) -> str | None:
         """The schema revision the database is at."""
@@ -133,20 +155,36 @@ class Store:
     # --- messages ---------------------------------------------------------------------------------
 
     def add_message(self, session: Session, **values: Any) -> tuple[StoredMessage, bool]:
-        """Store a message unless one with the same key is there; return it and whether it is new.
+        """Store a message unless the same one is there; return it and whether it is new.
 
-        The write joins the caller's transaction (no savepoint: on SQLite, releasing one would commit
-        the message on its own, apart from the cursor the caller moves with it). Text fields are made
-        storable on every backend (no NUL, valid UTF-8, within the column's length).
+        A message is the same when its key (Message-ID) and its bytes are: a different message that reuses a
+        known Message-ID is stored too, under the key with its digest appended, and logged. The write joins
+        the caller's transaction (no savepoint: on SQLite, releasing one would commit the message on its own,
+        apart from the cursor the caller moves with it). Text fields are made storable on every backend (no
+        NUL, valid UTF-8, within the column's length).
         """
         values = dict(values)
         values["message_key"] = key = normal_key(values["message_key"])
         for name, limit in _TEXT_LIMITS.items():
             if isinstance(values.get(name), str):
                 values[name] = _clean_text(values[name])[:limit]
+        raw = values.get("raw") or b""
+        values["raw_sha256"] = digest = hashlib.sha256(raw).hexdigest()
         existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
         if existing is not None:
-            return existing, False
+            if (existing.raw_sha256 or hashlib.sha256(existing.raw).hexdigest()) == digest or not raw:
+                return existing, False
+            values["message_key"] = key = normal_key(f"{key}#sha256:{digest[:16]}")
+            again = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+            if again is not None:
+                return again, False
+            log.warning(
+                "a different message reuses Message-ID %s (uid %s in %s): stored as %s",
+                existing.message_key,
+                values.get("uid"),
+                values.get("folder"),
+                key,
+            )
         values.setdefault("received_at", utcnow())
         dialect = session.get_bind().dialect.name
         if dialect in ("sqlite", "postgresql"):
@@ -174,6 +212,22 @@ class Store:
     def has_message(self, session: Session, key: str) -> bool:
         """True when a message with this key (or Message-ID) is stored."""
         return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == normal_key(key))) is not None
+
+    def stored_from(self, session: Session, account: str, folder: str, uidvalidity: int, uid: int) -> bool:
+        """True when the message at this place of the mailbox is stored (whatever its Message-ID)."""
+        return (
+            session.scalar(
+                select(StoredMessage.id)
+                .where(
+                    StoredMessage.account == account,
+                    StoredMessage.folder == folder,
+                    StoredMessage.uidvalidity == uidvalidity,
+                    StoredMessage.uid == uid,
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
     # --- cursors ----------------------------------------------------------------------------------
 
@@ -240,11 +294,7 @@ def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            folder = Path(path).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the database folder {folder}: {exc.strerror}") from None
+            _private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -262,3 +312,21 @@ def _make_engine(url: str) -> Engine:
         return engine
     connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its folder) readable by its owner only: it holds every buyer's mail.
+
+    SQLite gives its -wal and -shm files the database file's permissions. An existing file is left as it is
+    (its owner chose its mode).
+    """
+    folder = path.parent
+    try:
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # another process created it at the same moment
+    except OSError as exc:
+        raise StoreError(f"cannot create the database {path}: {exc.strerror}") from None

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 # in the order the data flows
-STAGES = ("fetch", "store", "parse", "understand", "link", "replay", "drafts")
+STAGES = ("fetch", "store", "parse", "understand", "trust", "link", "replay", "drafts")
 
 _lock = threading.Lock()
 _seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)

@@ -56,6 +56,29 @@ def claims_table(rows: list[dict[str, Any]], *, now: datetime, color: bool | Non
     return "\n".join(lines)
 
 
+def failed_footer(failures: list[dict[str, Any]]) -> str:
+    """The line under the claims table when some messages could not be read."""
+    orders = list(dict.fromkeys(o for f in failures for o in f["order_ids"]))
+    mention = f" (they mention {', '.join(orders[:5])}{', …' if len(orders) > 5 else ''})" if orders else ""
+    return (
+        f"\n{count(len(failures), 'message')} could not be read{mention}: "
+        "see `pipeline claims --failed`, retry with `pipeline reprocess --failed`"
+    )
+
+
+def failed_table(failures: list[dict[str, Any]]) -> str:
+    """`pipeline claims --failed`: each message that could not be read, with its error."""
+    if not failures:
+        return "every stored message was read"
+    lines = []
+    for failure in failures:
+        orders = ", ".join(failure["order_ids"]) or "no order ID"
+        lines.append(f"message {failure['id']}  {failure['at'] or '?'}  {failure['sender'] or '?'}  [{orders}]")
+        lines.append(f"  subject: {failure['subject'] or '-'}")
+        lines.append(f"  error:   {failure['error']}")
+    return "\n".join(lines)
+
+
 def claim_timeline(data: dict[str, Any], order_id: str) -> str:
     """`pipeline claims show`: the claim, its messages with their facts, its timeline and its drafts."""
     lines = []
@@ -99,11 +122,15 @@ def claim_timeline(data: dict[str, Any], order_id: str) -> str:
     return "\n".join(lines)
 
 
-def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
-    """The digest's plain text: order ID, state, strategy, time left and why each claim is listed."""
+def digest_body(
+    rows: list[dict[str, Any]], now: datetime, hours: int, failures: list[dict[str, Any]] | None = None
+) -> str:
+    """The digest's plain text: order ID, state, strategy, time left and why each claim is listed; then the
+    messages that could not be read."""
     stamp = now.strftime("%Y-%m-%d %H:%M UTC")
+    unread = _digest_failures(failures or [])
     if not rows:
-        return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n"
+        return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n" + unread
     lines = [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
     for row in rows:
         left = time_left(row["deadline_at"], now) or "no deadline"
@@ -120,10 +147,19 @@ def digest_body(rows: list[dict[str, Any]], now: datetime, hours: int) -> str:
     lines += [
         "Reply drafts, where the playbook has one, are waiting in your",
         "Drafts folder. A claim's whole story: pipeline claims show ORDER_ID",
-        "",
-        "-- ",
-        "written by pipeline digest; nothing was sent to anyone",
     ]
+    return "\n".join(lines) + "\n" + unread + "\n-- \nwritten by pipeline digest; nothing was sent to anyone\n"
+
+
+def _digest_failures(failures: list[dict[str, Any]]) -> str:
+    """The digest's section on messages that could not be read (empty when there are none)."""
+    if not failures:
+        return ""
+    lines = ["", f"{count(len(failures), 'message')} could not be read (pipeline claims --failed):", ""]
+    for failure in failures:
+        orders = ", ".join(failure["order_ids"]) or "no order ID"
+        lines.append(f"{failure['at'] or '?'}  {failure['sender'] or '?'}  [{orders}]")
+        lines += textwrap.wrap(f"error: {failure['error']}", width=72, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +186,7 @@ FIELDS = (
     "marketplace",
     "language",
     "trusted",
+    "verified",
     "reply_channel",
     "reply_address",
 )
@@ -168,6 +205,9 @@ def format_inspect(data: dict[str, Any]) -> str:
         lines.append(line)
     lines.append("")
     lines.extend(f"{field}: {_show(data.get(field))}" for field in CONTEXT if field in data)
+    cut = evidence.get("cut")
+    if cut:
+        lines.append(f"cut: {cut.get('text', '')}")
     region = evidence.get("region")
     if region:
         lines.append(f"read: {region.get('rule', '').removeprefix('region:')}  [{_quote(region.get('text', ''))}]")

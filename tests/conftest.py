@@ -52,6 +52,20 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def _dkim_test_keys() -> None:
+    """Amazon mail built by pipeline.testing is signed with the test DKIM key: publish its records to every
+    process of the session (subprocesses included) through PIPELINE_DKIM_KEYS, as the demo does."""
+    import tempfile
+
+    from pipeline.testing import dkim as test_key
+
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-dkim-"))
+    os.environ["PIPELINE_DKIM_KEYS"] = str(test_key.records_file(folder, test_key.amazon_domains()))
+
+
+_dkim_test_keys()
+
+
 def examples(count: int) -> int:
     """How many examples a hypothesis test tries: all of them in CI (CI=true), a fifth at the desk."""
     return count if os.environ.get("CI") == "true" else max(5, count // 5)
@@ -455,15 +469,19 @@ WORLD_FILES = (
 
 
 def shift_date(raw: bytes, shift: Any) -> bytes:
-    """The message with its Date header moved by `shift` (a timedelta); every other byte unchanged."""
+    """The message with its Date header moved by `shift` (a timedelta), signed again when it was signed (the
+    signature covers Date, as Amazon's does); every other byte unchanged."""
     import email.utils
     import re
+
+    from pipeline.testing.dkim import resign
 
     def move(match: re.Match[bytes]) -> bytes:
         when = email.utils.parsedate_to_datetime(match.group(2).decode())
         return match.group(1) + email.utils.format_datetime(when + shift).encode()
 
-    return re.sub(rb"(?mi)^(Date:[ \t]*)([^\r\n]+)", move, raw, count=1)
+    moved = re.sub(rb"(?mi)^(Date:[ \t]*)([^\r\n]+)", move, raw, count=1)
+    return resign(moved) if re.search(rb"(?mi)^DKIM-Signature:", raw) else moved
 
 
 class DeskMail:
@@ -500,6 +518,8 @@ class DeskEnv:
         seller: dict[str, object] | None = None,
         drafts: dict[str, object] | None = None,
         imap: dict[str, object] | None = None,
+        database: str | None = None,
+        trust: dict[str, object] | None = None,
     ) -> None:
         from pipeline.config import load_settings
 
@@ -520,12 +540,14 @@ class DeskEnv:
                 "timeout": 10,
                 **(imap or {}),
             },
-            "database": {"url": f"sqlite:///{workdir / 'pipeline.db'}"},
+            "database": {"url": database or f"sqlite:///{workdir / 'pipeline.db'}"},
             "seller": {**PLAYBOOK_SELLER, **(seller or {})},
             "log": {"level": "WARNING"},
         }
         if drafts:
             sections["drafts"] = dict(drafts)
+        if trust:
+            sections["trust"] = dict(trust)
         self.config = workdir / "pipeline.toml"
         self.config.write_text(_toml_text(sections), encoding="utf-8")
         self.settings = load_settings(self.config)
@@ -638,7 +660,7 @@ class DeskEnv:
 
 @pytest.fixture
 def make_desk_env(dovecot: ThrowawayDovecot, tmp_path: Path) -> Callable[..., DeskEnv]:
-    """make_desk_env(seller=, drafts=, imap=) -> a DeskEnv for a new mail user, files in tmp_path."""
+    """make_desk_env(seller=, drafts=, imap=, database=, trust=) -> a DeskEnv for a new mail user, files in tmp_path."""
     counter = iter(range(1000))
 
     def make(**overrides: Any) -> DeskEnv:

@@ -18,11 +18,12 @@ def test_check_passes(ops_dovecot_config, ops_cli, dovecot, mail_user) -> None:
     assert re.fullmatch(
         rf"ok   database: sqlite:///{re.escape(str(config.parent))}/pipeline\.db at revision \w+", lines[1]
     )
-    assert lines[2] == f"ok   imap login: {mail_user.username} on {dovecot.host}:{dovecot.port} (plain)"
-    assert lines[3] == "ok   capabilities: IDLE UIDPLUS SPECIAL-USE"
-    assert re.fullmatch(r"ok   folder INBOX: UIDVALIDITY \d+", lines[4])
-    assert lines[5] == "ok   drafts folder: Drafts"
-    assert len(lines) == 6
+    assert lines[2] == "ok   trust: strict mode; no Amazon mail stored yet to check"
+    assert lines[3] == f"ok   imap login: {mail_user.username} on {dovecot.host}:{dovecot.port} (plain)"
+    assert lines[4] == "ok   capabilities: IDLE UIDPLUS SPECIAL-USE"
+    assert re.fullmatch(r"ok   folder INBOX: UIDVALIDITY \d+", lines[5])
+    assert lines[6] == "ok   drafts folder: Drafts"
+    assert len(lines) == 7
 
 
 def test_check_passes_over_tls(ops_dovecot_config, ops_cli, dovecot, mail_user) -> None:
@@ -69,7 +70,7 @@ def test_check_fails_on_a_missing_drafts_folder(ops_dovecot_config, ops_cli, dov
     assert result.exit_code == 1
     lines = lines_of(result)
     assert lines[-1] == f"FAIL drafts folder: folder 'Nope' does not exist on {dovecot.host}"
-    assert [line.split()[0] for line in lines] == ["ok"] * 5 + ["FAIL"]
+    assert [line.split()[0] for line in lines] == ["ok"] * 6 + ["FAIL"]
 
 
 def test_check_fails_on_a_missing_watched_folder(ops_dovecot_config, ops_cli, dovecot) -> None:

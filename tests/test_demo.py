@@ -97,11 +97,14 @@ def test_demo_keep_leaves_a_usable_setup(dovecot_available, ops_cli) -> None:
     result = ops_cli(None, "demo", "--keep")
     assert result.exit_code == 0, result.output
     kept = re.search(
-        r"^kept: (\S+) \(config (\S+)\); stop Dovecot with: python scripts/dovecot.py stop --dir (\S+)$",
+        r"^kept: (\S+) \(config (\S+)\); run commands there after `export PIPELINE_DKIM_KEYS=(\S+)` "
+        r"\(the demo's signing key\); stop Dovecot with: python scripts/dovecot.py stop --dir (\S+)$",
         result.output,
         re.M,
     )
-    workdir, config, dovecot_dir = (Path(g) for g in kept.groups())
+    assert kept, result.output
+    workdir, config, keys, dovecot_dir = (Path(g) for g in kept.groups())
+    assert keys.is_file() and keys.parent == workdir
     try:
         claims = ops_cli(config, "claims", "--state", "granted")
         assert claims.exit_code == 0

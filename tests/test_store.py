@@ -75,7 +75,7 @@ def test_add_message_is_idempotent_and_keeps_the_raw_bytes(store: Store) -> None
         assert created
         first_id = row.id
     with store.session() as session:
-        row, created = store.add_message(session, **_values(uid=7, raw=b"different bytes"))
+        row, created = store.add_message(session, **_values(uid=7))  # the same message, seen again
         assert not created
         assert row.id == first_id
     assert _count(store) == 1
@@ -90,6 +90,19 @@ def test_add_message_is_idempotent_and_keeps_the_raw_bytes(store: Store) -> None
         assert store.has_message(session, "<k1@amazonses.com>")
         assert store.has_message(session, " <k1@amazonses.com> ")
         assert not store.has_message(session, "<other@amazonses.com>")
+
+
+def test_a_different_message_reusing_a_message_id_is_stored_too(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """Identity is the Message-ID and the bytes: a real withdrawal that reuses a known Message-ID is not lost."""
+    with store.session() as session:
+        first, _ = store.add_message(session, **_values())
+        second, created = store.add_message(session, **_values(uid=7, raw=b"From: a@amazon.com\r\n\r\nother"))
+        assert created and second.id != first.id
+        assert second.message_key.startswith("<k1@amazonses.com>#sha256:")
+        again, created_again = store.add_message(session, **_values(uid=7, raw=b"From: a@amazon.com\r\n\r\nother"))
+        assert (again.id, created_again) == (second.id, False)
+    assert _count(store) == 2
+    assert "a different message reuses Message-ID <k1@amazonses.com>" in caplog.text
 
 
 def test_a_failed_message_is_kept_with_its_error(store: Store) -> None:

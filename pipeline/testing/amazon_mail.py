@@ -23,6 +23,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+from pipeline.marketplaces import is_amazon_domain
+from pipeline.testing import dkim as test_key
+
 __all__ = [
     "MARKETPLACES",
     "Marketplace",
@@ -273,13 +276,15 @@ def notice(
     marketplace_header: bool = True,
     cte: str = "quoted-printable",
     extra_headers: dict[str, str] | None = None,
+    sign: bool = True,
 ) -> bytes:
     """A Seller Central / A-to-z notice: multipart/alternative holding only a text/html part.
 
     `sender` is (display name, address); `reply_to` "same" repeats the From, "folded" repeats it on a second
     header line, "empty" leaves the header empty, None leaves it out, anything else is used as written.
     `layout` "space" wraps the body in the header block, the footer block (data-space-footer) and the
-    watermark; "simple" is the bare table layout of cancellation and opt-out notices.
+    watermark; "simple" is the bare table layout of cancellation and opt-out notices. `sign` adds a DKIM
+    signature of the sender's domain made with the test key (pipeline.testing.dkim), when it is Amazon's.
     """
     place = MARKETPLACES[marketplace]
     when = _date(date)
@@ -290,12 +295,7 @@ def notice(
         else _simple_layout(body_html, preview)
     )
     message = _message(sender, to, subject, when, message_id or ses_message_id(seed, place))
-    if reply_to in ("same", "folded"):
-        message["Reply-To"] = _address(sender)
-    elif reply_to == "empty":
-        message["Reply-To"] = "<>"
-    elif reply_to:
-        message["Reply-To"] = reply_to
+    _set_reply_to(message, sender, reply_to)
     message.set_content(content, subtype="html", charset="utf-8", cte=cte)
     message.make_alternative()  # a multipart/alternative holding only the HTML part, as Amazon sends it
     if marketplace_header:
@@ -309,12 +309,7 @@ def notice(
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in (extra_headers or {}).items():
         message[name] = value
-    raw = _bytes(message)
-    if reply_to == "folded":  # the value on a second line, as some real notices have it
-        raw = raw.replace(b"\r\nReply-To: ", b"\r\nReply-To: \r\n\t", 1)
-    elif reply_to == "empty":
-        raw = raw.replace(b"\r\nReply-To: <>\r\n", b"\r\nReply-To: \r\n", 1)
-    return raw
+    return _signed(_shape_reply_to(_bytes(message, seed), reply_to), sender[1], when, sign)
 
 
 def buyer_message(
@@ -339,6 +334,7 @@ def buyer_message(
     charset: str = "utf-8",
     cte: str = "quoted-printable",
     display_name: str | None = None,
+    sign: bool = True,
 ) -> bytes:
     """A buyer's message relayed by Amazon: From and Reply-To the relay address, the words between markers.
 
@@ -352,41 +348,10 @@ def buyer_message(
     address = relay if "@" in relay else f"{relay}@marketplace.{place.domain}"
     first, new, old, labels, retention = _BUYER_FRAME[place.language]
     begin, end = new if markers == "new" else old
-    head = [first, ""]
-    if order_id:
-        head.append(f"# {order_id}:")
-        if item:
-            head.append(f"1 / {item}" + (f" [ASIN: {asin}]" if asin else ""))
-        head.append("")
+    head = _buyer_head(first, order_id, item, asin)
     links = _buyer_links(place, seed)
-    plain_lines = [
-        *head,
-        f"{MARKER_HYPHENS} {begin} {MARKER_HYPHENS}",
-        "",
-        words.strip(),
-        "",
-        f"{MARKER_HYPHENS} {end} {MARKER_HYPHENS}",
-        "",
-    ]
-    for label, url in zip(labels, links, strict=True):
-        plain_lines += [label, url, ""]
-    plain_lines += [
-        "-" * 26,
-        "",
-        _FOOTER[place.language][4] + " " + " ".join(_LEGAL[marketplace][:1]),
-        "",
-        retention,
-        "",
-        f"{place.watermark}-{_digits(seed, 16)}",
-        "",
-    ]
-    message = _message(
-        (display_name if display_name is not None else buyer_name, address),
-        to,
-        subject,
-        when,
-        message_id or ses_message_id(seed, place),
-    )
+    sender = (display_name if display_name is not None else buyer_name, address)
+    message = _message(sender, to, subject, when, message_id or ses_message_id(seed, place))
     message["Reply-To"] = address
     if in_reply_to:
         message["In-Reply-To"] = in_reply_to
@@ -394,19 +359,22 @@ def buyer_message(
     if notification_header:
         message["X-Space-Notification-Type"] = "BBC_MESSAGE_SENT_TO_MERCHANT"
         message["X-Marketplace-ID"] = place.marketplace_id
-    plain = "\n".join(plain_lines)
+    plain = _buyer_plain(head, begin, end, words, labels, links, place, marketplace, retention, seed)
     html_body = _buyer_html(head, begin, end, words, labels, links, place, marketplace, retention, seed)
-    if parts == ("plain",):
-        message.set_content(plain, charset=charset, cte=cte)
-    elif parts == ("html",):
-        message.set_content(html_body, subtype="html", charset=charset, cte=cte)
-    else:
-        message.set_content(plain, charset=charset, cte=cte)
-        message.add_alternative(html_body, subtype="html", charset=charset, cte=cte)
-    return _bytes(message)
+    _set_parts(message, plain, html_body, parts, charset, cte)
+    return _signed(_bytes(message, seed), address, when, sign)
 
 
 # --- internals ------------------------------------------------------------------------------------
+
+
+def _signed(raw: bytes, sender: str, when: datetime, sign: bool) -> bytes:
+    """Signed with the test DKIM key for the sender's domain, as Amazon signs its mail (pipeline.testing.dkim);
+    mail from a domain that is not Amazon's is left unsigned."""
+    domain = sender.rpartition("@")[2].lower()
+    if not sign or not is_amazon_domain(domain):
+        return raw
+    return test_key.sign(raw, domain, when)
 
 
 def _date(value: datetime | str) -> datetime:
@@ -435,7 +403,11 @@ def _address(sender: tuple[str, str]) -> Address | str:
     return Address(display_name=name, username=local, domain=domain)
 
 
-def _bytes(message: EmailMessage) -> bytes:
+def _bytes(message: EmailMessage, seed: str) -> bytes:
+    """The message's bytes, its MIME boundaries made from `seed`: the same message is the same bytes every time."""
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            part.set_boundary(f"===============_{_digits(seed + str(index), 19)}==")
     return message.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
 
 
@@ -511,6 +483,72 @@ def _simple_layout(body_html: str, preview: str | None) -> str:
 </td></tr></tbody></table>
 </body></html>
 """
+
+
+def _set_reply_to(message: EmailMessage, sender: tuple[str, str], reply_to: str | None) -> None:
+    """The notice's Reply-To header as `notice` describes it ("empty" is written "<>" here, emptied in the bytes)."""
+    if reply_to in ("same", "folded"):
+        message["Reply-To"] = _address(sender)
+    elif reply_to == "empty":
+        message["Reply-To"] = "<>"
+    elif reply_to:
+        message["Reply-To"] = reply_to
+
+
+def _shape_reply_to(raw: bytes, reply_to: str | None) -> bytes:
+    """The Reply-To line in the finished bytes for "folded" and "empty", which the email package does not write."""
+    if reply_to == "folded":  # the value on a second line, as some real notices have it
+        return raw.replace(b"\r\nReply-To: ", b"\r\nReply-To: \r\n\t", 1)
+    if reply_to == "empty":
+        return raw.replace(b"\r\nReply-To: <>\r\n", b"\r\nReply-To: \r\n", 1)
+    return raw
+
+
+def _buyer_head(first: str, order_id: str | None, item: str | None, asin: str | None) -> list[str]:
+    """The lines above a buyer's words: the frame's first line, then the order and its item when there is one."""
+    head = [first, ""]
+    if order_id:
+        head.append(f"# {order_id}:")
+        if item:
+            head.append(f"1 / {item}" + (f" [ASIN: {asin}]" if asin else ""))
+        head.append("")
+    return head
+
+
+def _buyer_plain(
+    head: list[str],
+    begin: str,
+    end: str,
+    words: str,
+    labels: tuple[str, ...],
+    links: list[str],
+    place: Marketplace,
+    marketplace: str,
+    retention: str,
+    seed: str,
+) -> str:
+    """The text/plain part of a buyer message: the head, the words between the markers, the footer links, the
+    copyright and legal line, the retention notice and the watermark."""
+    lines = [*head, f"{MARKER_HYPHENS} {begin} {MARKER_HYPHENS}", "", words.strip(), ""]
+    lines += [f"{MARKER_HYPHENS} {end} {MARKER_HYPHENS}", ""]
+    for label, url in zip(labels, links, strict=True):
+        lines += [label, url, ""]
+    lines += ["-" * 26, "", _FOOTER[place.language][4] + " " + " ".join(_LEGAL[marketplace][:1]), ""]
+    lines += [retention, "", f"{place.watermark}-{_digits(seed, 16)}", ""]
+    return "\n".join(lines)
+
+
+def _set_parts(
+    message: EmailMessage, plain: str, html_body: str, parts: tuple[str, ...], charset: str, cte: str
+) -> None:
+    """Give the message the parts asked for: text/plain, text/html, or both as alternatives."""
+    if parts == ("plain",):
+        message.set_content(plain, charset=charset, cte=cte)
+    elif parts == ("html",):
+        message.set_content(html_body, subtype="html", charset=charset, cte=cte)
+    else:
+        message.set_content(plain, charset=charset, cte=cte)
+        message.add_alternative(html_body, subtype="html", charset=charset, cte=cte)
 
 
 def _buyer_links(place: Marketplace, seed: str) -> list[str]:

@@ -348,8 +348,12 @@ def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
 
 def _claim_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
     """One story per row of the playbook table."""
-    day, hour = timedelta(days=1), timedelta(hours=1)
-    later = t + 12 * hour  # what happened since
+    return [*_not_received_stories(t), *_complaint_stories(t), *_buyer_settles_stories(t), *_amazon_decides_stories(t)]
+
+
+def _not_received_stories(t: datetime) -> list[tuple[str, bytes]]:
+    """Not received: tracking that shows delivered, and no tracking."""
+    day = timedelta(days=1)
     before = t - 3 * day
     return [
         (
@@ -375,6 +379,14 @@ def _claim_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
             ),
         ),
         ("", claim_filed("113-2000002-0000002", "24.99", t, action_required=True)),
+    ]
+
+
+def _complaint_stories(t: datetime) -> list[tuple[str, bytes]]:
+    """The size and the two kinds of damage, each with its own row of the playbook."""
+    day = timedelta(days=1)
+    before = t - 3 * day
+    return [
         (
             "size -> represent_size",
             buyer(
@@ -411,6 +423,15 @@ def _claim_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
             ),
         ),
         ("", claim_filed("113-2000005-0000005", "24.99", t)),
+    ]
+
+
+def _buyer_settles_stories(t: datetime) -> list[tuple[str, bytes]]:
+    """The buyer settles it: the problem is solved, or they want their money back."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    later = t + 12 * hour  # what happened since
+    before = t - 3 * day
+    return [
         (
             "the buyer says it is solved -> request_withdrawal",
             buyer(
@@ -443,6 +464,15 @@ def _claim_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
             ),
         ),
         ("", claim_filed("113-2000007-0000007", "24.99", t)),
+    ]
+
+
+def _amazon_decides_stories(t: datetime) -> list[tuple[str, bytes]]:
+    """Amazon closes the claim (withdrawn, granted), a complaint with no rule, and Amazon asking for more."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    later = t + 12 * hour  # what happened since
+    before = t - 3 * day
+    return [
         ("withdrawn by the buyer -> resolved", claim_filed("113-2000008-0000008", "24.99", t - 3 * day)),
         ("", claim_decision("113-2000008-0000008", "24.99", t, outcome="withdrawn")),
         ("granted by Amazon -> granted", claim_filed("113-2000009-0000009", "24.99", t - 5 * day)),

@@ -49,6 +49,7 @@ class Facts:
     return_reason: str | None = None  # Amazon's return reason as written
     reply_channel: str | None = None  # "email" (reply_address reaches a person) | "seller_central" | None
     reply_address: str | None = None
+    verified: bool = False  # proof that Amazon sent it (pipeline.trust): DKIM, or a trusted server's pass
 
     def to_json(self) -> dict[str, Any]:
         """The facts as JSON-ready values (dates in ISO 8601 UTC); the keys of `pipeline inspect --json`."""

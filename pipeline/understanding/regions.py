@@ -184,9 +184,8 @@ def _labelled_lines(text: str, labels: FieldLabels) -> list[tuple[str, str]]:
             continue
         value = match.group("value").strip()
         for following in lines[i + 1 :]:
-            if not following.strip() or (
-                _FIELD_LINE.match(following) and labels.key(_FIELD_LINE.match(following).group("label"))
-            ):  # type: ignore[union-attr]
+            field = _FIELD_LINE.match(following)
+            if not following.strip() or (field and labels.key(field.group("label"))):
                 break
             if key == "details":
                 value = f"{value}\n{following.strip()}".strip()

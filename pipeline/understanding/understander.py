@@ -21,7 +21,7 @@ from spacy.tokens import Doc
 
 from pipeline.errors import ConfigError
 from pipeline.marketplaces import is_amazon_domain, language_of_marketplace
-from pipeline.message import ParsedMessage, marketplace_of
+from pipeline.message import PARSE_LIMIT, ParsedMessage, marketplace_of
 from pipeline.resources import search_path
 from pipeline.understanding import extract
 from pipeline.understanding.facts import Evidence, Facts
@@ -38,6 +38,9 @@ from pipeline.understanding.structure import DECISIONS, Structure, StructureRead
 from pipeline.understanding.text import A_TO_Z_WORDS, normalize_chars, prepare_text
 from pipeline.vocabulary import CLAIM_KINDS
 
+# The most characters of a message the rules read (the daemon and `pipeline inspect` alike): far beyond any
+# letter, far below spaCy's max_length, and a bound on the time one hostile message can take.
+MAX_TEXT = 100_000
 _LANGUAGE_SAMPLE = 1000  # characters of a text whose function words tell its language
 # the kinds whose complaint the rules read, and from which part
 COMPLAINT_KINDS = ("buyer_message", "amazon_inquiry", "return_request")
@@ -77,6 +80,7 @@ class Reading:
     language: str
     text: str  # the subject (unless a buyer's reply), a blank line, the region's words
     subject_end: int
+    cut_from: int | None = None  # the region's length when it was longer than MAX_TEXT and cut
 
 
 class Understander:
@@ -154,11 +158,14 @@ class Understander:
         subject = normalize_chars(message.subject)
         if structure.family == "buyer" and self.structures.reply_prefix.match(subject):
             subject = ""  # a reply's subject restates the old complaint
-        body = prepare_text(region.text)
+        region_text, cut_from = region.text, None
+        if len(region_text) > MAX_TEXT:  # a message this long is no letter; what matters comes first
+            region_text, cut_from = region_text[:MAX_TEXT], len(region_text)
+        body = prepare_text(region_text)
         text = f"{subject}\n\n{body}" if subject else body
         default = language_of_marketplace(marketplace) or "en"
         language = self._by_script(text) or (default if default in self.languages else "en")
-        return Reading(structure, region, trusted, marketplace, language, text, len(subject))
+        return Reading(structure, region, trusted, marketplace, language, text, len(subject), cut_from)
 
     def _by_script(self, text: str) -> str | None:
         """The language whose own script the text uses (language.json "script": kana says Japanese), if any."""
@@ -189,13 +196,8 @@ class Understander:
     def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc) -> Facts:
         """The facts of a message from its reading and tokens, each kind's facts from the part that states them."""
         evidence = self._source_evidence(message, reading)
-        hits: dict[str, list[Hit]] = {}
-        body_hits: dict[str, list[Hit]] = {}  # outside the subject
+        hits, body_hits = self._hits(reading, model, doc)
         structure, region, text = reading.structure, reading.region, reading.text
-        for hit in model.hits(doc, reading.subject_end, labels_for(structure.kind)):
-            hits.setdefault(hit.label, []).append(hit)
-            if not hit.in_subject:
-                body_hits.setdefault(hit.label, []).append(hit)
         kind = self._kind(structure, hits.get("KIND", []), text, region, model, evidence)
         body = text[reading.subject_end :]
         order_id = extract.order_id(message.subject, body, evidence)
@@ -205,12 +207,7 @@ class Understander:
         intent = extract.intent(hits.get("INTENT", []), complaint, evidence) if kind == "buyer_message" else None
         shipment = self._shipment(kind, body_hits, text, evidence)
         deadline_hours, deadline_at = self._deadline(message, kind, body_hits, text, model, evidence)
-        amount, currency = (None, None)
-        if kind in AMOUNT_KINDS:
-            source = text if kind == "refund_issued" else body  # a refund's subject states its amount
-            amount, currency = extract.amount(
-                source, body_hits.get("AMOUNT_CUE", []), len(text) - len(source), reading.marketplace, evidence
-            )
+        amount, currency = self._amount(kind, reading, body_hits, evidence)
         returned = self._returned(kind, region, evidence)
         channel, address = self._reply_channel(message, reading, kind, evidence)
         return Facts(
@@ -248,6 +245,30 @@ class Understander:
         )
 
     @staticmethod
+    def _hits(reading: Reading, model: RuleModel, doc: Doc) -> tuple[dict[str, list[Hit]], dict[str, list[Hit]]]:
+        """The rules' hits in the reading by label: all of them, and those outside the subject."""
+        hits: dict[str, list[Hit]] = {}
+        body_hits: dict[str, list[Hit]] = {}
+        for hit in model.hits(doc, reading.subject_end, labels_for(reading.structure.kind)):
+            hits.setdefault(hit.label, []).append(hit)
+            if not hit.in_subject:
+                body_hits.setdefault(hit.label, []).append(hit)
+        return hits, body_hits
+
+    @staticmethod
+    def _amount(
+        kind: str, reading: Reading, body_hits: dict[str, list[Hit]], evidence: dict[str, Evidence]
+    ) -> tuple[str | None, str | None]:
+        """The amount and currency of a claim or refund (other kinds state none), read from the body; a refund's
+        subject states its amount too."""
+        if kind not in AMOUNT_KINDS:
+            return None, None
+        text = reading.text
+        source = text if kind == "refund_issued" else text[reading.subject_end :]
+        cues = body_hits.get("AMOUNT_CUE", [])
+        return extract.amount(source, cues, len(text) - len(source), reading.marketplace, evidence)
+
+    @staticmethod
     def _source_evidence(message: ParsedMessage, reading: Reading) -> dict[str, Evidence]:
         """Where trust, marketplace, region and language came from."""
         failure = message.authentication_failure
@@ -261,6 +282,10 @@ class Understander:
             evidence["marketplace"] = Evidence(rule, message.marketplace_id or message.sender_domain)
         evidence["region"] = Evidence(f"region:{reading.region.source}", " ".join(reading.region.text.split())[:80])
         evidence["language"] = Evidence("language-detection", reading.language)
+        if message.raw_size > PARSE_LIMIT:
+            evidence["cut"] = Evidence("size-limit", f"read the first {PARSE_LIMIT} of {message.raw_size} bytes")
+        elif reading.cut_from is not None:
+            evidence["cut"] = Evidence("text-limit", f"read the first {MAX_TEXT} of {reading.cut_from} characters")
         return evidence
 
     def _shipment(

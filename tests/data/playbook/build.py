@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from pipeline.testing.amazon_mail import notice, paragraphs  # noqa: E402
+from pipeline.testing.dkim import resign, unsign  # noqa: E402
 from pipeline.testing.stories import buyer, claim_decision, claim_filed, claim_info_request  # noqa: E402
 
 SELLER = "Harbor Goods <claims@harbor-goods.example>"
@@ -33,8 +34,8 @@ def ses(message_id: str) -> dict[str, str]:
 
 
 def with_id(raw: bytes, message_id: str) -> bytes:
-    """The message with its Message-ID replaced (the tests refer to some by their id)."""
-    head, sep, body = raw.partition(b"\r\n\r\n")
+    """The message with its Message-ID replaced (the tests refer to some by their id); main() signs it again."""
+    head, sep, body = unsign(raw).partition(b"\r\n\r\n")
     lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"message-id:")]
     lines.insert(1, b"Message-ID: " + message_id.encode())
     return b"\r\n".join(lines) + sep + body
@@ -441,7 +442,8 @@ def main() -> int:
         if old.name not in written and old.name != "injection__buyer_name_bcc_subject_template.eml":
             old.unlink()
     for name, raw in written.items():
-        (HERE / name).write_bytes(to_seller(raw))
+        # signed again after the edits (To, Message-ID): Amazon's signature covers them
+        (HERE / name).write_bytes(resign(to_seller(raw)))
     print(f"wrote {len(written)} stories to {HERE}")
     return 0
 
