@@ -28,6 +28,7 @@ from pipeline.store import Store, utcnow
 from pipeline.timing import stage
 from pipeline.understanding.facts import Facts
 from pipeline.understanding.understander import Understander
+from pipeline.vocabulary import AMAZON_STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ class ClaimDesk:
         if self.drafts is not None and self.settings.drafts.enabled:
             with stage("drafts"):
                 self.drafts.sync(mailbox, now)
+            if self.drafts.sent_orders:  # a reply found sent answers the buyer: the clock moves
+                with stage("replay", 0), self.store.session() as session:
+                    self.replay_all(session, now, sorted(self.drafts.sent_orders))
+                self.drafts.sent_orders.clear()
 
     # --- processing -------------------------------------------------------------------------------
 
@@ -436,6 +441,10 @@ class ClaimDesk:
 
     def _too_late(self, view: ClaimView, now: datetime) -> str | None:
         """Why it is too late to draft for this claim or case, or None."""
+        if view.strategy == "appeal_granted":  # an appeal has its own last day
+            if view.appeal_due_at is not None and view.appeal_due_at < now:
+                return f"the appeal was due on {view.appeal_due_at:%Y-%m-%d} UTC"
+            return None
         if view.deadline_at is not None and view.deadline_at < now:
             return f"deadline passed on {view.deadline_at:%Y-%m-%d %H:%M} UTC (check the claim in Seller Central)"
         if (
@@ -499,7 +508,24 @@ def statements(session: Session, order_id: str) -> list[Statement]:
         .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
         .order_by(SellerStatement.stated_at, SellerStatement.id)
     )
-    return [Statement(f"seller:{row.id}", row.stated_at, row.field, row.value) for row in rows]
+    stated = [Statement(f"seller:{row.id}", row.stated_at, row.field, row.value) for row in rows]
+    # a draft to the buyer (or to customer service asking for them) found sent answers the buyer
+    sent = session.execute(
+        select(Draft.id, Draft.strategy, Draft.sent_at, Draft.written_at)
+        .join(Draft.claim)
+        .where(
+            Claim.order_id == order_id,
+            Draft.status == "sent",
+            or_(Draft.audience.is_(None), Draft.audience != "amazon"),
+            Draft.strategy.not_in(AMAZON_STRATEGIES),
+        )
+    )
+    replies = [
+        Statement(f"sent:{row.id}", row.sent_at or row.written_at, "answered", f"the {row.strategy} draft was sent")
+        for row in sent
+        if row.sent_at or row.written_at
+    ]
+    return stated + replies
 
 
 def _state(view: ClaimView) -> str | None:
@@ -522,6 +548,13 @@ FACT_FIELDS = (
     "delivered_on",
     "amount",
     "currency",
+    "reply_due_at",
+    "may_file_at",
+    "answered_at",
+    "complained_at",
+    "first_answer_at",
+    "appeal_due_at",
+    "state_since",
 )
 
 

@@ -295,6 +295,7 @@ def claims_show(obj: Context, order_id: str, as_json: bool) -> None:
 @click.option("--tracking", help="The tracking number of your shipment.")
 @click.option("--delivered", "delivered", metavar="DATE", help="The day the carrier delivered it (YYYY-MM-DD).")
 @click.option("--note", help="A note for the claim's timeline.")
+@click.option("--answered", is_flag=True, help="You answered the buyer (outside the drafts): the reply clock stops.")
 @click.option("--clear", is_flag=True, help="Take back every fact stated on this order before (then set the new).")
 @pass_context
 @reports_errors
@@ -306,6 +307,7 @@ def claims_set(
     tracking: str | None,
     delivered: str | None,
     note: str | None,
+    answered: bool,
     clear: bool,
 ) -> None:
     """State a fact about an order yourself: it wins over what the mail says.
@@ -320,11 +322,19 @@ def claims_set(
       pipeline claims set 111-2233445-5566778 --complaint not_received
       pipeline claims set 111-2233445-5566778 --carrier UPS --tracking 1Z999AA10123456784 --delivered 2026-11-03
       pipeline claims set 111-2233445-5566778 --note "buyer called, wants a replacement"
+      pipeline claims set 111-2233445-5566778 --answered
       pipeline claims set 111-2233445-5566778 --clear
     """
     from pipeline.service import state_facts
 
-    stated = {"complaint": complaint, "carrier": carrier, "tracking": tracking, "delivered": delivered, "note": note}
+    stated = {
+        "complaint": complaint,
+        "carrier": carrier,
+        "tracking": tracking,
+        "delivered": delivered,
+        "note": note,
+        "answered": "by the seller" if answered else None,
+    }
     values = _stated_values(order_id, stated, clear)
     claim = state_facts(obj.settings(), order_id, values, clear=clear)
     click.echo(_stated_outcome(order_id, values, clear, claim))
@@ -349,7 +359,7 @@ def _stated_values(order_id: str, stated: dict[str, str | None], clear: bool) ->
             raise click.BadParameter("must not be empty", param_hint=f"--{name}")
     if not values and not clear:
         raise click.UsageError(
-            "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"
+            "state at least one of --complaint, --carrier, --tracking, --delivered, --note, --answered, or --clear"
         )
     return values
 
@@ -505,6 +515,37 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+@cli.command()
+@click.option(
+    "--weeks",
+    type=click.IntRange(1, 520),
+    default=8,
+    show_default=True,
+    metavar="N",
+    help="How many weeks, up to this one.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per week.")
+@pass_context
+@reports_errors
+def stats(obj: Context, weeks: int, as_json: bool) -> None:
+    """Per week: buyer complaints, answered in 24 h, claims filed, prevented, won, refunded, granted.
+
+    A complaint counts as prevented once 30 days passed without a claim on its order.
+    The claim rate is claims filed per order shipped, where shipments were imported
+    (`pipeline orders import`): the seller's view of the Order Defect Rate risk.
+
+    \b
+    Examples:
+      pipeline stats
+      pipeline stats --weeks 26 --json
+    """
+    from pipeline.queries import stats as weekly
+    from pipeline.service import now as current_time
+
+    rows = weekly(obj.settings(), current_time(), weeks)
+    click.echo(json.dumps(rows, indent=2) if as_json else views.stats_table(rows))
 
 
 @cli.command()

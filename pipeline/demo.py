@@ -20,8 +20,8 @@ from pipeline.testing.stories import SELLER, demo_stories
 from pipeline.vocabulary import AMAZON_STRATEGIES
 
 # the timelines the demo prints: a claim whose complaint came from the buyer's earlier message (its notice
-# names no reason), and a claim closed by a refund after a return request
-SHOWN = ("113-2000001-0000001", "113-2000014-0000014")
+# names no reason), a claim closed by a refund after a return request, a granted claim to appeal
+SHOWN = ("113-2000001-0000001", "113-2000014-0000014", "113-2000017-0000017")
 
 
 def _where(strategy: str | None) -> str:
@@ -101,13 +101,15 @@ def _write_config(workdir: Path, server: ThrowawayDovecot, user: MailUser) -> Pa
 
 
 def _print_claims(settings: Settings, now: datetime, echo: Callable[[str], object]) -> None:
-    """The claims table, then the timelines of the SHOWN claims, as `pipeline claims` prints them."""
-    from pipeline.queries import claim_rows, claim_timeline
+    """The claims table, the timelines of the SHOWN claims and the weekly figures, as the commands print them."""
+    from pipeline.queries import claim_rows, claim_timeline, stats
 
     echo(views.claims_table(claim_rows(settings), now=now, color=None))
     for order in SHOWN:
         echo(f"\n$ pipeline claims show {order}")
         echo(views.claim_timeline(claim_timeline(settings, order), order))
+    echo("\n$ pipeline stats --weeks 3")
+    echo(views.stats_table(stats(settings, now, weeks=3)))
 
 
 def _print_drafts(server: ThrowawayDovecot, user: MailUser, echo: Callable[[str], object]) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select
 from pipeline import views
 from pipeline.config import Settings
 from pipeline.mailbox import connect
-from pipeline.queries import claim_dict, failed_messages, urgency
+from pipeline.queries import claim_dict, failed_messages, stats, urgency
 from pipeline.schema import Claim
 from pipeline.service import opened
 from pipeline.store import utcnow
@@ -26,6 +26,7 @@ from pipeline.vocabulary import CLOSED_STATES
 
 DIGEST_HEADER = "X-Pipeline-Digest"
 DEFAULT_HOURS = 48
+STATS_WEEKS = 8  # the weeks the digest's chart shows
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ class Digest:
 
 
 def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAULT_HOURS) -> list[dict[str, object]]:
-    """Open claims whose deadline is within `hours` (or past), that need a refund, or that are flagged; and
-    closed claims that are flagged (an edited draft of a decided claim must not be sent)."""
+    """Open claims whose deadline or owed answer is within `hours` (or past), that need a refund, or that are
+    flagged; granted claims to appeal; and closed claims that are flagged (an edited draft of a decided claim
+    must not be sent)."""
     horizon = now + timedelta(hours=hours)
     with opened(settings) as store, store.session() as session:
         claims = session.scalars(
@@ -58,9 +60,14 @@ def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAUL
                 or_(
                     and_(
                         Claim.state.not_in(CLOSED_STATES),
-                        or_(Claim.deadline_at <= horizon, Claim.state == "refund_needed"),
+                        or_(
+                            Claim.deadline_at <= horizon,
+                            Claim.reply_due_at <= horizon,
+                            Claim.state == "refund_needed",
+                        ),
                     ),
                     Claim.flagged.is_(True),
+                    Claim.appeal_due_at > now,
                 )
             )
         )
@@ -72,9 +79,14 @@ def claims_needing_action(settings: Settings, now: datetime, hours: int = DEFAUL
 
 def _why(row: dict[str, object], horizon: datetime) -> str:
     reasons = []
-    deadline = row["deadline_at"]
+    due = row.get("reply_due_at")
+    if isinstance(due, str) and datetime.fromisoformat(due.replace("Z", "+00:00")) <= horizon:
+        reasons.append("the buyer waits for an answer")
+    deadline = row["deadline_at"] if row["state"] not in CLOSED_STATES else None
     if isinstance(deadline, str) and datetime.fromisoformat(deadline.replace("Z", "+00:00")) <= horizon:
         reasons.append("deadline soon")
+    if row.get("appeal_due_at") and row["state"] == "granted":
+        reasons.append("appeal")
     if row["state"] == "refund_needed":
         reasons.append("refund needed")
     if row["flagged"]:
@@ -106,6 +118,7 @@ def build_digest(settings: Settings, *, now: datetime | None = None, hours: int 
     now = now or utcnow()
     rows = claims_needing_action(settings, now, hours)
     failures: list[dict[str, object]] = list(failed_messages(settings))
+    weekly = stats(settings, now, weeks=STATS_WEEKS)
     subject = subject_for(len(rows), hours, len(failures))
     seller = settings.seller
     message = EmailMessage(policy=email.policy.SMTP)
@@ -117,7 +130,7 @@ def build_digest(settings: Settings, *, now: datetime | None = None, hours: int 
     message["Message-ID"] = make_msgid("pipeline-digest", domain=domain or None)
     message["Auto-Submitted"] = "auto-generated"
     message[DIGEST_HEADER] = str(len(rows))
-    message.set_content(body_for(rows, now, hours, failures), charset="utf-8")
+    message.set_content(body_for(rows, now, hours, failures) + "\n" + views.stats_chart(weekly) + "\n", charset="utf-8")
     return Digest(rows, subject, message, failures)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.errors
 import email.header
 import email.policy
@@ -11,7 +12,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from pipeline.mailbox import Mailbox
 from pipeline.marketplaces import seller_central_url
 from pipeline.resources import search_path
 from pipeline.schema import Claim, Draft, StoredMessage
-from pipeline.store import Store, record_event
+from pipeline.store import Store, record_event, utcnow
 from pipeline.understanding.language import bundled_languages, bundled_reply_prefix
 from pipeline.understanding.language import format_date as lang_format_date
 from pipeline.vocabulary import AMAZON_STRATEGIES, CLOSED_STATES
@@ -324,6 +325,7 @@ class DraftSync:
         self.settings = settings
         self.store = store
         self.renderer = renderer or DraftRenderer(settings.drafts.templates_dir or None)
+        self.sent_orders: set[str] = set()  # claims whose reply was found sent in this pass (their clock moves)
 
     def sync(self, mailbox: Mailbox, now: datetime) -> int:
         """Write every wanted draft, take out the ones their claim no longer wants, then check the written ones;
@@ -516,10 +518,12 @@ class DraftSync:
             "delivery_date": format_date(claim.delivered_on, language),
             "complaint_type": claim.complaint_type,
             **{f"sc_{key}": value for key, value in words.items()},
+            **self._appeal_context(draft, claim, language),
         }
         subject = None
         if seller_central:
-            subject = f"{words.get('respond_to_amazon', 'Respond to Amazon')}: {claim.order_id}"
+            action = "appeal" if draft.strategy == "appeal_granted" else "respond_to_amazon"
+            subject = f"{words.get(action, 'Respond to Amazon')}: {claim.order_id}"
         elif "#important" in draft.step:
             subject = f"{words.get('important', '[Important]')} {reply_subject(str(facts.get('subject') or ''))}"
         return DraftRequest(
@@ -536,6 +540,21 @@ class DraftSync:
             seller_central=seller_central,
             step=draft.step,
         )
+
+    @staticmethod
+    def _appeal_context(draft: Draft, claim: Claim, language: str) -> dict[str, object]:
+        """An appeal's dates: when the claim was filed and decided, when we answered the buyer, the last day."""
+        if draft.strategy != "appeal_granted":
+            return {}
+        return {
+            "appeal": True,
+            "claim_filed_on": format_date(claim.opened_at, language),
+            "decided_on": format_date(claim.state_since, language),
+            "answered_on": format_date(claim.first_answer_at or claim.answered_at, language)
+            if claim.answered_at and claim.opened_at and claim.answered_at <= claim.opened_at
+            else None,
+            "appeal_deadline": format_date(claim.appeal_due_at, language),
+        }
 
     def _locate(self, mailbox: Mailbox, header_message_id: str | None) -> list[int]:
         if not header_message_id:
@@ -600,8 +619,10 @@ class DraftSync:
 
     def _gone(self, session: Session, mailbox: Mailbox, draft: Draft, now: datetime) -> None:
         """Our draft is no longer in Drafts: sent (a reply in Sent) or edited/removed by the person."""
-        if self._in_sent(session, mailbox, draft):
-            draft.status = "sent"
+        sent_at = self._in_sent(session, mailbox, draft)
+        if sent_at is not None:
+            draft.status, draft.sent_at = "sent", sent_at
+            self.sent_orders.add(draft.claim.order_id)
             record_event(session, draft.claim, "reply_sent", f"the {draft.strategy} reply was sent", now)
             return
         draft.status = "edited"
@@ -613,16 +634,24 @@ class DraftSync:
             now,
         )
 
-    def _in_sent(self, session: Session, mailbox: Mailbox, draft: Draft) -> bool:
-        """Whether the Sent folder holds our draft, or a reply to the message it answers."""
+    def _in_sent(self, session: Session, mailbox: Mailbox, draft: Draft) -> datetime | None:
+        """When the reply went out, if the Sent folder holds our draft or a reply to the message it answers
+        (the copy's Date header; the time we found it when the header cannot be read)."""
         sent = mailbox.sent_folder()
-        found = False
-        if sent:
-            mailbox.select(sent, readonly=True)
-            ours = set(mailbox.search_header("X-Pipeline-Claim", draft.claim.order_id))
-            found = bool(ours and ours & set(mailbox.search_header("X-Pipeline-Strategy", draft.strategy)))
-            if not found and draft.parent_message_id:
-                parent = session.get(StoredMessage, draft.parent_message_id)
-                if parent is not None and parent.message_key.startswith("<"):
-                    found = bool(mailbox.search_header("In-Reply-To", parent.message_key))
-        return found
+        if not sent:
+            return None
+        mailbox.select(sent, readonly=True)
+        ours = set(mailbox.search_header("X-Pipeline-Claim", draft.claim.order_id))
+        found = sorted(ours & set(mailbox.search_header("X-Pipeline-Strategy", draft.strategy))) if ours else []
+        if not found and draft.parent_message_id:
+            parent = session.get(StoredMessage, draft.parent_message_id)
+            if parent is not None and parent.message_key.startswith("<"):
+                found = mailbox.search_header("In-Reply-To", parent.message_key)
+        if not found:
+            return None
+        date = mailbox.header_fields(found[-1:], ("Date",)).get(found[-1], {}).get("date")
+        with contextlib.suppress(TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(date) if date else None
+            if when is not None:
+                return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        return utcnow()

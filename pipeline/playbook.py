@@ -22,9 +22,12 @@ from pipeline.marketplaces import language_of_marketplace
 from pipeline.understanding.facts import Facts
 from pipeline.vocabulary import (
     AMAZON_STRATEGIES,
+    APPEAL_DAYS,
     CLAIM_KINDS,
     CLOSED_STATES,
+    MAY_FILE_HOURS,
     RECOGNIZED_CARRIERS,
+    REPLY_HOURS,
     STATES,
     STRATEGIES,
 )
@@ -165,10 +168,26 @@ class ClaimView:
     undelivered_rounds: int = 0
     state_since: datetime | None = None
     last_buyer_at: datetime | None = None  # the buyer's last answer that moves things on (not a mere question)
-    last_seller_reply_at: datetime | None = None  # Amazon's copy of a reply the seller sent
+    # the response clock: the oldest buyer contact not answered yet, and the answers given
+    owed_since: datetime | None = None
+    answered_at: datetime | None = None  # the last answer to the buyer (sent draft, Amazon's copy, the seller's word)
+    complained_at: datetime | None = None  # the first complaint (buyer message, return, customer service)
+    first_answer_at: datetime | None = None  # the first answer after that complaint
+    replied_in_time: bool = False  # some contact was answered within REPLY_HOURS
+    appeal_due_at: datetime | None = None  # a granted claim worth appealing: the last day to do so
     refunded: tuple[str, str | None] | None = None  # (amount, currency) refunded on the order so far
     stated: tuple[tuple[str, str], ...] = ()  # (field, value) the seller stated, in order
     drafts: tuple[DraftPlan, ...] = ()  # at most one per audience
+
+    @property
+    def reply_due_at(self) -> datetime | None:
+        """When the buyer's oldest unanswered contact must be answered (Amazon's 24-hour response time)."""
+        return self.owed_since + timedelta(hours=REPLY_HOURS) if self.owed_since else None
+
+    @property
+    def may_file_at(self) -> datetime | None:
+        """When the buyer, still unanswered, may file an A-to-z claim (48 hours after contacting the seller)."""
+        return self.owed_since + timedelta(hours=MAY_FILE_HOURS) if self.owed_since else None
 
     @property
     def listed(self) -> bool:
@@ -260,9 +279,55 @@ def apply(
         step = _amazon_message(claim, key, facts, shipment, rules, at)
     else:
         step = _other(claim, key, facts, at)
+    step = _clock(claim, key, facts, step, at)
     if step is not None and rules.require_proof and not facts.verified:
         return _unproven(claim, key, facts, step, at)
     return step
+
+
+# --- the response clock -----------------------------------------------------------------------------------------
+
+OWING_KINDS = ("buyer_message", "amazon_inquiry")  # contacts owed an answer
+COMPLAINING_KINDS = ("buyer_message", "amazon_inquiry", "return_request")
+
+
+def _clock(claim: ClaimView, key: str, facts: Facts, step: Transition | None, at: datetime) -> Transition | None:
+    """The response clock after one message: a buyer's contact is owed an answer (unless it settles the matter),
+    its first complaint is dated, and Amazon's copy of the seller's reply answers it."""
+    owes = facts.kind in OWING_KINDS and facts.buyer_intent not in ("resolved", "will_withdraw")
+    complains = facts.kind in COMPLAINING_KINDS and facts.complaint_type is not None
+    if not (owes or complains or facts.kind == "seller_reply_copy"):
+        return step
+    base = step.after if step is not None else claim
+    after = base
+    if facts.kind == "seller_reply_copy":
+        after = _answered(after, at)
+    if owes and after.owed_since is None and after.state not in CLOSED_STATES:
+        after = replace(after, owed_since=at)
+    if complains and after.complained_at is None:
+        after = replace(after, complained_at=at)
+    if after == base:
+        return step
+    if step is None:
+        return _note(at, f"{facts.kind}_clock", "the buyer is owed an answer", claim, after, key)
+    return replace(step, after=after)
+
+
+def _answered(claim: ClaimView, at: datetime) -> ClaimView:
+    """The claim once the buyer was answered at `at`: every contact before it is answered."""
+    if claim.owed_since is not None and claim.owed_since > at:
+        return claim  # an answer written before the contact answers nothing of it
+    in_time = claim.owed_since is not None and at <= claim.owed_since + timedelta(hours=REPLY_HOURS)
+    first = claim.first_answer_at
+    if first is None and claim.complained_at is not None and at >= claim.complained_at:
+        first = at
+    return replace(
+        claim,
+        owed_since=None,
+        answered_at=at,
+        first_answer_at=first,
+        replied_in_time=claim.replied_in_time or in_time,
+    )
 
 
 def escalate(claim: ClaimView, now: datetime, rules: Rules) -> Transition | None:
@@ -298,6 +363,10 @@ def apply_statement(claim: ClaimView, statement: Statement, rules: Rules, at: da
     key = statement.key
     if statement.field == "note":
         return Transition(at, "seller_note", f"seller's note: {statement.value}", claim, stated, key, kind="note")
+    if statement.field == "answered":
+        return _note(
+            at, "seller_answered", f"the buyer was answered ({statement.value})", claim, _answered(stated, at), key
+        )
     if statement.field == "complaint":
         stated = replace(stated, complaint_type=statement.value, complaint_rank=RANK["seller"])
     elif statement.field == "carrier":
@@ -328,7 +397,7 @@ def _amazon_message(
         return _claim_filed(claim, base, key, facts, rules, at)
     if facts.kind == "claim_info_request":
         return _info_request(claim, base, key, facts, rules, at)
-    return _claim_closed(claim, base, key, facts, at)
+    return _claim_closed(claim, base, key, facts, rules, at)
 
 
 def _claim_filed(
@@ -403,13 +472,35 @@ _CLOSING = {
 }
 
 
-def _claim_closed(claim: ClaimView, base: ClaimView, key: str, facts: Facts, at: datetime) -> Transition | None:
-    """Amazon closed the claim (granted, decided in the seller's favour, withdrawn): nothing is left to do."""
+def _claim_closed(
+    claim: ClaimView, base: ClaimView, key: str, facts: Facts, rules: Rules, at: datetime
+) -> Transition | None:
+    """Amazon closed the claim (granted, decided in the seller's favour, withdrawn). A granted claim the evidence
+    speaks against is appealed (within APPEAL_DAYS); otherwise nothing is left to do."""
     new_state, rule, reason = _CLOSING[facts.kind]
     if claim.state == new_state:
         return None
     after = replace(_closed(base, new_state, at), opened=True, opened_at=claim.opened_at or facts.sent_at)
+    evidence = _appeal_evidence(after, rules) if facts.kind == "claim_granted" else None
+    if evidence:
+        due = at + timedelta(days=APPEAL_DAYS)
+        plan = DraftPlan("appeal_granted", "amazon", "appeal_granted", key)
+        after = replace(after, strategy="appeal_granted", drafts=(plan,), appeal_due_at=due)
+        reason = f"{reason}, but {evidence}: appeal in Seller Central by {_fmt(due)}"
+        return Transition(at, "appeal_granted", reason, claim, after, key)
     return Transition(at, rule, reason, claim, after, key)
+
+
+def _appeal_evidence(claim: ClaimView, rules: Rules) -> str | None:
+    """Why a granted claim should not have been: delivered by a recognized carrier before the claim, or the
+    buyer answered in time; None when the facts are not that strong."""
+    opened = claim.opened_at.date() if claim.opened_at else None
+    delivered = claim.delivered_on if claim.delivered and rules.recognizes(claim.carrier) else None
+    if delivered and opened and delivered <= opened:
+        return f"{claim.carrier} delivered it on {delivered.isoformat()}, before the claim"
+    if claim.replied_in_time and claim.answered_at and claim.opened_at and claim.answered_at <= claim.opened_at:
+        return f"the buyer was answered in time ({_fmt(claim.answered_at)}), before the claim"
+    return None
 
 
 def _claim_after_refund(claim: ClaimView, opened: ClaimView, key: str, rules: Rules, at: datetime) -> Transition:
@@ -771,11 +862,21 @@ def _before_claim(
         return _answer(claim, base, key, rules, at, f"{what} with a complaint before any claim", audience=audience)
     if not claim.case and facts.kind == "amazon_inquiry":
         return _inquiry_by_hand(claim, base, key, at)
+    if not claim.case and facts.kind == "buyer_message" and intent not in ("resolved", "will_withdraw"):
+        return _buyer_question(claim, base, key, at)
     reason = (
         f"{what} before any claim (intent {intent or '-'}, "
         f"complaint {facts.complaint_type or 'none'}); kept for the claim"
     )
     return _note(at, f"{facts.kind}_before_claim", reason, claim, base, key)
+
+
+def _buyer_question(claim: ClaimView, base: ClaimView, key: str, at: datetime) -> Transition:
+    """A buyer writes before any claim without a complaint (a question): owed an answer all the same, so the case
+    opens; the playbook has no letter for it, so the seller writes it."""
+    after = replace(base, case=True, state="buyer_contact", strategy=None, drafts=(), state_since=at)
+    reason = f"the buyer wrote without a complaint: answer them within {REPLY_HOURS} h (the playbook has no letter)"
+    return Transition(at, "buyer_question", reason, claim, after, key)
 
 
 def _inquiry_by_hand(claim: ClaimView, base: ClaimView, key: str, at: datetime) -> Transition:
@@ -933,16 +1034,8 @@ def _undelivered(
 def _seller_reply(
     claim: ClaimView, key: str, facts: Facts, shipment: Shipment | None, rules: Rules, at: datetime
 ) -> Transition | None:
-    after = replace(claim, last_seller_reply_at=at)
-    return Transition(
-        at,
-        "seller_replied",
-        f"Amazon's copy of the seller's reply to {facts.buyer_name or 'the buyer'}",
-        claim,
-        after,
-        key,
-        kind="note",
-    )
+    reason = f"Amazon's copy of the seller's reply to {facts.buyer_name or 'the buyer'}: the buyer was answered"
+    return _note(at, "seller_replied", reason, claim, claim, key)
 
 
 def _cancellation(
@@ -1104,8 +1197,10 @@ def _note(at: datetime, rule: str, reason: str, before: ClaimView, after: ClaimV
 
 
 def _closed(claim: ClaimView, state: str, at: datetime) -> ClaimView:
-    """The claim in a closing state from `at`: no strategy, no plans, no flag."""
-    return replace(claim, state=state, strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at)
+    """The claim in a closing state from `at`: no strategy, no plans, no flag, no answer owed any more."""
+    return replace(
+        claim, state=state, strategy=None, drafts=(), flagged=False, flag_reason=None, state_since=at, owed_since=None
+    )
 
 
 def _refund_needed(claim: ClaimView, at: datetime) -> ClaimView:

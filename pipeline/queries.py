@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, StoredMessage
+from pipeline.schema import Claim, ClaimEvent, Draft, SellerStatement, Shipment, StoredMessage
 from pipeline.store import opened_store
 from pipeline.understanding.facts import iso
 from pipeline.understanding.text import ORDER_ID
-from pipeline.vocabulary import CLOSED_STATES
+from pipeline.vocabulary import CLOSED_STATES, REPLY_HOURS
 
 MENTION_SCAN = 200_000  # bytes of a failed message searched for the order IDs it mentions
 # the facts of each message that `claims show` lists
@@ -48,10 +48,17 @@ def claim_rows(settings: Settings, state: str | None = None) -> list[dict[str, A
 
 
 def urgency(row: dict[str, Any]) -> tuple[bool, datetime, str]:
-    """Sort key of a claim row: open claims first, then by deadline (none last), then by order ID."""
-    deadline = row["deadline_at"]
-    when = datetime.fromisoformat(deadline.replace("Z", "+00:00")) if deadline else datetime.max.replace(tzinfo=UTC)
-    return row["state"] in CLOSED_STATES, when, row["order_id"]
+    """Sort key of a claim row: open claims first, by whatever comes first of the answer owed to the buyer and
+    Amazon's deadline (none last); then closed ones (an appeal by its last day); then by order ID."""
+    closed = row["state"] in CLOSED_STATES
+    keys = ("appeal_due_at",) if closed else ("reply_due_at", "deadline_at")
+    times = [_when(row.get(key)) for key in keys]
+    closed = closed and not row.get("appeal_due_at")
+    return closed, min(t for t in (*times, datetime.max.replace(tzinfo=UTC)) if t is not None), row["order_id"]
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 def claim_dict(claim: Claim) -> dict[str, Any]:
@@ -74,6 +81,10 @@ def claim_dict(claim: Claim) -> dict[str, Any]:
         "currency": claim.currency,
         "flagged": claim.flagged,
         "flag_reason": claim.flag_reason,
+        "reply_due_at": iso(claim.reply_due_at),
+        "may_file_at": iso(claim.may_file_at),
+        "answered_at": iso(claim.answered_at),
+        "appeal_due_at": iso(claim.appeal_due_at),
     }
 
 
@@ -208,3 +219,61 @@ def mentioned_orders(subject: str, raw: bytes | None) -> list[str]:
     """The order IDs written in a subject or the first part of raw bytes, in order, once each."""
     text = subject + "\n" + (raw or b"")[:MENTION_SCAN].decode("utf-8", "replace")
     return list(dict.fromkeys(ORDER_ID.findall(text)))
+
+
+# --- pipeline stats -------------------------------------------------------------------------------------------
+
+PREVENTED_AFTER = timedelta(days=30)  # a complaint that did not become a claim in this time was one prevented
+
+
+def stats(settings: Settings, now: datetime, weeks: int = 8) -> list[dict[str, Any]]:
+    """Per ISO week (Monday to Sunday, UTC), the last `weeks` up to now's: buyer complaints, those answered
+    within REPLY_HOURS, claims filed, complaints that never became a claim (counted once PREVENTED_AFTER has
+    passed), claims won (withdrawn or decided for the seller), refunded and granted, orders shipped (imported
+    shipments) and the claim rate (claims filed per order shipped)."""
+    first = _monday(now) - timedelta(weeks=weeks - 1)
+    rows = {_monday(first + timedelta(weeks=i)): _empty_week(first + timedelta(weeks=i)) for i in range(weeks)}
+    with opened_store(settings.database.url) as store, store.session() as session:
+        for claim in session.scalars(select(Claim)):
+            _count_claim(rows, claim, now)
+        for shipped in session.scalars(select(Shipment.ship_date).where(Shipment.ship_date >= first.date())):
+            week = rows.get(_monday(datetime.combine(shipped, datetime.min.time(), UTC))) if shipped else None
+            if week is not None:
+                week["orders"] += 1
+    for week in rows.values():
+        week["claim_rate"] = round(week["claims_filed"] / week["orders"], 4) if week["orders"] else None
+    return list(rows.values())
+
+
+def _count_claim(rows: dict[datetime, dict[str, Any]], claim: Claim, now: datetime) -> None:
+    """Add one claim (or case) to the weeks its events fall in."""
+
+    def week_of(when: datetime | None) -> dict[str, Any] | None:
+        return rows.get(_monday(when)) if when is not None else None
+
+    complained = week_of(claim.complained_at)
+    if complained is not None and claim.complained_at is not None:
+        complained["complaints"] += 1
+        answer = claim.first_answer_at
+        if answer is not None and answer - claim.complained_at <= timedelta(hours=REPLY_HOURS):
+            complained["answered_in_24h"] += 1
+        if claim.opened_at is None and claim.complained_at + PREVENTED_AFTER <= now:
+            complained["prevented"] += 1
+    filed = week_of(claim.opened_at)
+    if filed is not None:
+        filed["claims_filed"] += 1
+    decided = week_of(claim.state_since) if claim.opened_at is not None else None
+    outcome = {"resolved": "won", "refunded": "refunded", "granted": "granted"}.get(claim.state)
+    if decided is not None and outcome:
+        decided[outcome] += 1
+
+
+def _monday(when: datetime) -> datetime:
+    day = when.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
+def _empty_week(start: datetime) -> dict[str, Any]:
+    year, week, _ = start.isocalendar()
+    counts = ("complaints", "answered_in_24h", "claims_filed", "prevented", "won", "refunded", "granted", "orders")
+    return {"week": f"{year}-W{week:02d}", "from": start.date().isoformat(), **dict.fromkeys(counts, 0)}

@@ -119,6 +119,14 @@ class Claim(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flag_reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the response clock (the buyer's oldest unanswered contact + 24 h, + 48 h), answers and appeals
+    reply_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    may_file_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    complained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_answer_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    appeal_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when the claim reached its state
 
     events: Mapped[list[ClaimEvent]] = relationship(
         back_populates="claim", cascade="all, delete-orphan", order_by="ClaimEvent.seq"
@@ -174,6 +182,7 @@ class Draft(Base):
     body_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was found sent (its Date in Sent)
 
     claim: Mapped[Claim] = relationship(back_populates="drafts")
 

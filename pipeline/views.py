@@ -40,16 +40,19 @@ def time_left(deadline_at: datetime | str | None, now: datetime) -> str:
 
 
 def claims_table(rows: list[dict[str, Any]], *, now: datetime, color: bool | None) -> str:
-    """The claims table: order, state (coloured on a terminal), time left, complaint, strategy, flag."""
+    """The claims table: order, state (coloured on a terminal), the time left to answer the buyer (ANSWER) and
+    to Amazon's deadline or the appeal's last day (LEFT), complaint, strategy, flag."""
     if not rows:
         return "no claims"
-    lines = [f"{'ORDER':<20} {'STATE':<16} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"]
+    lines = [f"{'ORDER':<20} {'STATE':<16} {'ANSWER':>7} {'LEFT':>7}  {'COMPLAINT':<19} {'STRATEGY':<26} NOTE"]
     for row in rows:
-        left = "" if row["state"] in CLOSED_STATES else time_left(row["deadline_at"], now)
+        closed = row["state"] in CLOSED_STATES
+        left = time_left(row.get("appeal_due_at"), now) if closed else time_left(row["deadline_at"], now)
+        answer = "" if closed else time_left(row.get("reply_due_at"), now)
         state = click.style(f"{row['state']:<16}", fg=STATE_COLOURS.get(row["state"]))
         note = row["flag_reason"] if row["flagged"] else ""
         line = (
-            f"{row['order_id']:<20} {state} {left:>7}  {row['complaint_type'] or '-':<19} "
+            f"{row['order_id']:<20} {state} {answer:>7} {left:>7}  {row['complaint_type'] or '-':<19} "
             f"{row['strategy'] or '-':<26} {note}"
         ).rstrip()
         lines.append(line if color is not False else click.unstyle(line))
@@ -131,12 +134,18 @@ def digest_body(
     unread = _digest_failures(failures or [])
     if not rows:
         return f"No A-to-z claim needs action in the next {hours} hours.\n(as of {stamp})\n" + unread
-    lines = [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
+    lines = _answer_first(rows, now)
+    lines += [f"A-to-z claims that need action in the next {hours} hours,", f"most urgent first (as of {stamp}):", ""]
     for row in rows:
         left = time_left(row["deadline_at"], now) or "no deadline"
         deadline = str(row["deadline_at"] or "").replace("T", " ")[:16]
         lines.append(f"{row['order_id']}  {row['state']}")
-        lines.append(f"    time left: {left}" + (f" (deadline {deadline} UTC)" if deadline else ""))
+        if row["state"] not in CLOSED_STATES:
+            lines.append(f"    time left: {left}" + (f" (deadline {deadline} UTC)" if deadline else ""))
+        if row.get("reply_due_at"):
+            lines.append(f"    answer:    {_left(row['reply_due_at'], now)} to answer the buyer")
+        if row.get("appeal_due_at") and row["state"] == "granted":
+            lines.append(f"    appeal:    by {str(row['appeal_due_at'])[:10]} ({time_left(row['appeal_due_at'], now)})")
         lines.append(f"    strategy:  {row['strategy'] or 'none'}")
         lines.append(f"    why:       {row['why']}")
         if row["flagged"] and row["flag_reason"]:
@@ -149,6 +158,24 @@ def digest_body(
         "Drafts folder. A claim's whole story: pipeline claims show ORDER_ID",
     ]
     return "\n".join(lines) + "\n" + unread + "\n-- \nwritten by pipeline digest; nothing was sent to anyone\n"
+
+
+def _answer_first(rows: list[dict[str, Any]], now: datetime) -> list[str]:
+    """The digest's first lines: the buyers owed an answer, soonest due first (Amazon counts 24 hours, and an
+    unanswered buyer may file a claim after 48)."""
+    owed = sorted((row for row in rows if row.get("reply_due_at")), key=lambda row: str(row["reply_due_at"]))
+    if not owed:
+        return []
+    lines = ["Answer these first (the buyer waits; Amazon counts 24 hours):", ""]
+    for row in owed:
+        lines.append(f"  {row['order_id']}  {_left(row['reply_due_at'], now):>12}  ({row['state']})")
+    return [*lines, ""]
+
+
+def _left(when: str | datetime, now: datetime) -> str:
+    """`5h07m left`, or `overdue`."""
+    left = time_left(when, now)
+    return left if left == "overdue" else f"{left} left"
 
 
 def _digest_failures(failures: list[dict[str, Any]]) -> str:
@@ -250,3 +277,42 @@ def reprocess_report(result: Any, *, dry_run: bool, from_imap: bool) -> str:
 def count(number: int, noun: str) -> str:
     """ "1 message", "3 messages"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+# --- pipeline stats ---------------------------------------------------------------------------------------
+
+STATS_COLUMNS = (
+    ("complaints", "COMPLAINTS"),
+    ("answered_in_24h", "IN 24H"),
+    ("claims_filed", "CLAIMS"),
+    ("prevented", "PREVENTED"),
+    ("won", "WON"),
+    ("refunded", "REFUNDED"),
+    ("granted", "GRANTED"),
+    ("orders", "ORDERS"),
+)
+
+
+def stats_table(rows: list[dict[str, Any]]) -> str:
+    """`pipeline stats`: one line per week, the claim rate last."""
+    header = f"{'WEEK':<9} {'FROM':<10} " + " ".join(f"{title:>10}" for _, title in STATS_COLUMNS) + "  CLAIM RATE"
+    lines = [header]
+    for row in rows:
+        rate = f"{row['claim_rate'] * 100:.2f} %" if row["claim_rate"] is not None else "-"
+        counts = " ".join(f"{row[key]:>10}" for key, _ in STATS_COLUMNS)
+        lines.append(f"{row['week']:<9} {row['from']:<10} {counts}  {rate:>10}")
+    total = {key: sum(row[key] for row in rows) for key, _ in STATS_COLUMNS}
+    lines.append(f"{'total':<20} " + " ".join(f"{total[key]:>10}" for key, _ in STATS_COLUMNS))
+    return "\n".join(lines)
+
+
+def stats_chart(rows: list[dict[str, Any]], width: int = 30) -> str:
+    """The digest's chart: per week, buyer complaints (#) and the claims filed (=) as bars."""
+    top = max([1, *(max(row["complaints"], row["claims_filed"]) for row in rows)])
+    lines = ["Buyer complaints (#) and A-to-z claims (=) per week:", ""]
+    for row in rows:
+        complaints = "#" * round(row["complaints"] * width / top)
+        claims = "=" * round(row["claims_filed"] * width / top)
+        lines.append(f"{row['week']}  {complaints:<{width}} {row['complaints']:>3}")
+        lines.append(f"{'':<8}  {claims:<{width}} {row['claims_filed']:>3}")
+    return "\n".join(lines)

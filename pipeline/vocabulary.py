@@ -30,7 +30,7 @@ STATES = (
 )
 CLOSED_STATES = ("refunded", "resolved", "granted")
 # represented to Amazon in Seller Central
-AMAZON_STRATEGIES = ("represent_delivered", "represent_size", "represent_misuse")
+AMAZON_STRATEGIES = ("represent_delivered", "represent_size", "represent_misuse", "appeal_granted")
 # answered to the buyer (or to Amazon customer service asking for them) before any claim exists
 ANSWER_STRATEGIES = ("answer_delivered", "answer_size", "answer_damaged", "answer_after_use")
 STRATEGIES = (
@@ -42,10 +42,16 @@ STRATEGIES = (
     "request_withdrawal",
     "manual_review",
     *ANSWER_STRATEGIES,
+    "appeal_granted",
 )
+# Amazon's clock (Seller Central help): a buyer message is answered within 24 h for the response-time metric; a
+# buyer may file an A-to-z claim 48 h after contacting the seller; a granted claim may be appealed for 30 days
+REPLY_HOURS = 24
+MAY_FILE_HOURS = 48
+APPEAL_DAYS = 30
 REPLY_CHANNELS = ("email", "seller_central")
 # what `pipeline claims set` may state, and the words each takes
-STATED_FIELDS = ("complaint", "carrier", "tracking", "delivered", "note")
+STATED_FIELDS = ("complaint", "carrier", "tracking", "delivered", "note", "answered")
 # the carriers Amazon recognizes for "tracking shows delivered" (the seller may configure others)
 RECOGNIZED_CARRIERS = (
     "UPS",

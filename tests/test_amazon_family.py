@@ -271,7 +271,7 @@ def test_the_sellers_word_wins_over_the_buyers(desk_env: DeskEnv) -> None:
         ),
         (("--delivered", "2026-13-01"), "'2026-13-01' is not a date (YYYY-MM-DD)"),
         (("--carrier", " "), "must not be empty"),
-        ((), "state at least one of --complaint, --carrier, --tracking, --delivered, --note, or --clear"),
+        ((), "state at least one of --complaint, --carrier, --tracking, --delivered, --note, --answered, or --clear"),
     ],
 )
 def test_claims_set_bad_values_are_one_line_errors(desk_env: DeskEnv, args: tuple[str, ...], message: str) -> None:

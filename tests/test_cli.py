@@ -156,13 +156,13 @@ def test_claims_json_has_the_design_keys(story_config, ops_cli) -> None:
     result = ops_cli(story_config, "claims", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.output)
-    assert len(rows) == 16
+    assert len(rows) == 18
     for row in rows:
         assert set(row) >= DESIGN_CLAIM_KEYS
         assert row["state"] in STATES
         assert row["strategy"] is None or row["strategy"] in STRATEGIES
         for key in ("opened_at", "deadline_at"):
-            if row["state"] == "buyer_contact":  # a case before any claim
+            if row["state"] == "buyer_contact" or row["order_id"] == "113-2000018-0000018":  # cases before claims
                 assert row[key] is None
                 continue
             assert row[key].endswith("Z")
@@ -185,16 +185,25 @@ def test_claims_table_sorted_by_urgency(story_config, ops_cli) -> None:
     result = ops_cli(story_config, "claims")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["ORDER", "STATE", "LEFT", "COMPLAINT", "STRATEGY", "NOTE"]
+    assert lines[0].split() == ["ORDER", "STATE", "ANSWER", "LEFT", "COMPLAINT", "STRATEGY", "NOTE"]
     rows = json.loads(ops_cli(story_config, "claims", "--json").output)
     assert [line.split()[0] for line in lines[1:]] == [r["order_id"] for r in rows]
-    open_rows = [r for r in rows if r["state"] not in ("resolved", "granted", "refunded")]
-    open_deadlines = [r["deadline_at"] for r in open_rows if r["deadline_at"]]
-    assert open_deadlines == sorted(open_deadlines)
-    assert [r["deadline_at"] for r in open_rows[len(open_deadlines) :]] == [None, None]  # cases before claims
-    assert {r["state"] for r in rows[-3:]} == {"granted", "resolved", "refunded"}  # closed claims last
-    assert lines[1].split()[:3] == ["113-2000013-0000013", "refund_needed", lines[1].split()[2]]
-    assert lines[1].split()[2].endswith("m")  # less than a day left: hours and minutes
+
+    def first_due(row: dict) -> str:  # what comes first: the answer owed to the buyer, or Amazon's deadline
+        keys = (
+            ("appeal_due_at",)
+            if row["state"] in ("resolved", "granted", "refunded")
+            else ("reply_due_at", "deadline_at")
+        )
+        return min((row[key] for key in keys if row[key]), default="~")
+
+    closed = [r["state"] in ("resolved", "granted", "refunded") and not r["appeal_due_at"] for r in rows]
+    assert closed == sorted(closed)  # open ones, and appeals, first
+    open_rows = [r for r, done in zip(rows, closed, strict=True) if not done]
+    assert [first_due(r) for r in open_rows] == sorted(first_due(r) for r in open_rows)
+    assert {r["state"] for r in rows[-4:]} == {"granted", "resolved", "refunded"}  # closed claims last
+    owed = [line.split() for line in lines[1:] if line.split()[2] == "overdue"]
+    assert owed and all(row[3] != "overdue" for row in owed)  # ANSWER overdue, claim deadline still ahead
     assert "\x1b[" not in result.output
 
 

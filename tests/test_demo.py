@@ -51,7 +51,7 @@ def test_demo(dovecot_available, ops_cli) -> None:
     assert f"poll: {count} stored, {count} processed, 0 failed" in out
 
     rows = table_rows(out)
-    assert len(rows) == 16
+    assert len(rows) == 18
     states = {row[1] for row in rows}
     assert states == set(STATES)
     strategies = {word for row in rows for word in row[2:] if word in STRATEGIES}
@@ -62,18 +62,30 @@ def test_demo(dovecot_available, ops_cli) -> None:
     assert by_order["113-2000008-0000008"][1] == "resolved"
     assert by_order["113-2000009-0000009"][1] == "granted"
     assert by_order["113-2000014-0000014"][1] == "refunded"
-    assert by_order["113-2000015-0000015"][1:3] == ["buyer_contact", "damaged_on_arrival"]
+    assert (
+        by_order["113-2000015-0000015"][1] == "buyer_contact"
+        and "damaged_on_arrival" in by_order["113-2000015-0000015"]
+    )
+    assert by_order["113-2000018-0000018"][1] == "resolved"  # won before the claim: none was filed
+    assert by_order["113-2000017-0000017"][1:3] == ["granted", by_order["113-2000017-0000017"][2]]
+    assert "appeal_granted" in by_order["113-2000017-0000017"]
     assert "Amazon asks for more information" in " ".join(by_order["113-2000011-0000011"])
     assert "reason not in Amazon's mail: check Seller Central" in " ".join(by_order["113-2000012-0000012"])
-    assert rows[0][0] == "113-2000013-0000013"  # the most urgent first
+    assert rows[0][0] == "113-2000013-0000013"  # the most urgent first: 3 hours to the refund alarm's deadline
 
     # a claim whose notice names no reason: the complaint came from the buyer's earlier message
     shown = out.split("$ pipeline claims show 113-2000001-0000001")[1].split("$ pipeline claims show")[0]
     assert "complaint not_received" in shown and "buyer_message      Package didn't arrive" in shown
     # a return request and a refund on the timeline, and the claim refunded
-    refunded = out.split("$ pipeline claims show 113-2000014-0000014")[1].split("Drafts folder")[0]
+    refunded = out.split("$ pipeline claims show 113-2000014-0000014")[1].split("$ pipeline claims show")[0]
     assert "return_request" in refunded and "refund_issued" in refunded
     assert "awaiting_buyer -> refunded" in refunded
+    # a claim granted although UPS delivered before it: appealed in Seller Central within 30 days
+    appealed = out.split("$ pipeline claims show 113-2000017-0000017")[1].split("$ pipeline stats")[0]
+    assert "appeal_granted: Amazon granted the claim, but UPS delivered it on" in appealed
+    assert "appeal_granted             written    to Seller Central (en)" in appealed
+    stats = out.split("$ pipeline stats --weeks 3")[1].split("Drafts folder")[0]
+    assert stats.splitlines()[1].split()[:2] == ["WEEK", "FROM"]
 
     drafts = re.findall(r"^--- draft \d+: (\w+) for (\S+)$", out, re.M)
     assert ("represent_delivered", "113-2000001-0000001") in drafts
@@ -81,6 +93,7 @@ def test_demo(dovecot_available, ops_cli) -> None:
     seller_central = out.split("--- draft")[[s for s, _o in drafts].index("represent_delivered") + 1]
     assert "To: (none: paste it into Seller Central, as its first lines say)" in seller_central
     assert "Subject: Respond to Amazon: 113-2000001-0000001" in seller_central
+    assert "Subject: Appeal decision: 113-2000017-0000017" in out
     assert "=== Answer in Seller Central: paste the text below the line ===" in seller_central
     assert "https://sellercentral.amazon.com > Performance > A-to-z Guarantee Claims" in seller_central
     assert "To: cs-reply@amazon.com" in out
@@ -108,7 +121,8 @@ def test_demo_keep_leaves_a_usable_setup(dovecot_available, ops_cli) -> None:
     try:
         claims = ops_cli(config, "claims", "--state", "granted")
         assert claims.exit_code == 0
-        assert claims.output.splitlines()[1].split()[:2] == ["113-2000009-0000009", "granted"]
+        granted = [line.split()[:2] for line in claims.output.splitlines()[1:]]
+        assert granted == [["113-2000017-0000017", "granted"], ["113-2000009-0000009", "granted"]]  # the appeal first
         check = ops_cli(config, "check")
         assert check.exit_code == 0, check.output
     finally:

@@ -318,10 +318,15 @@ def test_buyer_describes_the_complaint_after_an_unclear_claim() -> None:
     assert (view.state, view.strategy, view.flagged) == ("awaiting_amazon", "represent_size", False)
 
 
-def test_a_buyer_message_alone_opens_no_claim() -> None:
+def test_a_buyer_question_opens_a_case_but_no_claim() -> None:
+    """No complaint, but owed an answer within 24 h all the same: a case to answer by hand."""
     view, steps = run(buyer("other"))
-    assert view.opened is False and view.listed is False and view.state == "new"
-    assert [s.kind for s in steps] == ["note"]
+    assert view.opened is False and view.listed is True
+    assert (view.state, view.strategy, view.drafts) == ("buyer_contact", None, ())
+    assert view.reply_due_at == T0 + timedelta(hours=5 + 24)
+    assert [s.rule for s in steps] == ["buyer_question"]
+    thanks, _ = run(buyer("resolved"))
+    assert thanks.listed is False and thanks.reply_due_at is None
 
 
 # --- the whole family of Amazon's mail, and cases before the claim ------------------------------------------
@@ -505,11 +510,89 @@ def test_an_undelivered_message_marks_the_next_buyer_draft_important() -> None:
     assert steps[-1].kind == "flag"
 
 
-def test_amazons_copy_of_the_sellers_reply_is_noted() -> None:
+def test_amazons_copy_of_the_sellers_reply_answers_the_buyer() -> None:
+    asked = buyer("other", at=T0 + timedelta(hours=1), complaint_type="not_received")
     copy = notice("seller_reply_copy", at=T0 + timedelta(hours=3), buyer_name="Jane")
-    view, steps = run(claim("not_received"), copy)
-    assert view.last_seller_reply_at == T0 + timedelta(hours=3) and steps[-1].rule == "seller_replied"
+    before, _ = run(claim("not_received"), asked)
+    assert before.reply_due_at == T0 + timedelta(hours=25)
+    view, steps = run(claim("not_received"), asked, copy)
+    assert view.answered_at == T0 + timedelta(hours=3) and steps[-1].rule == "seller_replied"
+    assert (view.reply_due_at, view.replied_in_time) == (None, True)
     assert view.strategy == "offer_refund_or_resend"
+
+
+# --- the response clock ---------------------------------------------------------------------------------------
+
+
+def answered(at: datetime, how: str = "by hand") -> Statement:
+    return Statement(f"seller:{at.isoformat()}", at, "answered", how)
+
+
+def test_each_contact_is_owed_an_answer_within_24_hours_and_may_be_filed_on_after_48() -> None:
+    first = buyer("other", at=T0, complaint_type="size")
+    second = buyer("other", at=T0 + timedelta(hours=30))
+    view, _ = run(first, second, now=T0 + timedelta(hours=31))
+    assert (view.reply_due_at, view.may_file_at) == (T0 + timedelta(hours=24), T0 + timedelta(hours=48))
+    assert view.complained_at == T0
+    late = replay(
+        ORDER,
+        [("<a>", first), ("<b>", second)],
+        None,
+        T0 + timedelta(hours=40),
+        RULES,
+        [answered(T0 + timedelta(hours=35))],
+    ).claim
+    assert (late.reply_due_at, late.replied_in_time, late.first_answer_at) == (None, False, T0 + timedelta(hours=35))
+    after_second = replay(
+        ORDER,
+        [("<a>", first), ("<b>", second)],
+        None,
+        T0 + timedelta(hours=40),
+        RULES,
+        [answered(T0 + timedelta(hours=10))],
+    ).claim
+    assert after_second.reply_due_at == T0 + timedelta(hours=30 + 24)  # the second contact is owed anew
+    assert after_second.replied_in_time is True
+
+
+def test_a_buyer_who_settles_is_owed_nothing() -> None:
+    view, _ = run(claim("not_received"), buyer("resolved", at=T0 + timedelta(hours=2)))
+    assert view.reply_due_at is None
+
+
+# --- appeals --------------------------------------------------------------------------------------------------
+
+
+def test_a_claim_granted_although_tracking_showed_delivered_before_it_is_appealed() -> None:
+    granted = facts("claim_granted", at=T0 + timedelta(days=5))
+    view, steps = run(claim("not_received", at=T0), granted, shipment=DELIVERED_UPS, now=T0 + timedelta(days=6))
+    assert (view.state, view.strategy) == ("granted", "appeal_granted")
+    assert view.appeal_due_at == T0 + timedelta(days=35)
+    assert [(p.strategy, p.audience) for p in view.drafts] == [("appeal_granted", "amazon")]
+    assert steps[-1].rule == "appeal_granted" and "UPS delivered it on 2026-11-03, before the claim" in steps[-1].reason
+
+
+def test_a_claim_granted_after_the_buyer_was_answered_in_time_is_appealed() -> None:
+    asked = buyer("other", at=T0 - timedelta(days=3), complaint_type="not_received")
+    view = replay(
+        ORDER,
+        [
+            ("<b>", asked),
+            ("<c>", claim("not_received", at=T0)),
+            ("<g>", facts("claim_granted", at=T0 + timedelta(days=4))),
+        ],
+        None,
+        T0 + timedelta(days=5),
+        RULES,
+        [answered(T0 - timedelta(days=3) + timedelta(hours=5))],
+    ).claim
+    assert (view.state, view.strategy) == ("granted", "appeal_granted")
+
+
+def test_a_claim_granted_on_weak_facts_is_not_appealed() -> None:
+    view, steps = run(claim("not_received", at=T0), facts("claim_granted", at=T0 + timedelta(days=5)))
+    assert (view.state, view.strategy, view.drafts, view.appeal_due_at) == ("granted", None, (), None)
+    assert steps[-1].rule == "claim_granted"
 
 
 def test_customer_service_is_answered_by_email() -> None:

@@ -132,10 +132,13 @@ def test_dry_run_after_the_rules_change(stored_stories, ops_cli, db_url) -> None
     assert result.stdout.splitlines() == [
         f"would change: claim {DELIVERED}: awaiting_buyer (offer_refund_or_resend) -> "
         "awaiting_amazon (represent_delivered)",
+        # UPS delivered before that claim was granted: now a recognized carrier, the grant is worth appealing
+        "would change: claim 113-2000017-0000017: granted (-) -> granted (appeal_granted)",
         f"would change: draft {DELIVERED} answer_delivered: none -> wanted",
         f"would change: draft {DELIVERED} offer_refund_or_resend: wanted -> superseded",
         f"would change: draft {DELIVERED} represent_delivered: none -> wanted",
-        f"{N} messages, 0 failed, 4 changes (dry run: nothing written)",
+        "would change: draft 113-2000017-0000017 appeal_granted: none -> wanted",
+        f"{N} messages, 0 failed, 6 changes (dry run: nothing written)",
     ]
     assert database_state(config) == before
     result = ops_cli(config, "reprocess", "--order", DELIVERED)

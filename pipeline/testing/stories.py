@@ -336,12 +336,13 @@ def demo_stories(now: datetime) -> tuple[list[tuple[str, bytes]], str]:
     """The demo mailbox: (story title, raw message) in arrival order, and the shipments CSV to import."""
     day = timedelta(days=1)
     t = now - timedelta(hours=20)  # Amazon gives 3 calendar days: filed 20 hours ago, 52 hours are left
-    mails = [*_claim_stories(now, t), *_notice_stories(now, t)]
+    mails = [*_claim_stories(now, t), *_notice_stories(now, t), *_before_and_after_stories(now)]
     shipments = (
         "order_id,carrier,tracking_number,ship_date,delivered_date\n"
         f"113-2000001-0000001,UPS,1Z999AA10123456784,{(now - 9 * day).date()},{(now - 6 * day).date()}\n"
         f"113-2000011-0000011,USPS,9400111899223344556677,{(now - 9 * day).date()},"
         f"{(now - 6 * day).date()}\n"
+        f"113-2000017-0000017,UPS,1Z999AA10123456791,{(now - 16 * day).date()},{(now - 13 * day).date()}\n"
     )
     return mails, shipments
 
@@ -556,4 +557,46 @@ def _notice_stories(now: datetime, t: datetime) -> list[tuple[str, bytes]]:
                 details="The customer says the jacket is too small and asks how to exchange it.",
             ),
         ),
+    ]
+
+
+def _before_and_after_stories(now: datetime) -> list[tuple[str, bytes]]:
+    """A complaint settled before it became a claim, and a claim granted although the parcel was delivered."""
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    complained = now - 4 * day
+    granted = now - 2 * day
+    return [
+        (
+            "won before the claim: answered within the hour (Amazon's copy of the reply), the buyer is happy "
+            "-> resolved, no claim",
+            buyer(
+                "113-2000018-0000018",
+                "Ravi",
+                "r4v1q8w2e6t3y9u5i0o7",
+                "The lid of my bottle arrived cracked.",
+                complained,
+            ),
+        ),
+        (
+            "",
+            seller_reply_copy(
+                "Ravi", "So sorry! A new lid is on its way today, tracking to follow.", complained + hour
+            ),
+        ),
+        (
+            "",
+            buyer(
+                "113-2000018-0000018",
+                "Ravi",
+                "r4v1q8w2e6t3y9u5i0o7",
+                "The new lid came, all good now. Thanks!",
+                complained + 2 * day,
+            ),
+        ),
+        (
+            "granted although UPS delivered before the claim -> appeal_granted (Seller Central, 30 days)",
+            buyer("113-2000017-0000017", "Ines", "i7n3e9s5q1w8e4r2t6y0", "My order never arrived.", now - 12 * day),
+        ),
+        ("", claim_filed("113-2000017-0000017", "24.99", now - 11 * day)),
+        ("", claim_decision("113-2000017-0000017", "24.99", granted, outcome="granted")),
     ]
