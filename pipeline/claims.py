@@ -7,11 +7,13 @@ the rest); drafts are written to the mailbox afterwards, from what the claims wa
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -29,10 +31,12 @@ from pipeline.timing import stage
 from pipeline.understanding.facts import Facts
 from pipeline.understanding.understander import Understander
 from pipeline.vocabulary import AMAZON_STRATEGIES
+from pipeline.workers import UnderstandingPool, worker_count
 
 log = logging.getLogger(__name__)
 
 UNDERSTAND_BATCH = 128  # messages understood together (see ClaimDesk.understand_ids)
+POOL_MIN = 2 * UNDERSTAND_BATCH  # fewer pending messages are understood in place (no worker processes)
 
 DERIVED_EVENTS = ("transition", "escalation", "flag", "note")
 
@@ -65,6 +69,9 @@ class ClaimDesk:
             settings.models.models_dir or None, response_days=settings.seller.response_days
         )
         self.drafts = drafts
+        # whether any statement exists (None: not known, so look): asked once per processing pass
+        self.any_statement: bool | None = None
+        self._workers: UnderstandingPool | bool | None = None  # None: not started yet; False: none wanted
 
     # --- the Stages protocol of the poller ------------------------------------------------------
 
@@ -79,10 +86,14 @@ class ClaimDesk:
                     select(StoredMessage.id).where(StoredMessage.status == "pending").order_by(StoredMessage.id)
                 )
             )
+            self.any_statement = session.scalar(select(SellerStatement.id).limit(1)) is not None
         done = failed = 0
-        for batch, understood in self.understood_batches(ids, stop):
-            counts = self.process_ids(batch, now, stop=stop, understood=understood)
-            done, failed = done + counts[0], failed + counts[1]
+        try:
+            for batch, understood in self.understood_batches(ids, stop):
+                counts = self.process_ids(batch, now, stop=stop, understood=understood)
+                done, failed = done + counts[0], failed + counts[1]
+        finally:
+            self.any_statement = None  # a statement may come any time after this pass
         return done, failed
 
     def after_poll(self, mailbox: Mailbox, now: datetime) -> None:
@@ -168,20 +179,91 @@ class ClaimDesk:
         When a batch cannot be understood at once, its facts are left out: then each message is understood on
         its own, in its own transaction, where a failure is its own and is kept with its error.
         """
-        for first in range(0, len(ids), UNDERSTAND_BATCH):
+        batches = [ids[first : first + UNDERSTAND_BATCH] for first in range(0, len(ids), UNDERSTAND_BATCH)]
+        pool = self._pool() if len(ids) >= POOL_MIN else None
+        if pool is not None:
+            yield from self._pooled_batches(pool, batches, stop)
+            return
+        for batch in batches:
             if stop is not None and stop():
                 return
-            batch = ids[first : first + UNDERSTAND_BATCH]
+            yield batch, self._understood_here(batch)
+
+    def _understood_here(self, batch: list[int]) -> dict[int, Facts]:
+        """A batch understood in this process (see understood_batches)."""
+        try:
+            return self.understand_ids(batch)
+        except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
+            raise StoreError(
+                f"database unavailable while reading messages {batch[0]}-{batch[-1]}: {getattr(exc, 'orig', exc)}"
+            ) from None
+        except Exception:  # one message's surprise must not stop the batch
+            log.warning("batch understanding failed; understanding these %d messages one by one", len(batch))
+            return {}
+
+    def _pooled_batches(
+        self, pool: UnderstandingPool, batches: list[list[int]], stop: Callable[[], bool] | None
+    ) -> Iterator[tuple[list[int], dict[int, Facts]]]:
+        """The batches understood in the workers while this process stores what the previous ones gave: a few
+        batches ahead are always in the workers' hands."""
+        ahead: deque[tuple[list[int], Future[list[tuple[int, Facts | None]]]]] = deque()
+        upcoming = iter(batches)
+        while True:
+            while len(ahead) <= pool.workers and not pool.broken:
+                batch = next(upcoming, None)
+                if batch is None:
+                    break
+                ahead.append((batch, pool.submit(self._raws(batch))))
+            if not ahead:
+                break
+            if stop is not None and stop():
+                return
+            batch, future = ahead.popleft()
             try:
-                understood = self.understand_ids(batch)
-            except (OperationalError, InterfaceError) as exc:  # the database is away: the messages stay pending
-                raise StoreError(
-                    f"database unavailable while reading messages {batch[0]}-{batch[-1]}: {getattr(exc, 'orig', exc)}"
-                ) from None
-            except Exception:  # one message's surprise must not stop the batch
-                log.warning("batch understanding failed; understanding these %d messages one by one", len(batch))
-                understood = {}
+                with stage("understand", 0):
+                    understood = {mid: facts for mid, facts in future.result() if facts is not None}
+            except Exception as exc:  # a worker died or failed: this process understands the batch itself
+                log.warning("a worker could not understand %d messages (%s); understanding them here", len(batch), exc)
+                understood = self._understood_here(batch)
             yield batch, understood
+        for batch in upcoming:  # the workers are gone (one was killed): the rest is understood here
+            if stop is not None and stop():
+                return
+            yield batch, self._understood_here(batch)
+
+    def _raws(self, ids: list[int]) -> list[tuple[int, bytes]]:
+        try:
+            with self.store.session() as session:
+                rows = session.execute(select(StoredMessage.id, StoredMessage.raw).where(StoredMessage.id.in_(ids)))
+                return [(message_id, raw) for message_id, raw in rows]
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreError(f"database unavailable while reading messages: {getattr(exc, 'orig', exc)}") from None
+
+    def _pool(self) -> UnderstandingPool | None:
+        """The worker processes, started on first need; None when there is only one core or they are off."""
+        if self._workers is None:
+            count = worker_count() if self.settings.processing.parallel else 0
+            self._workers = (
+                UnderstandingPool(
+                    self.settings.models.models_dir or None,
+                    self.settings.seller.response_days,
+                    self.settings.trust.authserv_ids,
+                    count,
+                )
+                if count
+                else False
+            )
+        if isinstance(self._workers, UnderstandingPool) and self._workers.broken:
+            self._workers.close()  # a worker was killed: the next pass starts fresh ones
+            self._workers = None
+            return self._pool()
+        return self._workers if isinstance(self._workers, UnderstandingPool) else None
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if isinstance(self._workers, UnderstandingPool):
+            self._workers.close()
+        self._workers = None
 
     def understand_ids(self, ids: list[int]) -> dict[int, Facts]:
         """The facts of many stored messages, understood as one batch (Understander.understand_many: faster
@@ -211,6 +293,7 @@ class ClaimDesk:
         before = row.order_id if row.status == "done" else None
         row.facts = facts.to_json()
         row.kind = facts.kind
+        row.buyer_key = _buyer_key(facts.buyer_name) if facts.kind == "buyer_message" and facts.trusted else None
         row.sent_at = row.sent_at or facts.sent_at
         with stage("link"):
             row.order_id = self._link(session, row, facts)
@@ -261,75 +344,78 @@ class ClaimDesk:
 
     @staticmethod
     def _order_of_buyer_named(session: Session, name: str) -> str | None:
-        """The order of the buyer messages signed with this name, when exactly one order has such a buyer
+        """The order of the trusted buyer messages signed with this name, when exactly one order has such a buyer
         (Amazon's copy of the seller's reply names the buyer and often no order)."""
-        wanted = name.strip().casefold()
-        orders = {
-            order
-            for order, facts in session.execute(
-                select(StoredMessage.order_id, StoredMessage.facts).where(
-                    StoredMessage.kind == "buyer_message", StoredMessage.order_id.is_not(None)
-                )
+        key = _buyer_key(name)
+        if not key:
+            return None
+        orders = list(
+            session.scalars(
+                select(StoredMessage.order_id)
+                .where(StoredMessage.buyer_key == key, StoredMessage.order_id.is_not(None))
+                .distinct()
+                .limit(2)
             )
-            if str((facts or {}).get("buyer_name") or "").strip().casefold() == wanted and (facts or {}).get("trusted")
-        }
-        return orders.pop() if len(orders) == 1 else None
+        )
+        return orders[0] if len(orders) == 1 else None
 
     def _link_earlier(self, session: Session, row: StoredMessage, facts: Facts) -> None:
         """Messages processed before this one that could not be linked then, but belong to its order now.
 
         A buyer message without an order ID is linked by its relay address or by what it answers; when it
         is processed before the message that names the order, it is linked here, so the processing order
-        never changes which claim a message belongs to.
+        never changes which claim a message belongs to. Only the columns needed are read (never the raw bytes).
         """
-        unlinked = select(StoredMessage).where(
-            StoredMessage.order_id.is_(None), StoredMessage.status == "done", StoredMessage.id != row.id
-        )
+        unlinked = (StoredMessage.order_id.is_(None), StoredMessage.status == "done", StoredMessage.id != row.id)
+        found: set[int] = set()
         if facts.kind == "buyer_message" and facts.buyer_address and facts.trusted:
             relay = facts.buyer_address.lower()
-            for other in session.scalars(
-                unlinked.where(StoredMessage.kind == "buyer_message", func.lower(StoredMessage.sender) == relay)
-            ):
-                if (other.facts or {}).get("trusted"):
-                    other.order_id = row.order_id
+            same_relay = select(StoredMessage.id, StoredMessage.facts).where(
+                *unlinked, StoredMessage.kind == "buyer_message", func.lower(StoredMessage.sender) == relay
+            )
+            found |= {mid for mid, other in session.execute(same_relay) if (other or {}).get("trusted")}
         if facts.kind == "buyer_message" and facts.buyer_name and facts.trusted:
-            for copy in session.scalars(unlinked.where(StoredMessage.kind == "seller_reply_copy")):
-                copied = copy.facts or {}
-                if copied.get("trusted") and copied.get("buyer_name"):
-                    copy.order_id = self._order_of_buyer_named(session, str(copied["buyer_name"]))
+            copies = select(StoredMessage.id, StoredMessage.facts).where(
+                *unlinked, StoredMessage.kind == "seller_reply_copy"
+            )
+            for mid, copied in session.execute(copies):
+                named = (copied or {}).get("buyer_name")
+                if (copied or {}).get("trusted") and named and self._order_of_buyer_named(session, str(named)):
+                    found.add(mid)
         # a reply is written after what it answers (messages without a date are checked too)
-        answers = unlinked.where(StoredMessage.kind != "other")
+        answers = select(StoredMessage.id, StoredMessage.message_key, StoredMessage.facts).where(
+            *unlinked, StoredMessage.kind != "other"
+        )
         if row.sent_at is not None:
             answers = answers.where(or_(StoredMessage.sent_at.is_(None), StoredMessage.sent_at >= row.sent_at))
-        candidates = [m for m in session.scalars(answers) if m.order_id is None]
+        candidates = [(mid, key, facts or {}) for mid, key, facts in session.execute(answers) if mid not in found]
         keys = {row.message_key}
         while keys and candidates:  # replies to replies follow their thread
-            linked = [
-                m
-                for m in candidates
-                if keys & {(m.facts or {}).get("in_reply_to"), *((m.facts or {}).get("references") or ())}
-            ]
-            for other in linked:
-                other.order_id = row.order_id
-            keys = {m.message_key for m in linked}
-            candidates = [m for m in candidates if m.order_id is None]
+            linked = [c for c in candidates if keys & {c[2].get("in_reply_to"), *(c[2].get("references") or ())}]
+            found |= {mid for mid, _key, _facts in linked}
+            keys = {key for _mid, key, _facts in linked}
+            candidates = [c for c in candidates if c[0] not in found]
+        if found:
+            session.execute(
+                update(StoredMessage).where(StoredMessage.id.in_(sorted(found))).values(order_id=row.order_id)
+            )
         session.flush()
 
     # --- claims ---------------------------------------------------------------------------------
 
     def replay_claim(self, session: Session, order_id: str, now: datetime) -> Claim | None:
         """Rebuild one claim from its messages and shipment facts; store its derived events and wanted draft."""
-        rows = list(
-            session.scalars(
-                select(StoredMessage).where(StoredMessage.order_id == order_id, StoredMessage.status == "done")
+        rows = session.execute(
+            select(StoredMessage.id, StoredMessage.message_key, StoredMessage.facts).where(
+                StoredMessage.order_id == order_id, StoredMessage.status == "done"
             )
-        )
+        ).all()
         messages = [(r.message_key, Facts.from_json(r.facts)) for r in rows if r.facts]
-        by_key = {r.message_key: r for r in rows}
-        result = replay(
-            order_id, messages, self.shipment(session, order_id), now, self.rules, statements(session, order_id)
-        )
+        by_key = {r.message_key: r.id for r in rows}
         claim = session.scalar(select(Claim).where(Claim.order_id == order_id))
+        drafts = list(session.scalars(select(Draft).where(Draft.claim_id == claim.id))) if claim is not None else []
+        said = statements(session, order_id, drafts) if self._statements_possible(drafts) else []
+        result = replay(order_id, messages, self.shipment(session, order_id), now, self.rules, said)
         if not result.claim.listed:
             return claim  # no claim and no case yet: the messages are kept on the order
         if claim is None:
@@ -337,13 +423,21 @@ class ClaimDesk:
             session.add(claim)
             session.flush()
         view = result.claim
-        failed = self._failed_draft(session, claim, view)
+        steps = {plan.step for plan in view.drafts}
+        failed = next((d for d in drafts if d.step in steps and d.status == "failed"), None)
         if failed is not None:  # a draft that could not be written keeps the claim flagged
             view = replace(view, flagged=True, flag_reason=f"draft {failed.strategy} not written: {failed.error}")
         changed = _copy_view(claim, view, now)
         self._write_events(session, claim, result, by_key)
-        self._want_draft(session, claim, view, by_key, now, changed=changed)
+        self._want_draft(session, claim, view, by_key, drafts, now, changed=changed)
         return claim
+
+    def _statements_possible(self, drafts: list[Draft]) -> bool:
+        """Whether the order may have statements: the seller stated something somewhere (known for a whole
+        processing pass), or one of its drafts was sent."""
+        if any(d.status == "sent" for d in drafts):
+            return True
+        return self.any_statement is not False
 
     def replay_all(self, session: Session, now: datetime, order_ids: Iterable[str] | None = None) -> int:
         """Replay every claim (or the given ones); return how many."""
@@ -377,20 +471,6 @@ class ClaimDesk:
         return len(due)
 
     @staticmethod
-    def _failed_draft(session: Session, claim: Claim | None, view: ClaimView) -> Draft | None:
-        if claim is None or claim.id is None or not view.drafts:
-            return None
-        return session.scalar(
-            select(Draft)
-            .where(
-                Draft.claim_id == claim.id,
-                Draft.step.in_([plan.step for plan in view.drafts]),
-                Draft.status == "failed",
-            )
-            .limit(1)
-        )
-
-    @staticmethod
     def shipment(session: Session, order_id: str) -> Shipment | None:
         """The imported shipment facts of an order, if any."""
         row = session.get(ShipmentRow, order_id)
@@ -398,22 +478,57 @@ class ClaimDesk:
             return None
         return Shipment(row.carrier, row.tracking_number, row.ship_date, row.delivered_date)
 
-    def _write_events(self, session: Session, claim: Claim, result: Replayed, by_key: dict[str, StoredMessage]) -> None:
-        session.execute(delete(ClaimEvent).where(ClaimEvent.claim_id == claim.id, ClaimEvent.kind.in_(DERIVED_EVENTS)))
-        for seq, step in enumerate(result.transitions):
-            message = by_key.get(step.message_key) if step.message_key else None
+    def _write_events(self, session: Session, claim: Claim, result: Replayed, by_key: dict[str, int]) -> None:
+        """The derived events as the replay gives them: those already stored as given stay, the rest is
+        rewritten (a new message usually adds one event at the end)."""
+        wanted = [
+            (
+                seq,
+                step.at,
+                step.kind,
+                _state(step.before),
+                _state(step.after),
+                step.after.strategy,
+                step.rule,
+                step.reason,
+                by_key.get(step.message_key) if step.message_key else None,
+            )
+            for seq, step in enumerate(result.transitions)
+        ]
+        stored = session.execute(
+            select(
+                ClaimEvent.id,
+                ClaimEvent.seq,
+                ClaimEvent.at,
+                ClaimEvent.kind,
+                ClaimEvent.from_state,
+                ClaimEvent.to_state,
+                ClaimEvent.strategy,
+                ClaimEvent.rule,
+                ClaimEvent.reason,
+                ClaimEvent.message_id,
+            )
+            .where(ClaimEvent.claim_id == claim.id, ClaimEvent.kind.in_(DERIVED_EVENTS))
+            .order_by(ClaimEvent.seq)
+        ).all()
+        same = 0
+        while same < min(len(stored), len(wanted)) and tuple(stored[same][1:]) == wanted[same]:
+            same += 1
+        if same < len(stored):
+            session.execute(delete(ClaimEvent).where(ClaimEvent.id.in_([row.id for row in stored[same:]])))
+        for seq, at, kind, before, after, strategy, rule, reason, message_id in wanted[same:]:
             session.add(
                 ClaimEvent(
                     claim_id=claim.id,
                     seq=seq,
-                    at=step.at,
-                    kind=step.kind,
-                    from_state=_state(step.before),
-                    to_state=_state(step.after),
-                    strategy=step.after.strategy,
-                    rule=step.rule,
-                    reason=step.reason,
-                    message_id=message.id if message else None,
+                    at=at,
+                    kind=kind,
+                    from_state=before,
+                    to_state=after,
+                    strategy=strategy,
+                    rule=rule,
+                    reason=reason,
+                    message_id=message_id,
                 )
             )
 
@@ -422,7 +537,8 @@ class ClaimDesk:
         session: Session,
         claim: Claim,
         view: ClaimView,
-        by_key: dict[str, StoredMessage],
+        by_key: dict[str, int],
+        drafts: list[Draft],
         now: datetime,
         *,
         changed: bool = False,
@@ -431,13 +547,12 @@ class ClaimDesk:
         steps = {plan.step for plan in view.drafts}
         # a draft for a step the claim has left is no longer wanted: not written yet, it never will be; written,
         # it is taken out of Drafts (DraftSync deletes it if untouched)
-        for stale in session.scalars(
-            select(Draft).where(Draft.claim_id == claim.id, Draft.status.in_(("wanted", "written")))
-        ):
-            if stale.step not in steps:
+        for stale in drafts:
+            if stale.status in ("wanted", "written") and stale.step not in steps:
                 stale.status = "superseded" if stale.status == "wanted" else "retiring"
+        by_step = {draft.step: draft for draft in drafts}
         for plan in view.drafts:
-            self._want(session, claim, view, plan, by_key, now, changed=changed)
+            self._want(session, claim, view, plan, by_key, by_step.get(plan.step), now, changed=changed)
 
     def _too_late(self, view: ClaimView, now: datetime) -> str | None:
         """Why it is too late to draft for this claim or case, or None."""
@@ -461,12 +576,12 @@ class ClaimDesk:
         claim: Claim,
         view: ClaimView,
         plan: DraftPlan,
-        by_key: dict[str, StoredMessage],
+        by_key: dict[str, int],
+        existing: Draft | None,
         now: datetime,
         *,
         changed: bool,
     ) -> None:
-        existing = session.scalar(select(Draft).where(Draft.claim_id == claim.id, Draft.step == plan.step))
         too_late = self._too_late(view, now)
         if too_late and (existing is None or existing.status == "wanted"):
             # a backfill of old mail must not fill Drafts with replies to claims Amazon has long decided, nor
@@ -494,36 +609,29 @@ class ClaimDesk:
                 recipient=recipient,
                 audience=plan.audience,
                 language=language,
-                parent_message_id=parent.id if parent else None,
+                parent_message_id=parent,
                 status="wanted",
                 created_at=now,
             )
         )
 
 
-def statements(session: Session, order_id: str) -> list[Statement]:
-    """The seller's statements on an order that are in force (not cleared), oldest first."""
+def statements(session: Session, order_id: str, drafts: Iterable[Draft]) -> list[Statement]:
+    """The seller's statements on an order that are in force (not cleared), oldest first; and each of the claim's
+    drafts to the buyer (or to customer service asking for them) found sent, which answered the buyer."""
     rows = session.scalars(
         select(SellerStatement)
         .where(SellerStatement.order_id == order_id, SellerStatement.cleared_at.is_(None))
         .order_by(SellerStatement.stated_at, SellerStatement.id)
     )
     stated = [Statement(f"seller:{row.id}", row.stated_at, row.field, row.value) for row in rows]
-    # a draft to the buyer (or to customer service asking for them) found sent answers the buyer
-    sent = session.execute(
-        select(Draft.id, Draft.strategy, Draft.sent_at, Draft.written_at)
-        .join(Draft.claim)
-        .where(
-            Claim.order_id == order_id,
-            Draft.status == "sent",
-            or_(Draft.audience.is_(None), Draft.audience != "amazon"),
-            Draft.strategy.not_in(AMAZON_STRATEGIES),
-        )
-    )
     replies = [
-        Statement(f"sent:{row.id}", row.sent_at or row.written_at, "answered", f"the {row.strategy} draft was sent")
-        for row in sent
-        if row.sent_at or row.written_at
+        Statement(f"sent:{d.id}", when, "answered", f"the {d.strategy} draft was sent")
+        for d in drafts
+        if d.status == "sent"
+        and d.audience != "amazon"
+        and d.strategy not in AMAZON_STRATEGIES
+        and (when := d.sent_at or d.written_at) is not None
     ]
     return stated + replies
 
@@ -568,3 +676,9 @@ def _copy_view(claim: Claim, view: ClaimView, now: datetime) -> bool:
             claim.updated_at = now
             changed = changed or name in FACT_FIELDS
     return changed
+
+
+def _buyer_key(name: str | None) -> str | None:
+    """A buyer's name as the messages are looked up by (case-folded, at most 200 characters)."""
+    folded = (name or "").strip().casefold()[:200]
+    return folded or None

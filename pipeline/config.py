@@ -119,6 +119,13 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ProcessingSettings:
+    """`parallel`: a big batch (a backfill, a catch-up) is understood in worker processes, one per core but one."""
+
+    parallel: bool = True
+
+
+@dataclass(frozen=True)
 class TrustSettings:
     """When Amazon-looking mail counts as Amazon's: `strict` asks for proof (a DKIM signature of Amazon's that
     we verify, or a pass from a server in `authserv_ids`); `lenient` only for an Amazon sender domain that no
@@ -146,6 +153,7 @@ class Settings:
     drafts: DraftSettings = field(default_factory=DraftSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = None
 
@@ -157,6 +165,7 @@ SECTIONS: dict[str, type] = {
     "drafts": DraftSettings,
     "models": ModelSettings,
     "trust": TrustSettings,
+    "processing": ProcessingSettings,
     "log": LogSettings,
 }
 REQUIRED_SECTIONS = ("imap", "seller")
@@ -403,6 +412,9 @@ recognized_carriers = ["UPS", "USPS", "FedEx", "DHL", "Amazon Logistics", "Royal
 [trust]
 mode = "strict"                    # only mail Amazon provably sent (DKIM) decides a claim; "lenient" trusts the domain
 # authserv_ids = ["mx.example.com"]  # your server's Authentication-Results ids to believe (`pipeline check` lists them)
+
+[processing]
+parallel = true                    # understand big batches (backfills) on every core but one
 
 [log]
 level = "INFO"

@@ -60,9 +60,7 @@ class ParsedMessage:
     references: tuple[str, ...]
     notification_type: str | None
     marketplace_id: str | None
-    text: str
-    new_text: str
-    had_markers: bool
+    plain_parts: tuple[str, ...]  # the text/plain parts, decoded
     # Authentication-Results and their ARC and Exchange kin: (header name, value) as received
     authentication: tuple[tuple[str, str], ...] = field(default=())
     html: str = ""  # the text/html parts as sent (the understanding reads Amazon's layout from it)
@@ -73,6 +71,26 @@ class ParsedMessage:
     def authentication_failure(self) -> str | None:
         """A receiving server's verdict that takes trust away (fail, softfail or permerror), or None."""
         return header_failure(list(self.authentication))
+
+    @cached_property
+    def text(self) -> str:
+        """The readable body: the text/plain parts, else the HTML as text with its layout kept (worked out when
+        first asked for: an Amazon notice is read from its HTML, and most never need it)."""
+        return body_text(list(self.plain_parts), [self.html] if self.html else [])
+
+    @cached_property
+    def _sender_words(self) -> tuple[str, bool]:
+        return sender_words(self.text)
+
+    @property
+    def new_text(self) -> str:
+        """The sender's own new words: between Amazon's markers, else without quoted earlier mail."""
+        return self._sender_words[0]
+
+    @property
+    def had_markers(self) -> bool:
+        """Whether Amazon's begin/end markers framed the sender's words."""
+        return self._sender_words[1]
 
     @cached_property
     def sender_domain(self) -> str:
@@ -104,8 +122,6 @@ def parse_message(raw: bytes) -> ParsedMessage:
     headers = mail.headers
     reply_to = next((addr for _, addr in (mail.reply_to or []) if addr and "@" in addr), None)
     plain, html = _text_parts(mail.message)
-    text = body_text(plain, html)
-    new_text, had_markers = sender_words(text)
     return ParsedMessage(
         message_id=normalize_message_id(mail.message_id),
         sender=sender.strip().lower(),
@@ -118,9 +134,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         references=tuple(re.findall(r"<[^<>\s]+>", str(headers.get("References") or ""))),
         notification_type=_header(headers, "X-Space-Notification-Type"),
         marketplace_id=_header(headers, "X-Marketplace-ID"),
-        text=text,
-        new_text=new_text,
-        had_markers=had_markers,
+        plain_parts=tuple(plain),
         authentication=tuple(
             (name, str(value)) for name, value in mail.message.items() if name.lower() in AUTH_HEADER_NAMES
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import inspect
@@ -255,22 +256,22 @@ class Poller:
             if self.stop.is_set():
                 return
             raws, errors = self._fetch_bodies(mailbox, where, [uid for uid, head in chunk if head is not None])
+            entries: list[tuple[int, bytes, dict[str, Any] | None, str | None]] = []
             for uid, head in chunk:
-                if self.stop.is_set():
-                    return
                 if head is None:
                     # not even its headers could be read, so not whether it is Amazon's: keep a visible failed
                     # record rather than block the folder
                     key = f"unreadable:{account}/{folder}/{uidvalidity}/{uid}"
                     error = f"the IMAP server could not return this message's headers: {unreadable[uid]}"
-                    self._store_failed(account, folder, uidvalidity, uid, stats, key, error)
+                    entries.append((uid, b"", _unreadable(key), error))
                 elif uid in raws:
-                    self._store(account, folder, uidvalidity, uid, raws[uid], stats)
+                    entries.append((uid, raws[uid], None, None))
                 elif uid in errors:
                     key = message_key(head.message_id, b"unreadable:%d:" % uid + head.header_bytes)
                     error = f"the IMAP server could not return this message: {errors[uid]}"
-                    self._store_failed(account, folder, uidvalidity, uid, stats, key, error)
+                    entries.append((uid, b"", _unreadable(key), error))
                 # else: expunged meanwhile; nothing to store
+            self._store_chunk(account, folder, uidvalidity, entries, stats)
         # every UID of the batch is stored, ignored, already known or gone
         with self.store.session() as session:
             self.store.set_cursor(session, account, folder, uidvalidity, batch[-1])
@@ -296,14 +297,6 @@ class Poller:
                 else:
                     wanted.append(summary)
         return wanted
-
-    def _store_failed(
-        self, account: str, folder: str, uidvalidity: int, uid: int, stats: PollStats, key: str, error: str
-    ) -> None:
-        """Record a message the server could not return as failed, under `key` with the error and no bytes, so it
-        is visible and never blocks the folder."""
-        values = {"message_key": key, "sender": "", "subject": "", "sent_at": None}
-        self._store(account, folder, uidvalidity, uid, b"", stats, values=values, error=error)
 
     def _fetch_headers(
         self, mailbox: Mailbox, where: Where, uids: Sequence[int]
@@ -393,6 +386,47 @@ class Poller:
         log.error("uid %s of %s cannot be read from the server (%s); recording it as failed", uid, where[0], error)
         return None, error
 
+    def _store_chunk(
+        self,
+        account: str,
+        folder: str,
+        uidvalidity: int,
+        entries: list[tuple[int, bytes, dict[str, Any] | None, str | None]],
+        stats: PollStats,
+    ) -> None:
+        """Store a chunk of messages and move the cursor past the last, in one transaction: a crash stores all
+        or none of them, and the cursor never passes one not stored. A chunk the database refuses is stored
+        message by message (_store), so that one value it cannot hold fails only its own message."""
+        if not entries:
+            return
+        with stage("store", len(entries)):
+            prepared = [(uid, raw, _values(raw, values, error)) for uid, raw, values, error in entries]
+        created: list[tuple[int, bool]] = []
+        try:
+            with stage("store", 0), self.store.session() as session:
+                for uid, raw, values in prepared:
+                    _row, new = self.store.add_message(
+                        session, account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw, **values
+                    )
+                    created.append((uid, new))
+                self.store.set_cursor(session, account, folder, uidvalidity, prepared[-1][0])
+        except SQLAlchemyError as exc:
+            if _database_unavailable(exc):
+                raise
+            for uid, raw, values in prepared:
+                self._store(account, folder, uidvalidity, uid, raw, stats, values=values)
+            return
+        for uid, new in created:
+            self._record_stored(uid, folder, new, stats)
+
+    def _record_stored(self, uid: int, folder: str, created: bool, stats: PollStats) -> None:
+        if created:
+            stats.stored += 1
+            self._count("messages_stored")
+            log.info("stored message uid=%s folder=%s", uid, folder)
+        else:
+            stats.known += 1
+
     def _store(
         self,
         account: str,
@@ -410,10 +444,7 @@ class Poller:
         A message the database refuses as it is (a value it cannot hold) is stored as failed, with its raw bytes
         and the error, so it never blocks the folder; an unreachable database raises (the daemon retries).
         """
-        with stage("store"):
-            values = dict(values or envelope(raw))
-            if error is not None:
-                values.update(status="failed", error=error[:4000])
+        values = _values(raw, values, error)
         try:
             with stage("store", 0):
                 created = self._add(account, folder, uidvalidity, uid, raw, values)
@@ -439,12 +470,7 @@ class Poller:
                     "error": f"could not be stored: {problem}"[:4000],
                 },
             )
-        if created:
-            stats.stored += 1
-            self._count("messages_stored")
-            log.info("stored message uid=%s folder=%s", uid, folder)
-        else:
-            stats.known += 1
+        self._record_stored(uid, folder, created, stats)
 
     def _add(self, account: str, folder: str, uidvalidity: int, uid: int, raw: bytes, values: dict[str, Any]) -> bool:
         with self.store.session() as session:
@@ -578,6 +604,19 @@ class Poller:
             self.metrics.inc(name)  # type: ignore[attr-defined]
 
 
+def _unreadable(key: str) -> dict[str, Any]:
+    """The stored values of a message the server would not return: its key and nothing else."""
+    return {"message_key": key, "sender": "", "subject": "", "sent_at": None}
+
+
+def _values(raw: bytes, values: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    """What is stored beside a message's bytes: its envelope (or the values given), and its error if it failed."""
+    found = dict(values or envelope(raw))
+    if error is not None:
+        found.update(status="failed", error=error[:4000])
+    return found
+
+
 def envelope(raw: bytes) -> dict[str, object]:
     """Message key, sender, subject and Date of raw bytes, best effort (full parsing is a later stage).
 
@@ -588,7 +627,10 @@ def envelope(raw: bytes) -> dict[str, object]:
     sent_at = None
     parsed = None
     with contextlib.suppress(Exception):
-        parsed = email.message_from_bytes(raw[:HEADER_LIMIT], policy=email.policy.compat32)
+        head = raw[:HEADER_LIMIT]
+        end = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+        # the header block alone: parsing the body too would cost more than all the rest of storing it
+        parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head[: end + 4])
     if parsed is not None:
         with contextlib.suppress(Exception):
             message_id = normalize_message_id(parsed.get("Message-ID"))

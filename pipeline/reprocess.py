@@ -122,11 +122,14 @@ def _run_for_real(run: _Run, store: Store) -> ReprocessResult:
         ids = list(session.scalars(run.selection.query()))
     result.messages = len(ids)
     run.begin(len(ids))
-    for batch, understood in desk.understood_batches(ids):  # the rules over many messages at once: faster
-        for message_id in batch:
-            _done, failed = desk.process_ids([message_id], run.now, understood=understood)
-            result.failed += failed
-            run.step()
+    try:
+        for batch, understood in desk.understood_batches(ids):  # the rules over many messages at once: faster
+            for message_id in batch:
+                _done, failed = desk.process_ids([message_id], run.now, understood=understood)
+                result.failed += failed
+                run.step()
+    finally:
+        desk.close()
     with store.session() as session:
         if result.failed:
             result.failures = [

@@ -85,6 +85,8 @@ class StoredMessage(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     # with message_key, the message's identity: two different messages may share a Message-ID
     raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    # a trusted buyer message's buyer name, case-folded: Amazon's copy of the seller's reply is linked by it
+    buyer_key: Mapped[str | None] = mapped_column(String(200), index=True)
     # processing outcome
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending | done | failed
     error: Mapped[str | None] = mapped_column(Text)

@@ -62,9 +62,11 @@ def poll_one_pass(settings: Settings, *, clock: Clock = now) -> PollStats:
         lock = MailboxLock(store, account_of(settings))
         if not lock.hold():
             raise lock.busy_error()
+        desk = make_desk(settings, store)
         try:
-            return Poller(settings, store, make_desk(settings, store), clock=clock).poll_once()
+            return Poller(settings, store, desk, clock=clock).poll_once()
         finally:
+            desk.close()
             lock.release()
 
 
@@ -75,14 +77,15 @@ def poll_forever(settings: Settings, *, metrics_port: int | None = None, clock: 
     with opened(settings) as store:
         metrics = Metrics(store, metrics_port) if metrics_port else None
         lock = MailboxLock(store, account_of(settings))
+        desk = make_desk(settings, store)
         try:
-            desk = make_desk(settings, store)
             poller = Poller(settings, store, desk, clock=clock, metrics=metrics, guard=lock.hold)
             if metrics:
                 metrics.attach(poller)
                 log.info("serving metrics on http://127.0.0.1:%d/metrics", metrics.port)
             poller.run()
         finally:
+            desk.close()
             lock.release()
             if metrics:
                 metrics.close()

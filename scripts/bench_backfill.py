@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.testing import dkim as test_key  # noqa: E402
 from pipeline.testing import stories  # noqa: E402
 from pipeline.testing.dovecot import MailUser, ThrowawayDovecot  # noqa: E402
 
@@ -218,12 +219,14 @@ def run_pipeline(tree: Path, server: ThrowawayDovecot, user: MailUser, url: str,
         '[log]\nlevel = "WARNING"\n',
         encoding="utf-8",
     )
+    # the mail is signed with the test DKIM key: its records stand in for Amazon's DNS, as real mail verifies
+    keys = test_key.records_file(workdir, test_key.amazon_domains())
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(config)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, "PYTHONPATH": str(tree), "PIPELINE_DKIM_KEYS": str(keys)},
         cwd=workdir,
         check=False,
     )

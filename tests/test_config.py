@@ -96,7 +96,7 @@ def test_unknown_section(tmp_path, ops_cli) -> None:
     path = write(tmp_path, VALID + "\n[mailbox]\nhost = 'x'\n")
     assert config_error(ops_cli, path) == (
         f"Error: {path}: unknown section [mailbox] "
-        "(expected one of: imap, database, seller, drafts, models, trust, log)"
+        "(expected one of: imap, database, seller, drafts, models, trust, processing, log)"
     )
 
 

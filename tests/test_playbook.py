@@ -896,9 +896,6 @@ def desk_settings(db: Path) -> Any:
 
 def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int]) -> dict[str, Any]:
     """Process the stored messages one at a time in the given order; the claims and their wanted drafts."""
-    from sqlalchemy import select
-
-    from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
     from pipeline.store import Store
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -911,32 +908,39 @@ def desk_outcome(template: Path, desk_class: Any, workdir: Path, order: list[int
         for message_id in order:
             assert desk.process_ids([message_id], DB_NOW) == (1, 0)
         desk.escalate_due(DB_NOW)
-        with store.session() as session:
-            claims = {}
-            for row in session.scalars(select(Claim)):
-                events = session.scalars(
-                    select(ClaimEvent).where(ClaimEvent.claim_id == row.id).order_by(ClaimEvent.seq)
-                )
-                drafts = session.scalars(select(Draft).where(Draft.claim_id == row.id, Draft.status == "wanted"))
-                claims[row.order_id] = {
-                    "fields": (
-                        row.state,
-                        row.strategy,
-                        row.complaint_type,
-                        row.deadline_at,
-                        row.opened_at,
-                        row.buyer_address,
-                        row.flagged,
-                        row.flag_reason,
-                        row.language,
-                    ),
-                    "events": [(e.kind, e.rule, e.at, e.from_state, e.to_state, e.strategy) for e in events],
-                    "drafts": sorted((d.step, d.strategy, d.recipient) for d in drafts),
-                }
-            links = {row.id: row.order_id for row in session.execute(select(StoredMessage.id, StoredMessage.order_id))}
-        return {"claims": claims, "links": links}
+        return outcome_of(store)
     finally:
         store.dispose()
+
+
+def outcome_of(store: Any) -> dict[str, Any]:
+    """The claims in a store (fields, events, wanted drafts) and the order each message was linked to."""
+    from sqlalchemy import select
+
+    from pipeline.schema import Claim, ClaimEvent, Draft, StoredMessage
+
+    with store.session() as session:
+        claims = {}
+        for row in session.scalars(select(Claim)):
+            events = session.scalars(select(ClaimEvent).where(ClaimEvent.claim_id == row.id).order_by(ClaimEvent.seq))
+            drafts = session.scalars(select(Draft).where(Draft.claim_id == row.id, Draft.status == "wanted"))
+            claims[row.order_id] = {
+                "fields": (
+                    row.state,
+                    row.strategy,
+                    row.complaint_type,
+                    row.deadline_at,
+                    row.opened_at,
+                    row.buyer_address,
+                    row.flagged,
+                    row.flag_reason,
+                    row.language,
+                ),
+                "events": [(e.kind, e.rule, e.at, e.from_state, e.to_state, e.strategy) for e in events],
+                "drafts": sorted((d.step, d.strategy, d.recipient) for d in drafts),
+            }
+        links = {row.id: row.order_id for row in session.execute(select(StoredMessage.id, StoredMessage.order_id))}
+    return {"claims": claims, "links": links}
 
 
 @pytest.fixture(scope="module")
@@ -982,6 +986,70 @@ def test_claim_desk_converges_whatever_the_processing_order(
         )
     workdir = tmp_path / f"run{data.draw(st.integers(0, 10**9), label='dir')}"
     outcome = desk_outcome(template, desk_class, workdir, order)
+    assert outcome == reference_outcome
+
+
+def pooled_outcome(
+    template: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, kill_worker_at: int | None = None
+) -> tuple[tuple[int, int], dict[str, Any], int]:
+    """process_pending with the understanding in two worker processes, batches of three messages (optionally
+    SIGKILLing a worker when the given batch is handed out); (done, failed), the outcome, batches handed out."""
+    import os
+    import signal
+
+    from pipeline import claims as claims_module
+    from pipeline.claims import ClaimDesk
+    from pipeline.store import Store
+
+    monkeypatch.setattr(claims_module, "UNDERSTAND_BATCH", 3)
+    monkeypatch.setattr(claims_module, "POOL_MIN", 2)
+    monkeypatch.setattr(claims_module, "worker_count", lambda: 2)
+    handed_out = []
+
+    class KillingDesk(ClaimDesk):
+        def _raws(self, ids: list[int]) -> list[tuple[int, bytes]]:
+            handed_out.append(ids)
+            if len(handed_out) == kill_worker_at:
+                assert isinstance(self._workers, claims_module.UnderstandingPool)
+                processes = self._workers.executor._processes  # the OOM killer's view of the pool
+                os.kill(next(iter(processes)), signal.SIGKILL)
+            return super()._raws(ids)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "pipeline.db"
+    shutil.copyfile(template, db)
+    config = desk_settings(db)
+    store = Store(config.database.url)
+    desk = KillingDesk(config, store)
+    try:
+        counts = desk.process_pending(DB_NOW)
+        desk.escalate_due(DB_NOW)
+        return counts, outcome_of(store), len(handed_out)
+    finally:
+        desk.close()
+        store.dispose()
+
+
+def test_understanding_in_worker_processes_gives_the_same_claims(
+    message_store: tuple[Path, Any], reference_outcome: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill understands its messages in worker processes; the claims are those of one-by-one processing."""
+    template, _ = message_store
+    counts, outcome, batches = pooled_outcome(template, tmp_path, monkeypatch)
+    assert counts == (len(DB_FILES) + 1, 0)
+    assert batches == -(-(len(DB_FILES) + 1) // 3)  # every batch went to the workers
+    assert outcome == reference_outcome
+
+
+def test_a_killed_worker_loses_no_message(
+    message_store: tuple[Path, Any], reference_outcome: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed mid-backfill (out of memory, a signal): its batches are understood in the main process,
+    every message is processed once and the claims are the same."""
+    template, _ = message_store
+    counts, outcome, batches = pooled_outcome(template, tmp_path, monkeypatch, kill_worker_at=2)
+    assert counts == (len(DB_FILES) + 1, 0)
+    assert batches < -(-(len(DB_FILES) + 1) // 3)  # after the death the rest was understood here
     assert outcome == reference_outcome
 
 

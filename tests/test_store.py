@@ -115,6 +115,39 @@ def test_a_failed_message_is_kept_with_its_error(store: Store) -> None:
         assert (row.status, row.error, row.raw) == ("failed", "cannot parse MIME", b"\x00garbage")
 
 
+def test_upgrading_to_the_buyer_key_fills_it_from_the_facts_already_stored(store: Store) -> None:
+    """Migration 0006 indexes the buyer name of the trusted buyer messages stored before it (and only those)."""
+    from alembic import command
+
+    with store.session() as session:
+        for uid, (kind, facts) in enumerate(
+            [
+                ("buyer_message", {"buyer_name": "  Mara Quist ", "trusted": True}),
+                ("buyer_message", {"buyer_name": "Forged Name", "trusted": False}),
+                ("claim_opened", {"buyer_name": "Mara Quist", "trusted": True}),
+            ],
+            start=1,
+        ):
+            store.add_message(session, **_values(key=f"<k{uid}@x>", uid=uid, kind=kind, facts=facts))
+    with store.engine.begin() as connection:
+        config = store._alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+    assert store.revision() == "0005"
+    assert store.upgrade() == ["0006"]
+    with store.session() as session:
+        keys = {uid: key for uid, key in session.execute(select(StoredMessage.uid, StoredMessage.buyer_key))}
+    assert keys == {1: "mara quist", 2: None, 3: None}
+    with store.engine.connect() as connection:  # (the inspector skips expression indexes on SQLite)
+        listing = (
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+            if connection.dialect.name == "sqlite"
+            else "SELECT indexname FROM pg_indexes WHERE tablename = 'messages'"
+        )
+        indexes = set(connection.exec_driver_sql(listing).scalars())
+    assert {"ix_messages_buyer_key", "ix_messages_lower_sender"} <= indexes  # no index lost on the way
+
+
 def test_message_and_cursor_are_one_transaction(store: Store) -> None:
     """A kill (here: an exception) between storing a message and moving the cursor leaves neither."""
     with pytest.raises(RuntimeError), store.session() as session:

@@ -140,6 +140,10 @@ class Understander:
     def understand(self, message: ParsedMessage) -> Facts:
         """All facts of one message, each with its evidence."""
         reading = self.read(message)
+        if labels_for(reading.structure.kind) == frozenset():
+            # a notice whose kind Amazon's structure decided and whose facts need no rule (a cancellation, a
+            # copy of the seller's reply, ...): not tokenized; its language is its marketplace's
+            return self._facts(message, reading, self.model(reading.language), None)
         model, doc, reading = self._tokens(reading)
         return self._facts(message, reading, model, doc)
 
@@ -193,7 +197,7 @@ class Understander:
         model = self.model(language)
         return model, model.doc(reading.text), replace(reading, language=language)
 
-    def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc) -> Facts:
+    def _facts(self, message: ParsedMessage, reading: Reading, model: RuleModel, doc: Doc | None) -> Facts:
         """The facts of a message from its reading and tokens, each kind's facts from the part that states them."""
         evidence = self._source_evidence(message, reading)
         hits, body_hits = self._hits(reading, model, doc)
@@ -245,10 +249,12 @@ class Understander:
         )
 
     @staticmethod
-    def _hits(reading: Reading, model: RuleModel, doc: Doc) -> tuple[dict[str, list[Hit]], dict[str, list[Hit]]]:
+    def _hits(reading: Reading, model: RuleModel, doc: Doc | None) -> tuple[dict[str, list[Hit]], dict[str, list[Hit]]]:
         """The rules' hits in the reading by label: all of them, and those outside the subject."""
         hits: dict[str, list[Hit]] = {}
         body_hits: dict[str, list[Hit]] = {}
+        if doc is None:
+            return hits, body_hits
         for hit in model.hits(doc, reading.subject_end, labels_for(reading.structure.kind)):
             hits.setdefault(hit.label, []).append(hit)
             if not hit.in_subject:
