@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from pipeline import trust
 from pipeline.config import Settings
@@ -118,14 +118,31 @@ class ClaimDesk:
         stop: Callable[[], bool] | None = None,
         understood: dict[int, Facts] | None = None,
     ) -> tuple[int, int]:
-        """Process the given messages, each in its own transaction (until `stop` says so). `understood`: facts
-        already worked out for some of them (see understand_ids)."""
+        """Process the given messages (until `stop` says so); return (done, failed). `understood`: facts already
+        worked out for some of them (see understand_ids).
+
+        Several messages are processed in one transaction, each claim they touch replayed once at its end: a
+        crash keeps them all pending. When any of them fails, that transaction is undone and each message is
+        processed in its own, so that a bad message fails alone and is kept with its error.
+        """
+        ids = list(ids)
+        understood = understood or {}
+        if len(ids) > 1:
+            try:
+                done = self._process_together(ids, now, understood, stop)
+                return done, 0
+            except (OperationalError, InterfaceError) as exc:
+                raise StoreError(
+                    f"database unavailable while processing messages {ids[0]}-{ids[-1]}: {getattr(exc, 'orig', exc)}"
+                ) from None
+            except Exception as exc:  # somebody's fault: find whose, one message at a time
+                log.info("messages %s-%s: one failed (%s); processing them one by one", ids[0], ids[-1], exc)
         done = failed = 0
         for message_id in ids:
             if stop is not None and stop():
                 break
             try:
-                self._process_one(message_id, now, (understood or {}).get(message_id))
+                self._process_one(message_id, now, understood.get(message_id))
                 done += 1
             except (OperationalError, InterfaceError) as exc:
                 # the database went away (restart, network): the message stays pending for the next cycle,
@@ -144,6 +161,30 @@ class ClaimDesk:
                     row = session.get_one(StoredMessage, message_id)
                     row.status, row.error, row.processed_at = "failed", error[:4000], utcnow()
         return done, failed
+
+    def _process_together(
+        self, ids: list[int], now: datetime, understood: dict[int, Facts], stop: Callable[[], bool] | None
+    ) -> int:
+        """The messages in one transaction, every claim they touch replayed once at the end (see process_ids)."""
+        done = 0
+        with self.store.session() as session:
+            found = session.scalars(
+                select(StoredMessage).where(StoredMessage.id.in_(ids)).options(defer(StoredMessage.raw))
+            )  # the bytes are loaded only for a message not understood yet
+            rows = {row.id: row for row in found}
+            touched: dict[str, None] = {}  # in the order first touched
+            for message_id in ids:
+                if stop is not None and stop():
+                    break
+                row = rows.get(message_id)
+                if row is None:
+                    raise StoreError(f"message {message_id} is not stored")
+                touched.update(dict.fromkeys(self.link_message(session, row, understood.get(message_id))))
+                done += 1
+            with stage("replay", 0):
+                for order_id in touched:
+                    self.replay_claim(session, order_id, now)
+        return done
 
     def _process_one(self, message_id: int, now: datetime, facts: Facts | None = None) -> None:
         """One message in its own transaction; a write race with another process is retried once."""
@@ -288,6 +329,14 @@ class ClaimDesk:
 
     def process_message(self, session: Session, row: StoredMessage, now: datetime, facts: Facts | None = None) -> None:
         """Understand one message (unless its `facts` are given), link it to its order, and replay that claim."""
+        orders = self.link_message(session, row, facts)
+        with stage("replay", 0):
+            for order_id in orders:
+                self.replay_claim(session, order_id, now)
+
+    def link_message(self, session: Session, row: StoredMessage, facts: Facts | None = None) -> list[str]:
+        """Understand one message (unless its `facts` are given) and link it to its order; return the orders whose
+        claims must be replayed for it (its order, and the one it belonged to before when reprocessing moved it)."""
         if facts is None:
             facts = self.understand(row)
         before = row.order_id if row.status == "done" else None
@@ -301,12 +350,8 @@ class ClaimDesk:
             session.flush()
             if row.order_id:
                 self._link_earlier(session, row, facts)
-        with stage("replay"):
-            if row.order_id:
-                self.replay_claim(session, row.order_id, now)
-            if before and before != row.order_id:
-                # reprocessed with better rules, the message belongs elsewhere now: its old claim forgets it
-                self.replay_claim(session, before, now)
+        # reprocessed with better rules, the message may belong elsewhere now: its old claim forgets it
+        return [order for order in dict.fromkeys((row.order_id, before)) if order]
 
     def _link(self, session: Session, row: StoredMessage, facts: Facts) -> str | None:
         if facts.order_id:

@@ -288,14 +288,21 @@ class Poller:
         """
         wanted: list[HeaderSummary] = []
         folder, uidvalidity = where
+        amazons = []
+        for summary in heads:
+            if candidate_from_header_bytes(summary.header_bytes):
+                amazons.append(summary)
+            else:
+                stats.ignored += 1
+        if not amazons:
+            return wanted
         with self.store.session() as session:
-            for summary in heads:
-                if not candidate_from_header_bytes(summary.header_bytes):
-                    stats.ignored += 1
-                elif self.store.stored_from(session, account, folder, uidvalidity, summary.uid):
-                    stats.known += 1
-                else:
-                    wanted.append(summary)
+            stored = self.store.uids_stored_from(session, account, folder, uidvalidity, [s.uid for s in amazons])
+        for summary in amazons:
+            if summary.uid in stored:
+                stats.known += 1
+            else:
+                wanted.append(summary)
         return wanted
 
     def _fetch_headers(
@@ -405,7 +412,7 @@ class Poller:
         try:
             with stage("store", 0), self.store.session() as session:
                 for uid, raw, values in prepared:
-                    _row, new = self.store.add_message(
+                    _id, new = self.store.add_message(
                         session, account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw, **values
                     )
                     created.append((uid, new))
@@ -474,7 +481,7 @@ class Poller:
 
     def _add(self, account: str, folder: str, uidvalidity: int, uid: int, raw: bytes, values: dict[str, Any]) -> bool:
         with self.store.session() as session:
-            _row, created = self.store.add_message(
+            _id, created = self.store.add_message(
                 session, account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw, **values
             )
             self.store.set_cursor(session, account, folder, uidvalidity, uid)

@@ -236,7 +236,7 @@ def _refetch(settings: Settings, store: Store, selection: Selection, session_sco
                     wanted = [h.uid for h in heads if not (h.message_id and store.has_message(session, h.message_id))]
                 for uid, raw in mailbox.fetch_raw(wanted).items():
                     with session_scope() as session:
-                        _row, created = store.add_message(
+                        _id, created = store.add_message(
                             session,
                             account=mailbox.account,
                             folder=folder,

@@ -54,6 +54,12 @@ def normal_key(key: str) -> str:
     return cleaned
 
 
+_INSERT_MESSAGE = {
+    name: insert(StoredMessage).on_conflict_do_nothing(index_elements=["message_key"]).returning(StoredMessage.id)
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -154,8 +160,8 @@ class Store:
 
     # --- messages ---------------------------------------------------------------------------------
 
-    def add_message(self, session: Session, **values: Any) -> tuple[StoredMessage, bool]:
-        """Store a message unless the same one is there; return it and whether it is new.
+    def add_message(self, session: Session, **values: Any) -> tuple[int, bool]:
+        """Store a message unless the same one is there; return its id and whether it is new.
 
         A message is the same when its key (Message-ID) and its bytes are: a different message that reuses a
         known Message-ID is stored too, under the key with its digest appended, and logged. The write joins
@@ -170,17 +176,19 @@ class Store:
                 values[name] = _clean_text(values[name])[:limit]
         raw = values.get("raw") or b""
         values["raw_sha256"] = digest = hashlib.sha256(raw).hexdigest()
-        existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+        existing = self._stored_digest(session, key)
         if existing is not None:
-            if (existing.raw_sha256 or hashlib.sha256(existing.raw).hexdigest()) == digest or not raw:
-                return existing, False
+            existing_id, existing_digest = existing
+            if existing_digest == digest or not raw:
+                return existing_id, False
+            known_key = key
             values["message_key"] = key = normal_key(f"{key}#sha256:{digest[:16]}")
-            again = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
+            again = self._stored_digest(session, key)
             if again is not None:
-                return again, False
+                return again[0], False
             log.warning(
                 "a different message reuses Message-ID %s (uid %s in %s): stored as %s",
-                existing.message_key,
+                known_key,
                 values.get("uid"),
                 values.get("folder"),
                 key,
@@ -188,46 +196,55 @@ class Store:
         values.setdefault("received_at", utcnow())
         dialect = session.get_bind().dialect.name
         if dialect in ("sqlite", "postgresql"):
-            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
             # another process may store the same message between our look and our write: then nothing is
-            # inserted and theirs is returned
-            statement = (
-                insert(StoredMessage)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["message_key"])
-                .returning(StoredMessage.id)
-            )
-            new_id = session.execute(statement).scalar()
+            # inserted and theirs is returned (the values go as parameters: the statement is compiled once)
+            new_id = session.execute(_INSERT_MESSAGE[dialect], values).scalar()
             if new_id is None:
-                existing = session.scalar(select(StoredMessage).where(StoredMessage.message_key == key))
-                if existing is None:  # pragma: no cover - the other writer rolled back after blocking us
+                theirs = self._stored_digest(session, key)
+                if theirs is None:  # pragma: no cover - the other writer rolled back after blocking us
                     raise StoreError(f"message {key!r} could neither be inserted nor found")
-                return existing, False
-            return session.get_one(StoredMessage, new_id), True
+                return theirs[0], False
+            return new_id, True
         row = StoredMessage(**values)
         session.add(row)
         session.flush()
-        return row, True
+        return row.id, True
+
+    def _stored_digest(self, session: Session, key: str) -> tuple[int, str] | None:
+        """The id and the SHA-256 of the bytes of the message stored under this key (not loading the bytes,
+        unless a row from before the digest column has none)."""
+        found = session.execute(
+            select(StoredMessage.id, StoredMessage.raw_sha256).where(StoredMessage.message_key == key)
+        ).first()
+        if found is None:
+            return None
+        message_id, digest = found
+        if digest is None:
+            raw = session.scalar(select(StoredMessage.raw).where(StoredMessage.id == message_id)) or b""
+            digest = hashlib.sha256(raw).hexdigest()
+        return message_id, digest
 
     def has_message(self, session: Session, key: str) -> bool:
         """True when a message with this key (or Message-ID) is stored."""
         return session.scalar(select(StoredMessage.id).where(StoredMessage.message_key == normal_key(key))) is not None
 
-    def stored_from(self, session: Session, account: str, folder: str, uidvalidity: int, uid: int) -> bool:
-        """True when the message at this place of the mailbox is stored (whatever its Message-ID)."""
-        return (
-            session.scalar(
-                select(StoredMessage.id)
-                .where(
-                    StoredMessage.account == account,
-                    StoredMessage.folder == folder,
-                    StoredMessage.uidvalidity == uidvalidity,
-                    StoredMessage.uid == uid,
+    def uids_stored_from(
+        self, session: Session, account: str, folder: str, uidvalidity: int, uids: list[int]
+    ) -> set[int]:
+        """Which of these UIDs of a folder are stored (whatever their Message-IDs): stored_from for many."""
+        found: set[int] = set()
+        for first in range(0, len(uids), 500):  # within every database's limit on bound parameters
+            found.update(
+                session.scalars(
+                    select(StoredMessage.uid).where(
+                        StoredMessage.account == account,
+                        StoredMessage.folder == folder,
+                        StoredMessage.uidvalidity == uidvalidity,
+                        StoredMessage.uid.in_(uids[first : first + 500]),
+                    )
                 )
-                .limit(1)
             )
-            is not None
-        )
+        return found
 
     # --- cursors ----------------------------------------------------------------------------------
 

@@ -59,7 +59,8 @@ except ImportError:
     stages = {}
 print(json.dumps({"startup": imported - started, "poll": done - imported, "stored": stats.stored,
                   "processed": stats.processed, "failed": stats.failed, "seen": stats.seen,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "stages": stages}))
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "stages": stages}))
 """
 
 
@@ -281,7 +282,8 @@ def report(label: str, count: int, figures: dict[str, object], raw_rate: float) 
     rate = count / wall
     lines = [
         f"{label:<34} {rate:9.0f} msg/s  {rate / raw_rate:6.2f}x  {float(figures['rss_mb']):6.0f} MB  "  # type: ignore[arg-type]
-        f"(poll {figures['poll']:.1f} s + start {figures['startup']:.1f} s; stored {figures['stored']}, "
+        f"(largest worker {float(figures.get('worker_rss_mb') or 0):.0f} MB; poll"  # type: ignore[arg-type]
+        f" {figures['poll']:.1f} s + start {figures['startup']:.1f} s; stored {figures['stored']}, "
         f"processed {figures['processed']}, failed {figures['failed']})"
     ]
     stages = figures.get("stages") or {}

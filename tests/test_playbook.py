@@ -1104,15 +1104,15 @@ def test_a_database_outage_leaves_the_message_pending_for_the_next_cycle(
     outages = [OperationalError("UPDATE claims", {}, Exception("server closed the connection unexpectedly"))]
 
     class FlakyDesk(desk_class):  # type: ignore[misc, valid-type]
-        def process_message(self, session: Any, row: Any, now: datetime, facts: Any = None) -> None:
+        def link_message(self, session: Any, row: Any, facts: Any = None) -> list[str]:
             if outages:
                 raise outages.pop()
-            super().process_message(session, row, now, facts)
+            return super().link_message(session, row, facts)
 
     store = Store(config.database.url)
     try:
         desk = FlakyDesk(config, store)
-        with pytest.raises(StoreError, match="database unavailable while processing message 1"):
+        with pytest.raises(StoreError, match="database unavailable while processing messages 1-"):
             desk.process_pending(DB_NOW)
         with store.session() as session:
             assert session.get_one(StoredMessage, 1).status == "pending"

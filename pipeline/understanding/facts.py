@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
@@ -53,7 +53,8 @@ class Facts:
 
     def to_json(self) -> dict[str, Any]:
         """The facts as JSON-ready values (dates in ISO 8601 UTC); the keys of `pipeline inspect --json`."""
-        data = asdict(self)
+        # the fields one level deep (asdict would deep-copy every value; these are immutable or rebuilt below)
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for key in ("deadline_at", "sent_at"):
             data[key] = iso(data[key])
         data["delivered_on"] = self.delivered_on.isoformat() if self.delivered_on else None

@@ -13,15 +13,17 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import spacy
-from spacy.attrs import IDX, IS_SPACE, LEMMA, LENGTH, NORM, ORTH
+from spacy.attrs import IDX, IS_SPACE, LEMMA, LENGTH, LOWER, NORM, ORTH
 from spacy.language import Language
 from spacy.matcher import Matcher, PhraseMatcher
+from spacy.strings import get_string_id
 from spacy.tokens import Doc
 
 from pipeline.understanding import lemmas as _lemmas  # noqa: F401  (registers the pipeline_lemmatizer factory)
@@ -33,6 +35,10 @@ from pipeline.understanding.text import A_TO_Z, A_TO_Z_WORDS
 # labels whose matches are checked for negation / condition (the others are names, numbers and cues)
 PREDICATE_LABELS = frozenset({"KIND", "COMPLAINT", "REASON", "INTENT", "DELIVERED"})
 SCOPED_LABELS = PREDICATE_LABELS | {"USE_PERIOD", "ARRIVAL", "DEADLINE"}
+# the token attributes a pattern's required words are looked up by before the Matcher runs (see _needed_words)
+_WORD_COLUMNS = {"ORTH": 0, "LOWER": 1, "NORM": 2, "LEMMA": 3}
+_WORD_ATTRS = [ORTH, LOWER, NORM, LEMMA]
+MATCHER_CACHE = 256  # Matchers of rule subsets kept per language
 # labels that only a tracking number gives a use: their regexes run only where one was found
 TRACKING_COMPANIONS = frozenset({"CARRIER", "TRACKING_CUE"})
 _RULE_KEYS = {"id", "label", "value", "priority", "pattern", "phrases", "regex", "case", "scope", "note"}
@@ -119,6 +125,23 @@ def _rule(entry: dict[str, Any]) -> Rule:
     )
 
 
+def _needed_words(pattern: list[dict[str, Any]]) -> tuple[tuple[int, frozenset[int]], ...]:
+    """For each token of a pattern that must be there (no OP, or "+"), matched on a word attribute by one value
+    or an IN list: the column of that attribute in _WORD_ATTRS and the words' hashes. A doc lacking all the
+    words of one of these cannot match the pattern."""
+    needs = []
+    for token in pattern:
+        if token.get("OP") not in (None, "+"):
+            continue
+        for name, column in _WORD_COLUMNS.items():
+            wanted = token.get(name)
+            if isinstance(wanted, str):
+                needs.append((column, frozenset({get_string_id(wanted)})))
+            elif isinstance(wanted, dict) and set(wanted) == {"IN"}:
+                needs.append((column, frozenset(get_string_id(str(word)) for word in wanted["IN"])))
+    return tuple(needs)
+
+
 def _canonical(value: Any) -> Any:
     """A rule's words written as the text will be: "A-to-z" with the non-breaking hyphens of A_TO_Z."""
     if isinstance(value, str):
@@ -171,14 +194,18 @@ class RuleModel:
             lemmatizer.configure(forms, keywords, protected, bool(settings["compound_heads"]), table)
             patterns = [(rule, widen_lemmas(pattern, table_lemmas)) for rule, pattern in patterns]
         self.patterns = patterns
-        self.matcher = Matcher(self.nlp.vocab)
+        checker = Matcher(self.nlp.vocab)  # every pattern is checked now, not when a message first needs it
         for rule, pattern in patterns:
-            self.matcher.add(rule.id, [pattern])
+            try:
+                checker.add(rule.id, [pattern])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"rule {rule.id}: bad pattern: {str(exc).splitlines()[0]}") from None
         self.phrases = [(rule, list(self.nlp.pipe(rule.phrases))) for rule in phrases]
-        self.phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
-        for rule, docs in self.phrases:
-            self.phrase_matcher.add(rule.id, docs)
-        self._narrow: dict[frozenset[str], tuple[Matcher, PhraseMatcher]] = {}
+        self._narrow: dict[frozenset[str] | None, PhraseMatcher] = {}
+        self._needs = {rule.id: _needed_words(pattern) for rule, pattern in patterns}
+        self._pattern_of = {rule.id: pattern for rule, pattern in patterns}
+        self._label_of = {rule.id: rule.label for rule, _ in patterns}
+        self._matcher_cache: OrderedDict[frozenset[str], Matcher] = OrderedDict()
         self.scope = Scope(self.nlp.vocab, language.scope)
 
     def doc(self, text: str) -> Doc:
@@ -192,8 +219,9 @@ class RuleModel:
             return []
         text = doc.text
         strings = self.nlp.vocab.strings
-        matcher, phrase_matcher = self._matchers(labels)
-        spans = [(strings[m], s, e) for m, s, e in matcher(doc)] if len(matcher) else []
+        matcher = self._matcher_for(doc, labels)
+        phrase_matcher = self._phrase_matcher(labels)
+        spans = [(strings[m], s, e) for m, s, e in matcher(doc)] if matcher is not None else []
         if len(phrase_matcher):
             spans += [(strings[m], s, e) for m, s, e in phrase_matcher(doc)]
         starts = doc.to_array(IDX).tolist()
@@ -240,22 +268,42 @@ class RuleModel:
             ]
         return found
 
-    def _matchers(self, labels: frozenset[str] | None) -> tuple[Matcher, PhraseMatcher]:
-        """The Matcher and PhraseMatcher of the rules of some labels (all rules when None), built once: spaCy's
-        Matcher tests every pattern's word lists at every token, so a message runs only the rules it needs."""
-        if labels is None:
-            return self.matcher, self.phrase_matcher
+    def _matcher_for(self, doc: Doc, labels: frozenset[str] | None) -> Matcher | None:
+        """A Matcher of only the rules (of these labels) that can match in this doc: those whose every required
+        token has one of its words in the doc. spaCy's Matcher tries each pattern's word lists at every token,
+        in Python for an IN list, so a doc runs only the patterns it could match (built once per set, kept in
+        a small cache: a mailbox's messages fall in a few dozen sets)."""
+        present = doc.to_array(_WORD_ATTRS)
+        words = [set(present[:, column].tolist()) for column in range(len(_WORD_ATTRS))] if len(doc) else []
+        possible = frozenset(
+            rule_id
+            for rule_id, needs in self._needs.items()
+            if (labels is None or self._label_of[rule_id] in labels)
+            and all(words and not words[column].isdisjoint(values) for column, values in needs)
+        )
+        if not possible:
+            return None
+        matcher = self._matcher_cache.get(possible)
+        if matcher is None:
+            matcher = Matcher(self.nlp.vocab)
+            for rule_id in sorted(possible):
+                matcher.add(rule_id, [self._pattern_of[rule_id]])
+            self._matcher_cache[possible] = matcher
+            if len(self._matcher_cache) > MATCHER_CACHE:
+                self._matcher_cache.popitem(last=False)
+        else:
+            self._matcher_cache.move_to_end(possible)
+        return matcher
+
+    def _phrase_matcher(self, labels: frozenset[str] | None) -> PhraseMatcher:
+        """The PhraseMatcher of the phrase rules of some labels (all when None), built once."""
         found = self._narrow.get(labels)
         if found is None:
-            matcher = Matcher(self.nlp.vocab)
-            for rule, pattern in self.patterns:
-                if rule.label in labels:
-                    matcher.add(rule.id, [pattern])
-            phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
+            found = PhraseMatcher(self.nlp.vocab, attr="LEMMA")
             for rule, docs in self.phrases:
-                if rule.label in labels:
-                    phrase_matcher.add(rule.id, docs)
-            found = self._narrow[labels] = (matcher, phrase_matcher)
+                if labels is None or rule.label in labels:
+                    found.add(rule.id, docs)
+            self._narrow[labels] = found
         return found
 
     def _regex_spans(
